@@ -1,0 +1,478 @@
+"""The HunyuanVideo MMDiT with VINO's interleaved image stream.
+
+Parameter names follow the public diffusers layout (`transformer.*` in the official vino.ckpt), so
+the official weights and diffusers' `transformer/` folder load without renaming.
+
+Image stream of one sample (prompt order: images, then the video):
+    [start_1, patch(ref_1), end_1, start_2, patch(ref_2), end_2, ..., patch(noisy latent)]
+Joint attention sees [image stream, text tokens]; only the image stream gets 3D RoPE, and only the
+noisy tokens (the tail) leave the final layer.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import MMDiTConfig
+from .errors import VinoInputError
+
+ATTENTION_BACKENDS = ("auto", "math", "flash", "efficient", "cudnn")
+
+
+# ---------------------------------------------------------------- attention and RoPE
+
+
+def sdpa_context(backend: str):
+    """Pin torch's SDPA to one kernel family; 'auto' lets torch choose."""
+    if backend == "auto":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernels = {
+        "math": SDPBackend.MATH,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
+    if backend not in kernels:
+        raise VinoInputError(f"attention backend {backend!r} is unknown; expected one of {ATTENTION_BACKENDS}")
+    return sdpa_kernel(kernels[backend])
+
+
+def attention(q, k, v, key_mask=None):
+    """q, k, v: [B, S, H, D]; key_mask: [B, S] bool (True = attend) or None. Returns [B, S, H*D]."""
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+    return out.transpose(1, 2).flatten(2)
+
+
+def rope_tables(positions: torch.Tensor, axes: tuple[int, ...], theta: float):
+    """positions: [..., 3] (t, h, w) -> cos, sin: [..., head_dim], each frequency repeated for its pair."""
+    cos, sin = [], []
+    for axis, dim in enumerate(axes):
+        inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float64) / dim)
+        angle = positions[..., axis, None].double() * inv_freq
+        cos.append(angle.cos().float().repeat_interleave(2, dim=-1))
+        sin.append(angle.sin().float().repeat_interleave(2, dim=-1))
+    return torch.cat(cos, dim=-1), torch.cat(sin, dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    """x: [B, S, H, D] with interleaved (real, imag) pairs; cos, sin: [S, D] or [B, S, D]."""
+    if cos.dim() == 2:
+        cos, sin = cos[None], sin[None]
+    real, imag = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    rotated = torch.stack((-imag, real), dim=-1).flatten(-2)
+    return (x.float() * cos[:, :, None] + rotated * sin[:, :, None]).to(x.dtype)
+
+
+# ---------------------------------------------------------------- small layers
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype) * self.weight
+
+
+class Projection(nn.Module):
+    """Linear then activation: the `net.0.proj` of a feed-forward."""
+
+    def __init__(self, dim_in: int, dim_out: int, activation):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out)
+        self.activation = activation
+
+    def forward(self, x):
+        return self.activation(self.proj(x))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, ratio: float, activation):
+        super().__init__()
+        inner = int(dim * ratio)
+        # Indices 0 and 2 match the public key names (`ff.net.0.proj`, `ff.net.2`); 1 held dropout.
+        self.net = nn.ModuleList([Projection(dim, inner, activation), nn.Identity(), nn.Linear(inner, dim)])
+
+    def forward(self, x):
+        return self.net[2](self.net[0](x))
+
+
+def gelu_tanh(x):
+    return F.gelu(x, approximate="tanh")
+
+
+def timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features [cos | sin] of t: [B] -> [B, dim] float32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angle = t.float()[:, None] * freqs[None]
+    return torch.cat([angle.cos(), angle.sin()], dim=-1)
+
+
+class MLPEmbedder(nn.Module):
+    """linear_1 -> SiLU -> linear_2 (timestep, guidance and pooled-text embedders)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(dim_in, dim_out)
+        self.linear_2 = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x):
+        return self.linear_2(F.silu(self.linear_1(x.to(self.linear_1.weight.dtype))))
+
+
+class AdaModulation(nn.Module):
+    """`norm*.linear`: SiLU(temb) -> chunks of shift/scale/gate vectors."""
+
+    def __init__(self, dim: int, chunks: int):
+        super().__init__()
+        self.chunks = chunks
+        self.linear = nn.Linear(dim, chunks * dim)
+
+    def forward(self, temb):
+        return self.linear(F.silu(temb)).unsqueeze(1).chunk(self.chunks, dim=-1)  # each [B, 1, D]
+
+
+def modulate(x, shift, scale):
+    return F.layer_norm(x, (x.shape[-1],), eps=1e-6) * (1 + scale) + shift
+
+
+# ---------------------------------------------------------------- text path: the token refiner
+
+
+class TimeTextEmbed(nn.Module):
+    def __init__(self, hidden: int, pooled_dim: int, guidance: bool = False):
+        super().__init__()
+        self.timestep_embedder = MLPEmbedder(256, hidden)
+        self.text_embedder = MLPEmbedder(pooled_dim, hidden)
+        self.guidance_embedder = MLPEmbedder(256, hidden) if guidance else None
+
+
+class RefinerAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.to_q, self.to_k, self.to_v = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.to_out = nn.ModuleList([nn.Linear(hidden, hidden)])
+
+    def forward(self, x, mask):
+        q, k, v = (proj(x).unflatten(-1, (self.heads, -1)).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out[0](out.transpose(1, 2).flatten(2))
+
+
+class RefinerBlock(nn.Module):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden, eps=1e-6)
+        self.attn = RefinerAttention(hidden, heads)
+        self.norm2 = nn.LayerNorm(hidden, eps=1e-6)
+        self.ff = FeedForward(hidden, mlp_ratio, F.silu)
+        self.norm_out = AdaModulation(hidden, 2)
+
+    def forward(self, x, temb, mask):
+        gate_msa, gate_mlp = self.norm_out(temb)
+        x = x + self.attn(self.norm1(x), mask) * gate_msa
+        return x + self.ff(self.norm2(x)) * gate_mlp
+
+
+class TokenRefiner(nn.Module):
+    """`context_embedder`: projects the VLM conditioning and refines each prompt on its own."""
+
+    def __init__(self, cfg: MMDiTConfig):
+        super().__init__()
+        self.time_text_embed = TimeTextEmbed(cfg.hidden, cfg.text_dim)
+        self.proj_in = nn.Linear(cfg.text_dim, cfg.hidden)
+        self.token_refiner = nn.Module()
+        self.token_refiner.refiner_blocks = nn.ModuleList(
+            RefinerBlock(cfg.hidden, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.num_refiner_blocks)
+        )
+
+    def forward(self, text, t_features, text_mask):
+        """text: [B, L, text_dim]; text_mask: [B, L] bool or None (all valid)."""
+        if text_mask is None:
+            pooled, mask = text.mean(dim=1), None
+        else:
+            weights = text_mask.to(torch.float32)[..., None]
+            pooled = ((text.float() * weights).sum(1) / weights.sum(1)).to(text.dtype)
+            mask = (text_mask[:, None, :, None] & text_mask[:, None, None, :]).clone()  # [B, 1, L, L]
+            mask[..., 0] = True  # a padded row still attends somewhere
+        embed = self.time_text_embed
+        temb = embed.timestep_embedder(t_features) + embed.text_embedder(pooled)
+        x = self.proj_in(text)
+        for block in self.token_refiner.refiner_blocks:
+            x = block(x, temb, mask)
+        return x
+
+
+# ---------------------------------------------------------------- joint blocks
+
+
+class JointAttention(nn.Module):
+    """Double-block attention: separate projections for the image and text streams."""
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        head_dim = hidden // heads
+        self.to_q, self.to_k, self.to_v = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.add_q_proj, self.add_k_proj, self.add_v_proj = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.norm_q, self.norm_k, self.norm_added_q, self.norm_added_k = (RMSNorm(head_dim) for _ in range(4))
+        self.to_out = nn.ModuleList([nn.Linear(hidden, hidden)])
+        self.to_add_out = nn.Linear(hidden, hidden)
+
+    def forward(self, img, txt, rope, key_mask):
+        split = lambda x: x.unflatten(-1, (self.heads, -1))  # noqa: E731  [B, S, H, D]
+        q = apply_rope(self.norm_q(split(self.to_q(img))), *rope)
+        k = apply_rope(self.norm_k(split(self.to_k(img))), *rope)
+        v = split(self.to_v(img))
+        tq = self.norm_added_q(split(self.add_q_proj(txt)))
+        tk = self.norm_added_k(split(self.add_k_proj(txt)))
+        tv = split(self.add_v_proj(txt))
+        out = attention(torch.cat([q, tq], 1), torch.cat([k, tk], 1), torch.cat([v, tv], 1), key_mask)
+        n_img = img.shape[1]
+        return self.to_out[0](out[:, :n_img]), self.to_add_out(out[:, n_img:])
+
+
+class DoubleBlock(nn.Module):
+    """`transformer_blocks.N`: image and text streams with their own weights, joint attention."""
+
+    def __init__(self, cfg: MMDiTConfig):
+        super().__init__()
+        self.norm1 = AdaModulation(cfg.hidden, 6)
+        self.norm1_context = AdaModulation(cfg.hidden, 6)
+        self.attn = JointAttention(cfg.hidden, cfg.num_heads)
+        self.ff = FeedForward(cfg.hidden, cfg.mlp_ratio, gelu_tanh)
+        self.ff_context = FeedForward(cfg.hidden, cfg.mlp_ratio, gelu_tanh)
+
+    def forward(self, img, txt, temb, rope, key_mask):
+        i_shift, i_scale, i_gate, i_shift2, i_scale2, i_gate2 = self.norm1(temb)
+        t_shift, t_scale, t_gate, t_shift2, t_scale2, t_gate2 = self.norm1_context(temb)
+        img_attn, txt_attn = self.attn(modulate(img, i_shift, i_scale), modulate(txt, t_shift, t_scale), rope, key_mask)
+        img = img + img_attn * i_gate
+        txt = txt + txt_attn * t_gate
+        img = img + self.ff(modulate(img, i_shift2, i_scale2)) * i_gate2
+        txt = txt + self.ff_context(modulate(txt, t_shift2, t_scale2)) * t_gate2
+        return img, txt
+
+
+class SingleAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.to_q, self.to_k, self.to_v = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.norm_q, self.norm_k = RMSNorm(hidden // heads), RMSNorm(hidden // heads)
+
+
+class SingleBlock(nn.Module):
+    """`single_transformer_blocks.N`: one stream [image, text], attention and MLP in parallel."""
+
+    def __init__(self, cfg: MMDiTConfig):
+        super().__init__()
+        mlp_dim = int(cfg.hidden * cfg.mlp_ratio)
+        self.norm = AdaModulation(cfg.hidden, 3)
+        self.attn = SingleAttention(cfg.hidden, cfg.num_heads)
+        self.proj_mlp = nn.Linear(cfg.hidden, mlp_dim)
+        self.proj_out = nn.Linear(cfg.hidden + mlp_dim, cfg.hidden)
+
+    def forward(self, x, n_img, temb, rope, key_mask):
+        """x: [B, n_img + L, D], the image stream first."""
+        shift, scale, gate = self.norm(temb)
+        h = modulate(x, shift, scale)
+        attn = self.attn
+        split = lambda y: y.unflatten(-1, (attn.heads, -1))  # noqa: E731
+        q, k, v = attn.norm_q(split(attn.to_q(h))), attn.norm_k(split(attn.to_k(h))), split(attn.to_v(h))
+        q = torch.cat([apply_rope(q[:, :n_img], *rope), q[:, n_img:]], 1)
+        k = torch.cat([apply_rope(k[:, :n_img], *rope), k[:, n_img:]], 1)
+        out = attention(q, k, v, key_mask)
+        return x + self.proj_out(torch.cat([out, gelu_tanh(self.proj_mlp(h))], dim=-1)) * gate
+
+
+# ---------------------------------------------------------------- the interleaved sequence
+
+
+@dataclass
+class ImageStream:
+    """The batched image stream: tokens, RoPE positions, masks and where each noisy latent sits."""
+
+    tokens: torch.Tensor  # [B, N, D]
+    positions: torch.Tensor  # [B, N, 3] (t, h, w)
+    mask: torch.Tensor | None  # [B, N] bool, None when every sample has the same length
+    noisy_start: list[int]  # per sample: index of the first noisy token
+    noisy_len: int
+
+
+def reference_layout(reference_shapes, noisy_shape, patch):
+    """RoPE positions [N, 3] of one sample's image stream and the index where the noisy part starts.
+
+    reference_shapes: latent shapes (C, T, H, W) in prompt order; noisy_shape likewise. A running
+    time offset t starts at 0: start token at (t, 0, 0), t += 1; the reference covers t..t+T'-1 with
+    h, w from 0; end token at (t, 0, 0), t += 1; the noisy latent continues from there.
+    """
+    pt, ph, pw = patch
+    parts, t = [], 0
+
+    def grid(shape, t0):
+        _, frames, height, width = shape
+        axes = [torch.arange(n) for n in (frames // pt, height // ph, width // pw)]
+        axes[0] = axes[0] + t0
+        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3), frames // pt
+
+    for shape in reference_shapes:
+        parts.append(torch.tensor([[t, 0, 0]]))
+        ref_grid, ref_frames = grid(shape, t + 1)
+        parts.append(ref_grid)
+        t += 1 + ref_frames
+        parts.append(torch.tensor([[t, 0, 0]]))
+        t += 1
+    noisy_grid, _ = grid(noisy_shape, t)
+    positions = torch.cat(parts + [noisy_grid])
+    return positions, positions.shape[0] - noisy_grid.shape[0]
+
+
+# ---------------------------------------------------------------- the model
+
+
+class VinoMMDiT(nn.Module):
+    def __init__(self, cfg: MMDiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.x_embedder = nn.Module()
+        self.x_embedder.proj = nn.Conv3d(cfg.in_channels, cfg.hidden, cfg.patch_size, stride=cfg.patch_size)
+        self.context_embedder = TokenRefiner(cfg)
+        self.time_text_embed = TimeTextEmbed(cfg.hidden, cfg.pooled_dim, cfg.guidance_embeds)
+        self.transformer_blocks = nn.ModuleList(DoubleBlock(cfg) for _ in range(cfg.num_double_blocks))
+        self.single_transformer_blocks = nn.ModuleList(SingleBlock(cfg) for _ in range(cfg.num_single_blocks))
+        self.norm_out = AdaModulation(cfg.hidden, 2)
+        self.proj_out = nn.Linear(cfg.hidden, math.prod(cfg.patch_size) * cfg.out_channels)
+        self.gradient_checkpointing = False
+        self.attention_backend = "auto"
+
+    # -- embedding
+
+    def patchify(self, latent):
+        """[B, C, T, H, W] -> [B, T'H'W', D]."""
+        return self.x_embedder.proj(latent.to(self.x_embedder.proj.weight.dtype)).flatten(2).transpose(1, 2)
+
+    def unpatchify(self, tokens, shape):
+        """[B, T'H'W', C*pt*ph*pw] -> [B, C, T, H, W]."""
+        _, c, t, h, w = shape
+        pt, ph, pw = self.cfg.patch_size
+        x = tokens.reshape(tokens.shape[0], t // pt, h // ph, w // pw, c, pt, ph, pw)
+        return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(tokens.shape[0], c, t, h, w)
+
+    def check_latent(self, latent, what):
+        _, t, h, w = latent.shape[-4:]
+        pt, ph, pw = self.cfg.patch_size
+        if latent.shape[-4] != self.cfg.in_channels or t % pt or h % ph or w % pw or min(t, h, w) < 1:
+            raise VinoInputError(
+                f"{what} latent has shape {tuple(latent.shape)}; expected {self.cfg.in_channels} channels and "
+                f"T, H, W divisible by the patch {self.cfg.patch_size}"
+            )
+
+    def image_stream(self, latents, references, boundary) -> ImageStream:
+        """latents: [B, C, T, H, W]; references[b]: list of [C, T_r, H_r, W_r]; boundary[b]: [n_r, 2, D]."""
+        batch = latents.shape[0]
+        self.check_latent(latents, "noisy")
+        noisy = self.patchify(latents)  # [B, n, D]
+        samples, positions, starts = [], [], []
+        for b in range(batch):
+            refs = references[b] if references is not None else []
+            bounds = boundary[b] if boundary is not None and len(refs) else None
+            if len(refs) and (bounds is None or bounds.shape[0] != len(refs)):
+                got = 0 if bounds is None else bounds.shape[0]
+                raise VinoInputError(f"sample {b} has {len(refs)} reference latents but {got} boundary token pairs")
+            parts = []
+            for r, ref in enumerate(refs):
+                self.check_latent(ref, f"reference {r + 1} of sample {b}")
+                start_end = bounds[r].to(noisy.dtype)
+                parts += [start_end[:1], self.patchify(ref[None])[0], start_end[1:]]
+            pos, start = reference_layout([ref.shape for ref in refs], latents.shape[1:], self.cfg.patch_size)
+            samples.append(torch.cat(parts + [noisy[b]]))
+            positions.append(pos)
+            starts.append(start)
+        lengths = [s.shape[0] for s in samples]
+        longest = max(lengths)
+        tokens = noisy.new_zeros(batch, longest, noisy.shape[-1])
+        pos = torch.zeros(batch, longest, 3, dtype=torch.long)
+        mask = torch.zeros(batch, longest, dtype=torch.bool, device=noisy.device)
+        for b, (sample, p) in enumerate(zip(samples, positions)):
+            tokens[b, : lengths[b]] = sample
+            pos[b, : lengths[b]] = p
+            mask[b, : lengths[b]] = True
+        same_length = all(n == longest for n in lengths)
+        return ImageStream(tokens, pos.to(noisy.device), None if same_length else mask, starts, noisy.shape[1])
+
+    def conditioning(self, timestep, guidance, pooled):
+        embed = self.time_text_embed
+        temb = embed.timestep_embedder(timestep_features(timestep))
+        if embed.guidance_embedder is not None:
+            if guidance is None:
+                raise VinoInputError("this MMDiT embeds guidance; pass guidance (VINO uses the constant 1000)")
+            temb = temb + embed.guidance_embedder(timestep_features(guidance))
+        if pooled is not None:  # the CLIP pooled path of plain HunyuanVideo; VINO leaves it out
+            temb = temb + embed.text_embedder(pooled)
+        return temb
+
+    # -- forward
+
+    def forward(self, latents, timestep, text, text_mask=None, references=None, boundary=None, guidance=None, pooled=None):
+        """Velocity for the noisy latents.
+
+        latents: [B, C, T, H, W]; timestep, guidance: [B] (t' * 999 and 1000 in VINO);
+        text: [B, L, text_dim] with text_mask [B, L] bool (None = all valid);
+        references: per sample a list of reference latents [C, T_r, H_r, W_r] in prompt order (or None);
+        boundary: per sample [n_refs, 2, hidden] start/end tokens; pooled: [B, pooled_dim] or None.
+        Returns [B, C, T, H, W].
+        """
+        batch = latents.shape[0]
+        if timestep.dim() == 0:
+            timestep = timestep.expand(batch)
+        if guidance is not None and guidance.dim() == 0:
+            guidance = guidance.expand(batch)
+        if references is not None and len(references) != batch:
+            raise VinoInputError(f"references are given for {len(references)} samples but the batch has {batch}")
+        if text_mask is not None and bool(text_mask.all()):
+            text_mask = None
+
+        t_features = timestep_features(timestep)
+        temb = self.conditioning(timestep, guidance, pooled)
+        stream = self.image_stream(latents, references, boundary)
+        txt = self.context_embedder(text, t_features, text_mask)
+        img = stream.tokens
+        rope = rope_tables(stream.positions, self.cfg.rope_axes, self.cfg.rope_theta)
+        key_mask = None
+        if stream.mask is not None or text_mask is not None:
+            img_mask = stream.mask if stream.mask is not None else torch.ones(img.shape[:2], dtype=torch.bool, device=img.device)
+            txt_mask = text_mask if text_mask is not None else torch.ones(txt.shape[:2], dtype=torch.bool, device=img.device)
+            key_mask = torch.cat([img_mask, txt_mask], dim=1)
+
+        n_img = img.shape[1]
+        with sdpa_context(self.attention_backend):
+            for block in self.transformer_blocks:
+                img, txt = self.run_block(block, img, txt, temb, rope, key_mask)
+            x = torch.cat([img, txt], dim=1)
+            for block in self.single_transformer_blocks:
+                x = self.run_block(block, x, n_img, temb, rope, key_mask)
+
+        noisy = torch.stack([x[b, s : s + stream.noisy_len] for b, s in enumerate(stream.noisy_start)])
+        scale, shift = self.norm_out(temb)
+        out = self.proj_out(modulate(noisy, shift, scale))
+        return self.unpatchify(out, latents.shape)
+
+    def run_block(self, block, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
