@@ -1,0 +1,101 @@
+"""End to end: every task kind through `python -m vino_model.generate` on a tiny random VINO."""
+
+import json
+
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from vino_model import media
+from vino_model.generate import main, write_demo
+from vino_model.pipeline import VinoPipeline
+
+SIZE = ["--width", "48", "--height", "32", "--frames", "5", "--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    bundle, tasks = write_demo(folder)
+    return bundle, tasks, json.loads(tasks.read_text())
+
+
+def model_args(bundle):
+    return ["--checkpoint", str(bundle / "vino.safetensors"), "--qwen", str(bundle / "qwen3vl"),
+            "--vae", str(bundle / "vae.safetensors"), "--device", "cpu"]
+
+
+# (width, height, frames) each task must produce with SIZE: the user's size, the base image's
+# letterboxed size (128x128 at the tiny model's 64x64 reference area) or the reference video's.
+EXPECTED = {
+    "t2i": (48, 32, 1), "t2v": (48, 32, 5), "i2v": (64, 64, 5), "ti2v": (48, 32, 5),
+    "ti2i": (64, 64, 1), "tv2v": (64, 48, 5), "tiv2v": (64, 48, 5), "clone": (64, 48, 5),
+}
+
+
+def test_every_task_kind_through_the_cli(demo, tmp_path):
+    bundle, tasks, entries = demo
+    assert {e["task"] for e in entries} == set(EXPECTED)
+    out = tmp_path / "out"
+    assert main(["--tasks", str(tasks), "--out", str(out), "--save-latents", *SIZE, *model_args(bundle)]) == 0
+    for entry in entries:
+        width, height, frames = EXPECTED[entry["task"]]
+        stem = out / f"{entry['index']}_{entry['task']}"
+        if frames == 1:
+            image = Image.open(stem.with_suffix(".png"))
+            assert image.size == (width, height)
+        else:
+            video, _ = media.read_video(stem.with_suffix(".mp4"))
+            assert len(video) == frames and video[0].size == (width, height)
+        latents = load_file(str(stem) + ".latents.safetensors")["latents"]
+        assert latents.shape == (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+
+
+def test_same_seed_same_output_and_image_cfg_changes_it(demo):
+    bundle, _, entries = demo
+    pipe = VinoPipeline.load(bundle / "vino.safetensors", bundle / "qwen3vl", bundle / "vae.safetensors")
+    entry = next(e for e in entries if e.get("ref_image_have_base"))
+    images = [media.read_image(p) for p in entry["ref_image_paths"]]
+    kwargs = dict(steps=2, seed=7, sample_posterior=False)
+    a = pipe.generate("ti2i", entry["caption"], images, have_base=True, **kwargs)
+    b = pipe.generate("ti2i", entry["caption"], images, have_base=True, **kwargs)
+    c = pipe.generate("ti2i", entry["caption"], images, have_base=True, image_cfg=2.0, **kwargs)
+    assert (a.latents == b.latents).all()
+    assert (a.latents - c.latents).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    "task, change, message",
+    [
+        ({"task": "paint"}, None, "unknown task 'paint'"),
+        ({"task": "ti2v", "caption": "Image 3 walks in"}, None, "Image 3"),
+        ({"task": "t2v"}, ["--frames", "20"], "frames=20"),
+        ({"task": "t2i"}, ["--width", "50"], "width"),
+        ({"task": "i2v", "ref_image_paths": ["tiny.png"]}, None, "Image 1: reference image is 8x8"),
+        ({"task": "tv2v"}, None, "needs a reference video"),
+        ({"task": "clone", "ref_image_paths": ["tiny.png", "tiny.png"]}, None, "exactly 1 reference images"),
+    ],
+)
+def test_bad_input_is_a_clear_error(demo, tmp_path, capsys, task, change, message):
+    bundle, _, entries = demo
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "tiny.png")
+    ti2v = next(e for e in entries if e["task"] == "ti2v")
+    entry = {"index": 0, "caption": "a red circle", "ref_image_paths": ti2v["ref_image_paths"] if task["task"] == "ti2v" else []}
+    entry.update(task)
+    (tmp_path / "tasks.json").write_text(json.dumps([entry]))
+    args = ["--tasks", str(tmp_path / "tasks.json"), "--out", str(tmp_path / "out"), *SIZE, *(change or []),
+            *model_args(bundle)]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_task_file_is_parsed_never_evaluated(tmp_path):
+    from vino_model.errors import VinoInputError
+    from vino_model.tasks import read_task_file
+
+    (tmp_path / "a.png").touch()
+    (tmp_path / "t.json").write_text(json.dumps([{"task": "i2v", "caption": "x", "ref_image_paths": '["a.png"]'}]))
+    assert read_task_file(tmp_path / "t.json")[0].ref_image_paths == [tmp_path / "a.png"]
+    (tmp_path / "t.json").write_text(json.dumps([{"task": "i2v", "caption": "x", "ref_image_paths": "__import__('os')"}]))
+    with pytest.raises(VinoInputError, match="not a JSON list"):
+        read_task_file(tmp_path / "t.json")

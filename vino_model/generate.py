@@ -1,0 +1,169 @@
+"""Run a task file (the release's JSON format) through VINO and write PNG / MP4 files.
+
+    python -m vino_model.generate --tasks tasks.json --checkpoint vino.safetensors \
+        --qwen Qwen3-VL-4B-Instruct --vae hunyuan_video_vae_bf16.safetensors --out outputs/
+
+A task file is a JSON list of {index, task, caption, ref_image_paths?, ref_video_path?, ref_image_have_base?}.
+`--demo` builds a tiny random model and a demo task file covering every task kind: it shows the
+whole path runs, not what a trained model draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import save_file
+
+from . import media
+from .errors import VinoInputError
+from .pipeline import DTYPES, VinoPipeline
+from .tasks import TASKS, read_task_file
+
+log = logging.getLogger("vino")
+
+DEMO_DIR = Path(".cache/vino-demo")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m vino_model.generate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", type=Path, help="task file (JSON list)")
+    p.add_argument("--checkpoint", type=Path, help="vino.ckpt, our .safetensors file or a sharded folder")
+    p.add_argument("--qwen", type=Path, help="Qwen3-VL folder (Qwen3-VL-4B-Instruct for the official weights)")
+    p.add_argument("--vae", type=Path, help="HunyuanVideo VAE: diffusers folder or one .safetensors file")
+    p.add_argument("--out", type=Path, default=Path("output"), help="output folder (default: output/)")
+    p.add_argument("--demo", action="store_true", help="tiny random model + demo tasks, small sizes, few steps")
+    p.add_argument("--width", type=int, help="output width (default 640 for images, 848 for videos)")
+    p.add_argument("--height", type=int, help="output height (default 640 for images, 480 for videos)")
+    p.add_argument("--frames", type=int, help="output frames, 4k+1 (default 85; 81 for video edits)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg", type=float, help="text CFG (default 5 for images, 7 for videos)")
+    p.add_argument("--image-cfg", type=float, default=1.0, help="image CFG; 1 is off, 1-3 for reference tasks")
+    p.add_argument("--shift", type=float, help="schedule shift (default 5 for images, 7 for videos)")
+    p.add_argument("--negative-image", help="negative prompt for image tasks ('' for none)")
+    p.add_argument("--negative-video", help="negative prompt for video tasks ('' for none)")
+    p.add_argument("--reference-mode", choices=["sample", "mode"], default="sample",
+                   help="encode references with a posterior sample (the release) or its mode (reproducible)")
+    p.add_argument("--tiled-decode", action="store_true", help="decode the VAE in tiles to save memory")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="default bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--attention", default="auto", help="SDPA backend: auto, cudnn, flash, efficient, math")
+    p.add_argument("--save-latents", action="store_true", help="also write the final latents as safetensors")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- the demo
+
+
+def demo_media(folder: Path) -> dict[str, Path]:
+    """Two object images, a scene and a 17-frame clip of a moving square (for the demo tasks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, colour, box in [("red_circle", (220, 40, 40), None), ("blue_square", (40, 70, 220), None),
+                              ("scene", (40, 180, 60), (30, 30, 90, 90))]:
+        image = Image.new("RGB", (128, 128), (235, 235, 235) if name == "scene" else (255, 255, 255))
+        draw = ImageDraw.Draw(image)
+        shape = draw.ellipse if "circle" in name else draw.rectangle
+        shape(box or (24, 24, 104, 104), fill=colour)
+        paths[name] = folder / f"{name}.png"
+        image.save(paths[name])
+    frames = []
+    for t in range(17):
+        frame = np.full((64, 96, 3), 230, np.uint8)
+        frame[20:44, 4 + 4 * t : 28 + 4 * t] = (200, 160, 30)
+        frames.append(frame)
+    paths["clip"] = media.write_video(folder / "clip.mp4", np.stack(frames), fps=8)
+    return paths
+
+
+def write_demo(folder: Path) -> tuple[Path, Path]:
+    from .tiny import make_tiny_bundle
+
+    bundle = make_tiny_bundle(folder / "model")
+    m = {k: str(v.resolve()) for k, v in demo_media(folder / "media").items()}
+    tasks = [
+        {"index": 0, "task": "t2i", "caption": "a red circle on a white background"},
+        {"index": 1, "task": "t2v", "caption": "a blue square moves to the right"},
+        {"index": 2, "task": "i2v", "caption": "the circle bounces", "ref_image_paths": [m["red_circle"]]},
+        {"index": 3, "task": "ti2v", "caption": "the object in Image 1 and the object in Image 2 move apart",
+         "ref_image_paths": [m["red_circle"], m["blue_square"]]},
+        {"index": 4, "task": "ti2i", "caption": "make the square yellow", "ref_image_paths": [m["scene"]]},
+        {"index": 5, "task": "ti2i", "caption": "replace the square with the object in Image 1",
+         "ref_image_paths": [m["red_circle"], m["scene"]], "ref_image_have_base": True},
+        {"index": 6, "task": "tv2v", "caption": "make the moving square green", "ref_video_path": m["clip"]},
+        {"index": 7, "task": "tiv2v", "caption": "replace the moving square with the object in Image 1",
+         "ref_image_paths": [m["blue_square"]], "ref_video_path": m["clip"]},
+        {"index": 8, "task": "clone", "caption": "the object in Image 1 moves like the square in Video 1",
+         "ref_image_paths": [m["red_circle"]], "ref_video_path": m["clip"]},
+    ]
+    task_file = folder / "demo_tasks.json"
+    task_file.write_text(json.dumps(tasks, indent=1))
+    return bundle, task_file
+
+
+# ---------------------------------------------------------------- running a task file
+
+
+def run(args) -> list[Path]:
+    if args.demo:
+        bundle, args.tasks = write_demo(DEMO_DIR)
+        args.checkpoint, args.qwen, args.vae = bundle / "vino.safetensors", bundle / "qwen3vl", bundle / "vae.safetensors"
+        args.width, args.height, args.frames = args.width or 64, args.height or 64, args.frames or 9
+        args.steps = 4 if args.steps == 50 else args.steps
+        log.info("demo: a tiny RANDOM model (not trained): the outputs are noise-like by design")
+    for name in ("tasks", "checkpoint", "qwen", "vae"):
+        if getattr(args, name) is None:
+            raise VinoInputError(f"--{name} is required (or use --demo)")
+    entries = read_task_file(args.tasks)
+    dtype = args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32")
+    started = time.perf_counter()
+    pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, args.device, dtype, args.attention)
+    log.info("loaded VINO in %.1f s", time.perf_counter() - started)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for entry in entries:
+        task = TASKS[entry.task]
+        images = [media.read_image(p) for p in entry.ref_image_paths]
+        video, fps = media.read_video(entry.ref_video_path) if entry.ref_video_path else (None, None)
+        negative = args.negative_image if task.output == "image" else args.negative_video
+        started = time.perf_counter()
+        result = pipe.generate(
+            entry.task, entry.caption, images, video, fps, entry.ref_image_have_base, args.width, args.height,
+            args.frames, args.steps, args.seed, args.cfg, args.image_cfg, args.shift, negative,
+            sample_posterior=args.reference_mode == "sample", tiled_decode=args.tiled_decode,
+        )
+        stem = args.out / f"{entry.index}_{entry.task}"
+        if result.frames.shape[0] == 1:
+            path = media.write_png(stem.with_suffix(".png"), result.frames[0], {"prompt": entry.caption})
+        else:
+            path = media.write_video(stem.with_suffix(".mp4"), result.frames, result.fps)
+        written.append(path)
+        if args.save_latents:
+            save_file({"latents": result.latents.float().cpu().contiguous()}, str(stem) + ".latents.safetensors")
+        log.info("%s %s: %s (%.1f s)", entry.index, entry.task, path, time.perf_counter() - started)
+    return written
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        written = run(args)
+    except VinoInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
