@@ -1,0 +1,310 @@
+"""The VLM side on a tiny random Qwen3-VL: prompt layout, query positions and causality,
+hidden_states[-2], boundary markers, gradients, and the caption rewrite."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+from vino_model.encoder import (
+    REWRITE_SYSTEM_PROMPT,
+    InterleavedEncoder,
+    MMEncoder,
+    boundary_positions,
+    check_labels,
+    render_prompt,
+)
+from vino_model.errors import VinoInputError
+from vino_model.tiny_qwen import make_tiny_qwen3vl
+
+NUM_QUERIES = 16
+TEXT_DIM = 48
+BOUNDARY_DIM = 40
+
+
+@pytest.fixture(scope="session")
+def qwen_folder(tmp_path_factory):
+    return make_tiny_qwen3vl(tmp_path_factory.mktemp("qwen3vl"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def encoder(qwen_folder):
+    torch.manual_seed(0)
+    mm_encoder = MMEncoder(vlm_hidden=64, num_queries=NUM_QUERIES, text_dim=TEXT_DIM, boundary_dim=BOUNDARY_DIM)
+    return InterleavedEncoder.from_folder(qwen_folder, mm_encoder)
+
+
+def noise_image(width, height, seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+IMAGES = [noise_image(96, 64, 1), noise_image(64, 64, 2)]
+# 8 frames at 4 fps = 2 s; read at 2 fps that is 4 frames, i.e. 2 groups of 2 frames.
+VIDEO = [noise_image(64, 48, 10 + i) for i in range(8)]
+VIDEO_FPS = 4.0
+PROMPT = "Put the hat from Image 2 on the person in Image 1, moving as in Video 1."
+
+
+def with_mm_encoder(encoder, mm_encoder):
+    return InterleavedEncoder(encoder.vlm, encoder.processor, mm_encoder)
+
+
+def copy_of(mm_encoder):
+    clone = MMEncoder(64, NUM_QUERIES, TEXT_DIM, BOUNDARY_DIM)
+    clone.load_state_dict(mm_encoder.state_dict())
+    return clone
+
+
+# ---------------------------------------------------------------- the tiny Qwen3-VL folder
+
+
+def test_tiny_folder_loads_with_transformers_classes(qwen_folder):
+    model = Qwen3VLForConditionalGeneration.from_pretrained(qwen_folder)
+    processor = AutoProcessor.from_pretrained(qwen_folder)
+    assert type(processor).__name__ == "Qwen3VLProcessor"
+    assert type(processor.image_processor).__name__ == "Qwen2VLImageProcessor"
+    assert type(processor.video_processor).__name__ == "Qwen3VLVideoProcessor"
+    assert processor.tokenizer.padding_side == "left"
+
+    ids = processor.tokenizer.convert_tokens_to_ids
+    assert model.config.vision_start_token_id == ids("<|vision_start|>")
+    assert model.config.vision_end_token_id == ids("<|vision_end|>")
+    assert model.config.image_token_id == ids("<|image_pad|>")
+    assert model.config.video_token_id == ids("<|video_pad|>")
+    assert model.config.text_config.vocab_size == len(processor.tokenizer)
+    assert processor.tokenizer("<|im_start|>user\n").input_ids[0] == ids("<|im_start|>")
+
+
+def test_tiny_folder_is_deterministic_and_trains_on_the_corpus(tmp_path, qwen_folder):
+    same = make_tiny_qwen3vl(tmp_path / "same", seed=0)
+    other = make_tiny_qwen3vl(tmp_path / "other", seed=1, corpus=["a zebra grazes", "zebra stripes"] * 20)
+
+    reference = load_file(qwen_folder / "model.safetensors")
+    assert all(torch.equal(reference[k], v) for k, v in load_file(same / "model.safetensors").items())
+    assert not torch.equal(reference["lm_head.weight"], load_file(other / "model.safetensors")["lm_head.weight"])
+    assert (same / "tokenizer.json").read_text() == (qwen_folder / "tokenizer.json").read_text()
+
+    zebra_tokenizer = AutoProcessor.from_pretrained(other).tokenizer
+    assert len(zebra_tokenizer(" zebra").input_ids) == 1
+
+
+# ---------------------------------------------------------------- the prompt
+
+
+def test_prompt_lists_labelled_inputs_before_the_text(encoder):
+    assert render_prompt(encoder.processor, "Make it snow.", num_images=2, has_video=True) == (
+        "<|im_start|>system\n"
+        "You are a helpful assistant aimed at generating an output video caption.<|im_end|>\n"
+        "<|im_start|>user\n"
+        "Image 1: <|vision_start|><|image_pad|><|vision_end|>"
+        "Image 2: <|vision_start|><|image_pad|><|vision_end|>"
+        "Video 1: <|vision_start|><|video_pad|><|vision_end|>"
+        "Make it snow.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, num_images, has_video, message",
+    [
+        ("the hat in Image 3", 2, False, "prompt mentions Image 3 but 2 images are connected"),
+        ("the hat in Image 1", 0, True, "prompt mentions Image 1 but no images are connected"),
+        ("the motion of Video 1", 1, False, "prompt mentions Video 1 but no video is connected"),
+        ("Video 1 then Video 2", 0, True, "prompt mentions Video 2 but VINO takes at most one video"),
+    ],
+)
+def test_check_labels_names_the_missing_input(text, num_images, has_video, message):
+    with pytest.raises(VinoInputError, match=message):
+        check_labels(text, num_images, has_video)
+
+
+def test_check_labels_accepts_connected_inputs():
+    check_labels("Image 1 and Image 2 dance as in Video 1", 2, True)
+    check_labels("a plain text prompt", 0, False)
+
+
+def test_encode_rejects_bad_media(encoder):
+    with pytest.raises(VinoInputError, match="at most one video"):
+        encoder.encode("two clips", video=[VIDEO, VIDEO], video_fps=VIDEO_FPS)
+    with pytest.raises(VinoInputError, match="video_fps"):
+        encoder.encode("a clip", video=VIDEO)
+    with pytest.raises(VinoInputError, match="at least 2"):
+        encoder.encode("a still", video=VIDEO[:1], video_fps=VIDEO_FPS)
+    with pytest.raises(VinoInputError, match="Image 2"):
+        encoder.encode("the cat from Image 2", images=IMAGES[:1])
+    with pytest.raises(VinoInputError, match="control token"):
+        encoder.encode("a cat <|image_pad|>", images=IMAGES[:1])
+
+
+def test_from_folder_rejects_a_folder_that_is_not_qwen3vl(tmp_path):
+    with pytest.raises(VinoInputError, match="no config.json"):
+        InterleavedEncoder.from_folder(tmp_path / "missing", MMEncoder(64, NUM_QUERIES, TEXT_DIM, BOUNDARY_DIM))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(VinoInputError, match="'llama'"):
+        InterleavedEncoder.from_folder(tmp_path, MMEncoder(64, NUM_QUERIES, TEXT_DIM, BOUNDARY_DIM))
+
+
+# ---------------------------------------------------------------- the mm_encoder weights
+
+
+def test_mm_encoder_has_the_vino_ckpt_keys_and_shapes():
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in MMEncoder().state_dict().items()}
+    assert shapes == {
+        "metaquery": (256, 2560),
+        "connector.norm_qwen.weight": (2560,),
+        "connector.mlp.0.weight": (16384, 2560),
+        "connector.mlp.0.bias": (16384,),
+        "connector.mlp.2.weight": (4096, 16384),
+        "connector.mlp.2.bias": (4096,),
+        "connector_vae_branch.norm_qwen.weight": (2560,),
+        "connector_vae_branch.mlp.0.weight": (12288, 2560),
+        "connector_vae_branch.mlp.0.bias": (12288,),
+        "connector_vae_branch.mlp.2.weight": (3072, 12288),
+        "connector_vae_branch.mlp.2.bias": (3072,),
+    }
+    connector = MMEncoder(vlm_hidden=8, num_queries=2, text_dim=4, boundary_dim=4).connector
+    assert connector.norm_qwen.eps == 1e-6 and connector.mlp[1].approximate == "tanh"
+
+
+def test_metaquery_init_std_is_one_over_sqrt_width():
+    torch.manual_seed(0)
+    metaquery = MMEncoder(vlm_hidden=400, num_queries=256, text_dim=8, boundary_dim=8).metaquery
+    assert metaquery.std().item() == pytest.approx(400**-0.5, rel=0.02)
+
+
+# ---------------------------------------------------------------- hidden states and queries
+
+
+def test_text_states_are_the_connector_over_layer_minus_2_of_prompt_and_queries(encoder):
+    """A manual run: token embeddings + metaquery through all decoder layers but the last, no final norm."""
+    context = encoder.encode("A red fox runs across a snowy field.")
+    input_ids = encoder.prepare_inputs("A red fox runs across a snowy field.")["input_ids"]
+    prompt_length = input_ids.shape[1]
+
+    lm = encoder.vlm.model.language_model
+    with torch.no_grad():
+        hidden = torch.cat([lm.embed_tokens(input_ids), encoder.mm_encoder.metaquery[None]], dim=1)
+        positions = torch.cat([torch.arange(prompt_length), prompt_length - 1 + torch.arange(NUM_QUERIES)])
+        rope = lm.rotary_emb(hidden, positions.view(1, 1, -1).expand(3, 1, -1))
+        for layer in lm.layers[:-1]:
+            hidden = layer(hidden, position_embeddings=rope)  # causal without a mask
+        expected = encoder.mm_encoder.connector(hidden[0])
+
+    assert context.text_states.shape == (prompt_length + NUM_QUERIES, TEXT_DIM)
+    torch.testing.assert_close(context.text_states, expected, atol=1e-5, rtol=1e-4)
+    assert context.boundary_tokens.shape == (0, 2, BOUNDARY_DIM)
+    assert (context.num_images, context.has_video) == (0, False)
+
+
+def test_queries_take_positions_after_the_multimodal_prompt(encoder):
+    calls = []
+    lm = encoder.vlm.model.language_model
+    hook = lm.register_forward_pre_hook(lambda _, args, kwargs: calls.append(kwargs["position_ids"]), with_kwargs=True)
+    try:
+        encoder.encode(PROMPT, IMAGES, VIDEO, video_fps=VIDEO_FPS)
+    finally:
+        hook.remove()
+
+    inputs = encoder.prepare_inputs(PROMPT, IMAGES, VIDEO, video_fps=VIDEO_FPS)
+    rope_index, _ = encoder.vlm.model.get_rope_index(
+        inputs["input_ids"], inputs["mm_token_type_ids"], inputs["image_grid_thw"], inputs["video_grid_thw"]
+    )
+    prompt_positions, query_positions = calls
+    torch.testing.assert_close(prompt_positions, rope_index)
+    last = prompt_positions[:, 0, -1]
+    assert len(set(last.tolist())) == 1  # the prompt ends in text: one position on all three axes
+    assert last[0] < inputs["input_ids"].shape[1] - 1  # mRoPE gives visual inputs fewer positions than tokens
+    assert query_positions.shape == (3, 1, NUM_QUERIES)
+    for axis in range(3):
+        assert query_positions[axis, 0].tolist() == list(range(last[axis], last[axis] + NUM_QUERIES))
+
+
+def test_queries_see_the_prompt_and_the_prompt_never_sees_the_queries(encoder):
+    prompt = "Put the hat from Image 2 on the person in Image 1."
+    base = encoder.encode(prompt, IMAGES)
+    prompt_length = base.text_states.shape[0] - NUM_QUERIES
+
+    other_queries = copy_of(encoder.mm_encoder)
+    with torch.no_grad():
+        other_queries.metaquery.normal_()
+    changed = with_mm_encoder(encoder, other_queries).encode(prompt, IMAGES)
+    torch.testing.assert_close(changed.text_states[:prompt_length], base.text_states[:prompt_length])
+    assert (changed.text_states[prompt_length:] - base.text_states[prompt_length:]).abs().max() > 1e-3
+
+    reworded = encoder.encode(prompt.replace("hat", "scarf"), IMAGES)
+    assert (reworded.text_states[-NUM_QUERIES:] - base.text_states[-NUM_QUERIES:]).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------- boundary tokens
+
+
+def test_boundary_tokens_sit_on_each_inputs_outer_vision_markers(encoder):
+    config = encoder.vlm.config
+    start, end = config.vision_start_token_id, config.vision_end_token_id
+    inputs = encoder.prepare_inputs(PROMPT, IMAGES, VIDEO, video_fps=VIDEO_FPS)
+    ids = inputs["input_ids"][0]
+    groups = inputs["video_grid_thw"][0, 0].item()
+    assert groups == 2
+    # one pair per image, one pair per 2-frame group, and the video's outer pair
+    assert (ids == start).sum() == (ids == end).sum() == 2 + groups + 1
+
+    positions = boundary_positions(ids, start, end, num_images=2, has_video=True)
+    starts, ends = (ids == start).nonzero().flatten(), (ids == end).nonzero().flatten()
+    assert positions.tolist() == [
+        [starts[0], ends[0]],
+        [starts[1], ends[1]],
+        [starts[2], ends[-1]],  # the video's first start and last end, around its timestamped groups
+    ]
+    for image, (first, last) in enumerate(positions[:2].tolist()):
+        assert ids[first + 1 : last].eq(config.image_token_id).all()
+        assert ids[first + 1 : last].numel() == inputs["image_grid_thw"][image].prod() // 4
+    video_first, video_last = positions[2].tolist()
+    video_tokens = (ids == config.video_token_id).nonzero().flatten()
+    assert video_first < video_tokens.min() and video_tokens.max() < video_last
+    assert ids[video_first + 1] != start  # a timestamp comes before the first group's own start marker
+    assert ids[video_last - 1] == end  # the last group's own end marker
+
+    # with both connectors equal, a boundary token is the text state at its marker
+    same_connectors = MMEncoder(64, NUM_QUERIES, TEXT_DIM, TEXT_DIM)
+    same_connectors.connector_vae_branch.load_state_dict(same_connectors.connector.state_dict())
+    context = with_mm_encoder(encoder, same_connectors).encode(PROMPT, IMAGES, VIDEO, video_fps=VIDEO_FPS)
+    assert (context.num_images, context.has_video) == (2, True)
+    torch.testing.assert_close(context.boundary_tokens, context.text_states[positions])
+
+
+# ---------------------------------------------------------------- training and rewriting
+
+
+def test_gradients_reach_every_mm_encoder_parameter_and_no_vlm_parameter(encoder):
+    trainable = with_mm_encoder(encoder, copy_of(encoder.mm_encoder)).train()
+    assert not trainable.vlm.training
+    context = trainable.encode("the hat in Image 2", IMAGES)
+    (context.text_states.square().mean() + context.boundary_tokens.square().mean()).backward()
+
+    for name, parameter in trainable.mm_encoder.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert all(parameter.grad is None for parameter in trainable.vlm.parameters())
+
+
+def test_rewrite_returns_the_greedy_continuation_only(encoder):
+    request = "a fox in the snow"
+    caption = encoder.rewrite(request, max_new_tokens=6)
+
+    input_ids = encoder.prepare_inputs(request, system=REWRITE_SYSTEM_PROMPT)["input_ids"]
+    generated = input_ids
+    with torch.no_grad():
+        for _ in range(6):
+            next_id = encoder.vlm(input_ids=generated).logits[:, -1].argmax(-1, keepdim=True)
+            generated = torch.cat([generated, next_id], dim=1)
+            if next_id.item() in encoder.vlm.generation_config.eos_token_id:
+                break
+    expected = encoder.processor.tokenizer.decode(generated[0, input_ids.shape[1] :], skip_special_tokens=True)
+
+    assert isinstance(caption, str) and caption
+    assert caption == expected.strip()

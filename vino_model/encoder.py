@@ -1,0 +1,269 @@
+"""The VLM side of VINO: a frozen Qwen3-VL reads the interleaved prompt (labelled images, a video,
+text) followed by learnable query embeddings ("metaquery"); two MLP connectors turn its
+hidden_states[-2] into the MMDiT text tokens and the boundary tokens of every visual input.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from transformers import AutoProcessor, GenerationConfig, Qwen3VLForConditionalGeneration
+from transformers.video_utils import VideoMetadata
+
+from .errors import VinoInputError
+
+SYSTEM_PROMPT = "You are a helpful assistant aimed at generating an output video caption."
+REWRITE_SYSTEM_PROMPT = (
+    "You write captions for an image and video generator. Rewrite the user's request into one "
+    "detailed caption of the output to generate: subjects, appearance, actions, setting, lighting "
+    "and camera. Refer to the inputs by their labels (Image 1, Video 1). Reply with the caption only."
+)
+
+# How the VLM reads a reference video: frames sampled at 2 fps, each frame scaled to between
+# 256 and 16384 tokens of (patch x merge)^2 = 32x32 pixels (small videos are upscaled).
+VIDEO_FPS = 2.0
+VIDEO_MIN_TOKENS_PER_FRAME = 256
+VIDEO_MAX_TOKENS_PER_FRAME = 16384
+
+_LABEL = re.compile(r"\b(Image|Video)\s+(\d+)\b")
+
+
+def build_prompt(text: str, num_images: int, has_video: bool, system: str = SYSTEM_PROMPT) -> list[dict]:
+    """Chat messages: the system turn, then a user turn listing the labelled inputs before the text."""
+    content = []
+    for index in range(1, num_images + 1):
+        content += [{"type": "text", "text": f"Image {index}: "}, {"type": "image"}]
+    if has_video:
+        content += [{"type": "text", "text": "Video 1: "}, {"type": "video"}]
+    content.append({"type": "text", "text": text})
+    return [{"role": "system", "content": system}, {"role": "user", "content": content}]
+
+
+def render_prompt(processor, text: str, num_images: int, has_video: bool, system: str = SYSTEM_PROMPT) -> str:
+    """The chat-templated prompt string, ending with the assistant opener."""
+    messages = build_prompt(text, num_images, has_video, system)
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def check_labels(text: str, num_images: int, has_video: bool) -> None:
+    """Every "Image N" / "Video N" the prompt mentions must name a connected input."""
+    for kind, number in _LABEL.findall(text):
+        number = int(number)
+        if kind == "Image" and not 1 <= number <= num_images:
+            connected = {0: "no images are", 1: "1 image is"}.get(num_images, f"{num_images} images are")
+            raise VinoInputError(f"prompt mentions Image {number} but {connected} connected")
+        if kind == "Video" and number != 1:
+            raise VinoInputError(f"prompt mentions Video {number} but VINO takes at most one video (Video 1)")
+        if kind == "Video" and not has_video:
+            raise VinoInputError("prompt mentions Video 1 but no video is connected")
+
+
+def boundary_positions(
+    input_ids: torch.Tensor, vision_start_id: int, vision_end_id: int, num_images: int, has_video: bool
+) -> torch.Tensor:
+    """Sequence positions of the (start, end) markers of each visual input, images first: [n_visual, 2].
+
+    An image is one start ... end pair. The processor expands a video into per-2-frame groups, each
+    with its own inner markers, inside the template's outer pair; the video keeps that outer pair:
+    its first start marker and the last end marker of the sequence.
+    """
+    starts = (input_ids == vision_start_id).nonzero().flatten()
+    ends = (input_ids == vision_end_id).nonzero().flatten()
+    pairs = [(starts[i], ends[i]) for i in range(num_images)]
+    if has_video:
+        pairs.append((starts[num_images], ends[-1]))
+    return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+
+
+class Connector(nn.Module):
+    """RMSNorm -> Linear(in, 4z) -> GELU(tanh) -> Linear(4z, z): VLM hidden states to MMDiT width z."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.norm_qwen = nn.RMSNorm(in_dim, eps=1e-6)
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, 4 * out_dim), nn.GELU(approximate="tanh"), nn.Linear(4 * out_dim, out_dim)
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm_qwen(hidden_states))
+
+
+class MMEncoder(nn.Module):
+    """The trainable VLM-side weights of vino.ckpt (`mm_encoder.*`): metaquery and two connectors."""
+
+    def __init__(self, vlm_hidden: int = 2560, num_queries: int = 256, text_dim: int = 4096, boundary_dim: int = 3072):
+        super().__init__()
+        self.metaquery = nn.Parameter(torch.randn(num_queries, vlm_hidden) / vlm_hidden**0.5)
+        self.connector = Connector(vlm_hidden, text_dim)
+        self.connector_vae_branch = Connector(vlm_hidden, boundary_dim)
+
+
+@dataclass
+class EncodedContext:
+    text_states: torch.Tensor  # [L, text_dim]: the whole sequence (system, text, visual tokens, queries)
+    boundary_tokens: torch.Tensor  # [n_visual, 2, boundary_dim]: (start, end) per input, images then video
+    num_images: int
+    has_video: bool
+
+
+class InterleavedEncoder(nn.Module):
+    """Frozen Qwen3-VL + MMEncoder: prompt and media in, MMDiT text tokens and boundary tokens out."""
+
+    def __init__(self, vlm: Qwen3VLForConditionalGeneration, processor, mm_encoder: MMEncoder):
+        super().__init__()
+        vlm_hidden = vlm.config.text_config.hidden_size
+        if mm_encoder.metaquery.shape[1] != vlm_hidden:
+            raise VinoInputError(
+                f"mm_encoder has metaquery width {mm_encoder.metaquery.shape[1]} but the VLM's hidden size "
+                f"is {vlm_hidden}; build MMEncoder(vlm_hidden={vlm_hidden}) for this VLM"
+            )
+        self.vlm = vlm.eval().requires_grad_(False)
+        self.processor = processor
+        self.mm_encoder = mm_encoder
+
+    @classmethod
+    def from_folder(cls, qwen_folder, mm_encoder: MMEncoder, device="cpu", dtype=torch.float32):
+        """Load a Qwen3-VL folder (e.g. Qwen3-VL-4B-Instruct); the VLM gets `dtype`, mm_encoder keeps its own."""
+        folder = Path(qwen_folder)
+        config_file = folder / "config.json"
+        if not config_file.is_file():
+            raise VinoInputError(
+                f"qwen_folder {folder} has no config.json; expected a Qwen3-VL folder such as "
+                "Qwen3-VL-4B-Instruct (config.json, safetensors weights, tokenizer and processor files)"
+            )
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        if model_type != "qwen3_vl":
+            raise VinoInputError(
+                f"qwen_folder {folder} holds a {model_type!r} model; expected a Qwen3-VL folder "
+                "(model_type 'qwen3_vl') such as Qwen3-VL-4B-Instruct"
+            )
+        vlm = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device)
+        processor = AutoProcessor.from_pretrained(folder)
+        return cls(vlm, processor, mm_encoder.to(device))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vlm.eval()  # frozen: only mm_encoder ever trains
+        return self
+
+    def prepare_inputs(self, text: str, images=(), video=None, video_fps: float | None = None, system=SYSTEM_PROMPT):
+        """Check the inputs and run the processor: token ids (visual placeholders expanded), pixels, grids."""
+        images = list(images)
+        if video is not None and not all(isinstance(frame, Image.Image) for frame in video):
+            raise VinoInputError("video must be one list of PIL frames; VINO takes at most one video")
+        if video is not None and len(video) < 2:
+            raise VinoInputError(f"video has {len(video)} frame(s); expected at least 2 (connect a still as an image)")
+        if video is not None and video_fps is None:
+            raise VinoInputError("video_fps is missing; pass the frame rate of the connected video")
+        if not all(isinstance(image, Image.Image) for image in images):
+            raise VinoInputError("images must be a list of PIL images")
+        specials = [token for token in self.processor.tokenizer.all_special_tokens if token in text]
+        if specials:
+            raise VinoInputError(f"prompt contains the control token(s) {specials}; remove them from the text")
+        check_labels(text, len(images), video is not None)
+
+        prompt = render_prompt(self.processor, text, len(images), video is not None, system)
+        kwargs = {"text": [prompt], "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = images
+        if video is not None:
+            kwargs["videos"], kwargs["videos_kwargs"] = self._video_for_vlm(video, video_fps)
+        return self.processor(**kwargs).to(self.vlm.device)
+
+    def _video_for_vlm(self, video: list[Image.Image], video_fps: float):
+        """Frames sampled at VIDEO_FPS with their source indices, and the per-frame size bounds."""
+        video_processor = self.processor.video_processor
+        metadata = VideoMetadata(total_num_frames=len(video), fps=float(video_fps))
+        metadata.frames_indices = [int(i) for i in video_processor.sample_frames(metadata, fps=VIDEO_FPS)]
+        frames = np.stack([np.asarray(video[i].convert("RGB")) for i in metadata.frames_indices])  # [T, H, W, 3]
+        # The processor bounds the pixels of all sampled frames together; scale the bounds by the count.
+        token_pixels = (video_processor.patch_size * video_processor.merge_size) ** 2
+        num_frames = len(frames)
+        videos_kwargs = {
+            "video_metadata": [metadata],
+            "do_sample_frames": False,
+            "cap_pixels_per_frame": False,
+            "size": {
+                "shortest_edge": VIDEO_MIN_TOKENS_PER_FRAME * token_pixels * num_frames,
+                "longest_edge": VIDEO_MAX_TOKENS_PER_FRAME * token_pixels * num_frames,
+            },
+        }
+        return [frames], videos_kwargs
+
+    def hidden_states(self, inputs) -> torch.Tensor:
+        """hidden_states[-2] of the VLM over the prompt followed by the metaquery: [L_prompt + Q, vlm_hidden].
+
+        The prompt runs once without grad (the VLM is frozen) and leaves its key/value cache; the
+        queries then attend to it causally, with grad for the metaquery. Queries take the positions
+        last_prompt_position + arange(Q) on all three mRoPE axes, and get no DeepStack features.
+        """
+        model = self.vlm.model
+        position_ids, _ = model.get_rope_index(
+            inputs["input_ids"],
+            inputs["mm_token_type_ids"],
+            image_grid_thw=inputs.get("image_grid_thw"),
+            video_grid_thw=inputs.get("video_grid_thw"),
+        )  # [3, 1, L_prompt]
+        with torch.no_grad():
+            prompt = model(
+                input_ids=inputs["input_ids"],
+                pixel_values=inputs.get("pixel_values"),
+                pixel_values_videos=inputs.get("pixel_values_videos"),
+                image_grid_thw=inputs.get("image_grid_thw"),
+                video_grid_thw=inputs.get("video_grid_thw"),
+                mm_token_type_ids=inputs["mm_token_type_ids"],
+                position_ids=position_ids,
+                use_cache=True,
+                output_hidden_states=True,
+            )
+
+        metaquery = self.mm_encoder.metaquery
+        query_positions = position_ids[:, :, -1:] + torch.arange(metaquery.shape[0], device=position_ids.device)
+        queries = model.language_model(
+            inputs_embeds=metaquery.to(self.vlm.device, self.vlm.dtype)[None],
+            position_ids=query_positions,  # [3, 1, Q]
+            past_key_values=prompt.past_key_values,
+            use_cache=True,
+            output_hidden_states=True,
+        )
+        return torch.cat([prompt.hidden_states[-2][0], queries.hidden_states[-2][0]])
+
+    def encode(self, text: str, images=(), video=None, video_fps: float | None = None) -> EncodedContext:
+        """Read the interleaved context; images are letterboxed PIL images, video a list of PIL frames."""
+        images = list(images)
+        num_images, has_video = len(images), video is not None
+        inputs = self.prepare_inputs(text, images, video, video_fps)
+        hidden = self.hidden_states(inputs).to(self.mm_encoder.metaquery.dtype)
+        config = self.vlm.config
+        positions = boundary_positions(
+            inputs["input_ids"][0], config.vision_start_token_id, config.vision_end_token_id, num_images, has_video
+        )
+        return EncodedContext(
+            text_states=self.mm_encoder.connector(hidden),
+            boundary_tokens=self.mm_encoder.connector_vae_branch(hidden[positions.to(hidden.device)]),
+            num_images=num_images,
+            has_video=has_video,
+        )
+
+    @torch.no_grad()
+    def rewrite(
+        self, text: str, images=(), video=None, video_fps: float | None = None, max_new_tokens: int = 256
+    ) -> str:
+        """Understand, then generate: the VLM turns a short request (with its inputs) into a detailed caption."""
+        inputs = self.prepare_inputs(text, images, video, video_fps, system=REWRITE_SYSTEM_PROMPT)
+        generation = self.vlm.generation_config
+        greedy = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=generation.eos_token_id,
+            pad_token_id=generation.pad_token_id,
+        )
+        prompt_length = inputs["input_ids"].shape[1]
+        output = self.vlm.generate(**inputs, generation_config=greedy)
+        return self.processor.tokenizer.decode(output[0, prompt_length:], skip_special_tokens=True).strip()
