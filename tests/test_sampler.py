@@ -83,3 +83,11 @@ def test_cancel_stops_between_steps():
 def test_missing_branch_is_named():
     with pytest.raises(VinoInputError, match="uncond"):
         sample(ConstantVelocity(), torch.zeros(1, 1, 1, 2, 2), {"cond": Branch(torch.ones(2, 2))}, 2, 5.0, 5.0, 1.0)
+
+
+def test_image_free_branch_keeps_only_a_declared_base():
+    from vino_model.tasks import kept_without_references
+
+    assert kept_without_references(3, have_base=True) == [2]
+    assert kept_without_references(1, have_base=False) == []  # a plain instruction edit drops its image too
+    assert kept_without_references(2, have_base=False) == []

@@ -20,7 +20,8 @@ from .errors import VinoInputError
 from .mmdit import VinoMMDiT
 from .sampler import Branch, needed_branches
 from .sampler import sample as run_sampler
-from .tasks import DEFAULTS, EDIT_FRAMES, MAX_FRAMES, NEGATIVE_PROMPTS, Task, check_inputs, get_task, has_base_image
+from .tasks import (DEFAULTS, EDIT_FRAMES, MAX_FRAMES, NEGATIVE_PROMPTS, Task, check_inputs, get_task,
+                    kept_without_references)
 from .vae import VinoVAE
 
 log = logging.getLogger("vino")
@@ -87,6 +88,7 @@ class VinoPipeline:
 
     @classmethod
     def load(cls, checkpoint, qwen_folder, vae_path, device="cpu", dtype="float32", attention="auto") -> "VinoPipeline":
+        """vae_path None: no VAE; the caller encodes references and decodes latents itself (ComfyUI's VAE nodes)."""
         dtype = parse_dtype(dtype)
         config, transformer, mm_state = load_vino_weights(checkpoint)
         name = Path(checkpoint).name
@@ -99,7 +101,7 @@ class VinoPipeline:
         mmdit.attention_backend = attention
         mm_encoder = build_mm_encoder(config, mm_state, dtype, device, f"mm_encoder of {name}")
         encoder = InterleavedEncoder.from_folder(qwen_folder, mm_encoder, device=device, dtype=dtype)
-        vae = VinoVAE.load(vae_path, device=device, dtype=dtype)
+        vae = VinoVAE.load(vae_path, device=device, dtype=dtype) if vae_path is not None else None
         return cls(mmdit, encoder, vae, config, device, dtype)
 
     # ------------------------------------------------------------ 1. media
@@ -130,16 +132,16 @@ class VinoPipeline:
         text_cfg = DEFAULTS[task.output]["text_cfg"] if text_cfg is None else text_cfg
         negative = NEGATIVE_PROMPTS[task.output] if negative_prompt is None else negative_prompt
         all_images = list(range(n_images))
-        kept_without_refs = [n_images - 1] if has_base_image(task, n_images, have_base) else []
         wanted = {
             "cond": (prompt, all_images),
             "uncond": (negative, all_images),
-            "uncond_img": (negative, kept_without_refs),
+            "uncond_img": (negative, kept_without_references(n_images, have_base)),
         }
         contexts, kept = {}, {}
         for name in needed_branches(text_cfg, image_cfg):
             text, indices = wanted[name]
-            contexts[name] = self.encoder.encode(
+            same = next((done for done in contexts if wanted[done] == wanted[name]), None)  # e.g. nothing to drop
+            contexts[name] = contexts[same] if same else self.encoder.encode(
                 text, [media.images[i] for i in indices], media.video, video_fps=media.video_fps
             )
             kept[name] = indices
@@ -192,7 +194,7 @@ class VinoPipeline:
         return width, height, frames
 
     def latent_shape(self, width: int, height: int, frames: int) -> tuple[int, ...]:
-        vae = self.vae
+        vae = VinoVAE  # channels and compression are the HunyuanVideo VAE's, whichever instance (if any) is loaded
         return (1, vae.latent_channels, (frames - 1) // vae.temporal_compression + 1,
                 height // vae.spatial_compression, width // vae.spatial_compression)
 

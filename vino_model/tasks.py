@@ -32,6 +32,7 @@ TASKS = {
              "image", 1, MAX_IMAGES, False, "base"),
         Task("tv2v", "instruction video edit", "video", 0, 0, True, "video"),
         Task("tiv2v", "video edit guided by reference images", "video", 1, MAX_IMAGES, True, "video"),
+        # The release writes motion/camera clones as tiv2v task files; "clone" names the same thing.
         Task("clone", "carry the motion or camera of the reference video onto the image", "video", 1, 1, True, "video"),
     ]
 }
@@ -70,13 +71,20 @@ def check_inputs(task: Task, num_images: int, has_video: bool, have_base: bool) 
     if has_video != task.needs_video:
         need = "needs a reference video" if task.needs_video else "takes no reference video"
         raise VinoInputError(f"task {task.name} {need}")
-    if have_base and task.name != "ti2i":
-        raise VinoInputError(f"ref_image_have_base applies to task ti2i only, not {task.name}")
+    if have_base and (task.name != "ti2i" or num_images < 2):
+        raise VinoInputError(
+            f"ref_image_have_base needs task ti2i with reference images plus the base image last "
+            f"(got task {task.name} with {num_images} images)"
+        )
 
 
-def has_base_image(task: Task, num_images: int, have_base: bool) -> bool:
-    """Whether the last reference image is a base being edited (kept in the image-free CFG branch)."""
-    return task.name == "ti2i" and (have_base or num_images == 1)
+def kept_without_references(num_images: int, have_base: bool) -> list[int]:
+    """Reference images the image-free CFG branch still shows: only a declared base image (the last).
+
+    As in the release, a single-image instruction edit drops its image there too; a reference
+    video is always kept.
+    """
+    return [num_images - 1] if have_base and num_images > 1 else []
 
 
 # ---------------------------------------------------------------- task files
