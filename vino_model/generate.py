@@ -2,6 +2,7 @@
 
     python -m vino_model.generate --tasks tasks.json --checkpoint vino.safetensors \
         --qwen Qwen3-VL-4B-Instruct --vae hunyuan_video_vae_bf16.safetensors --out outputs/
+    torchrun --nproc-per-node 2 -m vino_model.generate ...   (sequence parallel over 2 GPUs)
 
 A task file is a JSON list of {index, task, caption, ref_image_paths?, ref_video_path?, ref_image_have_base?}.
 `--demo` builds a tiny random model and a demo task file covering every task kind: it shows the
@@ -24,6 +25,7 @@ from safetensors.torch import save_file
 
 from . import media
 from .errors import VinoInputError
+from .parallel import init_from_env
 from .pipeline import DTYPES, VinoPipeline
 from .tasks import TASKS, read_task_file
 
@@ -114,8 +116,14 @@ def write_demo(folder: Path) -> tuple[Path, Path]:
 
 
 def run(args) -> list[Path]:
+    parallel, device = init_from_env(args.device)  # several GPUs under torchrun: sequence parallel
+    is_writer = parallel is None or parallel.rank == 0
     if args.demo:
-        bundle, args.tasks = write_demo(DEMO_DIR)
+        if is_writer:
+            write_demo(DEMO_DIR)
+        if parallel is not None:
+            torch.distributed.barrier()
+        bundle, args.tasks = DEMO_DIR / "model", DEMO_DIR / "demo_tasks.json"
         args.checkpoint, args.qwen, args.vae = bundle / "vino.safetensors", bundle / "qwen3vl", bundle / "vae.safetensors"
         args.width, args.height, args.frames = args.width or 64, args.height or 64, args.frames or 9
         args.steps = 4 if args.steps == 50 else args.steps
@@ -124,9 +132,10 @@ def run(args) -> list[Path]:
         if getattr(args, name) is None:
             raise VinoInputError(f"--{name} is required (or use --demo)")
     entries = read_task_file(args.tasks)
-    dtype = args.dtype or ("bfloat16" if str(args.device).startswith("cuda") else "float32")
+    dtype = args.dtype or ("bfloat16" if str(device).startswith("cuda") else "float32")
     started = time.perf_counter()
-    pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, args.device, dtype, args.attention)
+    pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, device, dtype, args.attention)
+    pipe.mmdit.sequence_parallel = parallel
     log.info("loaded VINO in %.1f s", time.perf_counter() - started)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -141,6 +150,8 @@ def run(args) -> list[Path]:
             args.frames, args.steps, args.seed, args.cfg, args.image_cfg, args.shift, negative,
             sample_posterior=args.reference_mode == "sample", tiled_decode=args.tiled_decode,
         )
+        if not is_writer:
+            continue
         stem = args.out / f"{entry.index}_{entry.task}"
         if result.frames.shape[0] == 1:
             path = media.write_png(stem.with_suffix(".png"), result.frames[0], {"prompt": entry.caption})

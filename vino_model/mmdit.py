@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import MMDiTConfig
 from .errors import VinoInputError
+from .parallel import SequenceParallel
 
 ATTENTION_BACKENDS = ("auto", "math", "flash", "efficient", "cudnn")
 
@@ -51,6 +52,36 @@ def attention(q, k, v, key_mask=None):
     mask = None if key_mask is None else key_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2).flatten(2)
+
+
+@dataclass
+class AttentionContext:
+    """What every block's attention needs besides its own tensors."""
+
+    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin of this rank's image tokens: [B, N, head_dim]
+    key_mask: torch.Tensor | None  # [B, N_image_total + L] bool, None when nothing is padded
+    parallel: SequenceParallel | None = None
+
+
+def joint_attention(img_qkv, txt_qkv, ctx: AttentionContext):
+    """Attention over [image stream, text]. img_qkv / txt_qkv: (q, k, v) each [B, S, H, D].
+
+    Returns the image and text outputs, [B, N, H*D] and [B, L, H*D]. Under sequence parallelism the
+    image tensors hold this rank's tokens and attention runs over all tokens with this rank's heads.
+    """
+    sp = ctx.parallel
+    if sp is not None:
+        img_qkv = [sp.tokens_to_heads(x) for x in img_qkv]
+        txt_qkv = [sp.my_heads(x) for x in txt_qkv]
+    n_img = img_qkv[0].shape[1]
+    out = attention(*(torch.cat([i, t], dim=1) for i, t in zip(img_qkv, txt_qkv)), ctx.key_mask)
+    img, txt = out[:, :n_img], out[:, n_img:]
+    if sp is None:
+        return img, txt
+    heads = img_qkv[0].shape[2]
+    img = sp.heads_to_tokens(img.unflatten(-1, (heads, -1))).flatten(2)
+    txt = sp.all_heads(txt.unflatten(-1, (heads, -1))).flatten(2)
+    return img, txt
 
 
 def rope_tables(positions: torch.Tensor, axes: tuple[int, ...], theta: float):
@@ -233,17 +264,16 @@ class JointAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(hidden, hidden)])
         self.to_add_out = nn.Linear(hidden, hidden)
 
-    def forward(self, img, txt, rope, key_mask):
+    def forward(self, img, txt, ctx: AttentionContext):
         split = lambda x: x.unflatten(-1, (self.heads, -1))  # noqa: E731  [B, S, H, D]
-        q = apply_rope(self.norm_q(split(self.to_q(img))), *rope)
-        k = apply_rope(self.norm_k(split(self.to_k(img))), *rope)
+        q = apply_rope(self.norm_q(split(self.to_q(img))), *ctx.rope)
+        k = apply_rope(self.norm_k(split(self.to_k(img))), *ctx.rope)
         v = split(self.to_v(img))
         tq = self.norm_added_q(split(self.add_q_proj(txt)))
         tk = self.norm_added_k(split(self.add_k_proj(txt)))
         tv = split(self.add_v_proj(txt))
-        out = attention(torch.cat([q, tq], 1), torch.cat([k, tk], 1), torch.cat([v, tv], 1), key_mask)
-        n_img = img.shape[1]
-        return self.to_out[0](out[:, :n_img]), self.to_add_out(out[:, n_img:])
+        img_out, txt_out = joint_attention((q, k, v), (tq, tk, tv), ctx)
+        return self.to_out[0](img_out), self.to_add_out(txt_out)
 
 
 class DoubleBlock(nn.Module):
@@ -257,10 +287,10 @@ class DoubleBlock(nn.Module):
         self.ff = FeedForward(cfg.hidden, cfg.mlp_ratio, gelu_tanh)
         self.ff_context = FeedForward(cfg.hidden, cfg.mlp_ratio, gelu_tanh)
 
-    def forward(self, img, txt, temb, rope, key_mask):
+    def forward(self, img, txt, temb, ctx: AttentionContext):
         i_shift, i_scale, i_gate, i_shift2, i_scale2, i_gate2 = self.norm1(temb)
         t_shift, t_scale, t_gate, t_shift2, t_scale2, t_gate2 = self.norm1_context(temb)
-        img_attn, txt_attn = self.attn(modulate(img, i_shift, i_scale), modulate(txt, t_shift, t_scale), rope, key_mask)
+        img_attn, txt_attn = self.attn(modulate(img, i_shift, i_scale), modulate(txt, t_shift, t_scale), ctx)
         img = img + img_attn * i_gate
         txt = txt + txt_attn * t_gate
         img = img + self.ff(modulate(img, i_shift2, i_scale2)) * i_gate2
@@ -287,16 +317,16 @@ class SingleBlock(nn.Module):
         self.proj_mlp = nn.Linear(cfg.hidden, mlp_dim)
         self.proj_out = nn.Linear(cfg.hidden + mlp_dim, cfg.hidden)
 
-    def forward(self, x, n_img, temb, rope, key_mask):
-        """x: [B, n_img + L, D], the image stream first."""
+    def forward(self, x, n_img, temb, ctx: AttentionContext):
+        """x: [B, n_img + L, D], the image stream (this rank's part of it) first."""
         shift, scale, gate = self.norm(temb)
         h = modulate(x, shift, scale)
         attn = self.attn
         split = lambda y: y.unflatten(-1, (attn.heads, -1))  # noqa: E731
         q, k, v = attn.norm_q(split(attn.to_q(h))), attn.norm_k(split(attn.to_k(h))), split(attn.to_v(h))
-        q = torch.cat([apply_rope(q[:, :n_img], *rope), q[:, n_img:]], 1)
-        k = torch.cat([apply_rope(k[:, :n_img], *rope), k[:, n_img:]], 1)
-        out = attention(q, k, v, key_mask)
+        img_qkv = (apply_rope(q[:, :n_img], *ctx.rope), apply_rope(k[:, :n_img], *ctx.rope), v[:, :n_img])
+        img_out, txt_out = joint_attention(img_qkv, (q[:, n_img:], k[:, n_img:], v[:, n_img:]), ctx)
+        out = torch.cat([img_out, txt_out], dim=1)
         return x + self.proj_out(torch.cat([out, gelu_tanh(self.proj_mlp(h))], dim=-1)) * gate
 
 
@@ -359,6 +389,7 @@ class VinoMMDiT(nn.Module):
         self.proj_out = nn.Linear(cfg.hidden, math.prod(cfg.patch_size) * cfg.out_channels)
         self.gradient_checkpointing = False
         self.attention_backend = "auto"
+        self.sequence_parallel: SequenceParallel | None = None  # set by the caller under torchrun
 
     # -- embedding
 
@@ -458,14 +489,20 @@ class VinoMMDiT(nn.Module):
             img_mask = stream.mask if stream.mask is not None else torch.ones(img.shape[:2], dtype=torch.bool, device=img.device)
             txt_mask = text_mask if text_mask is not None else torch.ones(txt.shape[:2], dtype=torch.bool, device=img.device)
             key_mask = torch.cat([img_mask, txt_mask], dim=1)
+        sp = self.sequence_parallel
+        if sp is not None:  # this rank keeps its slice of the image stream
+            sp.split(img.shape[1])
+            img, rope = sp.shard(img), tuple(sp.shard(r) for r in rope)
+        ctx = AttentionContext(rope, key_mask, sp)
 
         n_img = img.shape[1]
         with sdpa_context(self.attention_backend):
             for block in self.transformer_blocks:
-                img, txt = self.run_block(block, img, txt, temb, rope, key_mask)
+                img, txt = self.run_block(block, img, txt, temb, ctx)
             x = torch.cat([img, txt], dim=1)
             for block in self.single_transformer_blocks:
-                x = self.run_block(block, x, n_img, temb, rope, key_mask)
+                x = self.run_block(block, x, n_img, temb, ctx)
+        x = x[:, :n_img] if sp is None else sp.gather(x[:, :n_img])
 
         noisy = torch.stack([x[b, s : s + stream.noisy_len] for b, s in enumerate(stream.noisy_start)])
         scale, shift = self.norm_out(temb)

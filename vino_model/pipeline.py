@@ -202,6 +202,9 @@ class VinoPipeline:
                callback=None, cancel=None) -> torch.Tensor:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         noise = torch.randn(shape, generator=generator).to(self.device)
+        parallel = self.mmdit.sequence_parallel
+        if parallel is not None:  # every rank samples from rank 0's inputs
+            parallel.broadcast([noise] + [t for b in branches.values() for t in b.tensors()])
         return run_sampler(self.mmdit, noise, branches, steps, shift, text_cfg, image_cfg, callback, cancel)
 
     @torch.no_grad()

@@ -54,6 +54,9 @@ class Branch:
     references: list[torch.Tensor] = field(default_factory=list)  # each [C, T_r, H_r, W_r], prompt order
     boundary: torch.Tensor | None = None  # [n_refs, 2, hidden]
 
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.text, *self.references] + ([self.boundary] if self.boundary is not None else [])
+
     def signature(self):
         return (self.text.shape[0], tuple(tuple(r.shape) for r in self.references))
 
