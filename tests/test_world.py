@@ -1,0 +1,183 @@
+"""The procedural world: deterministic samples of every task, a valid manifest, release task files."""
+
+import json
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from training import world
+from training.manifest import (IMAGE_TASKS, TASKS, Record, load_media, read_manifest, save_media,
+                               write_manifest)
+from vino_model.errors import VinoInputError
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "train"
+    return out, world.write_split(str(out), seed=0, per_task=2)
+
+
+def files(folder):
+    found = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, folder)] = f.read()
+    return found
+
+
+def test_same_seed_same_bytes_other_seed_other_samples(split, tmp_path):
+    out, _ = split
+    world.main(["--out", str(tmp_path / "again"), "--seed", "0", "--per-task", "2"])
+    assert files(out) == files(tmp_path / "again")
+    world.main(["--out", str(tmp_path / "other"), "--seed", "1", "--per-task", "2"])
+    first, other = files(out), files(tmp_path / "other")
+    assert other["manifest.jsonl"] != first["manifest.jsonl"]
+    targets = [k for k in first if k.startswith("media") and "-image" not in k and "-video" not in k]
+    assert all(other[k] != first[k] for k in targets)
+
+
+def test_every_task_kind_with_its_references(split):
+    _, records = split
+    assert [r.task for r in records] == [t for t in TASKS for _ in range(2)]
+    for record in records:
+        meta = record.meta
+        assert meta["task"] == record.task
+        assert len(record.ref_images) == len(meta["ref_images"])
+        assert (record.ref_video is None) == (meta["ref_video"] is None)
+        assert record.frames == (1 if record.task in IMAGE_TASKS else 17)
+        assert (record.width, record.height) == (64, 64)
+        assert record.caption_long != record.caption_short
+        target = load_media(record.target)
+        assert target.shape == (record.frames, 64, 64, 3)
+        assert np.array_equal(target, world.render(meta["scene"]))  # lossless storage
+        for path, scene in zip(record.ref_images, meta["ref_images"]):
+            assert np.array_equal(load_media(path), world.render(scene))
+
+
+def test_edit_kinds_cover_the_instructions():
+    kinds = {world.sample(task, 0, i)[0]["edit"]["kind"] for task in ("ti2i", "tv2v") for i in range(40)}
+    assert kinds == {"recolor", "remove", "add", "replace", "move", "background"}
+
+
+def test_captions_name_what_is_drawn():
+    meta, long, short = world.sample("t2v", 2, 0)
+    for obj in meta["scene"]["objects"]:
+        assert f"{obj['color']} {obj['shape']}" in long and f"{obj['color']} {obj['shape']}" in short
+        assert world.DIRECTION_PHRASES[obj["motion"]["direction"]] in long
+    meta, long, _ = world.sample("ti2v", 2, 0)
+    assert "Image 1" in long and not any(o["color"] in long for o in meta["scene"]["objects"])
+    meta, long, _ = world.sample("clone", 2, 0)
+    assert "Image 1" in long and "Video 1" in long
+
+
+def test_render_follows_the_tracks():
+    meta, _, _ = world.sample("t2v", 4, 0)
+    frames = world.render(meta["scene"]).astype(int)
+    chroma = frames.max(-1) - frames.min(-1)  # objects are saturated, backgrounds grey
+    obj = meta["scene"]["objects"][0]
+    for t in (0, len(frames) - 1):
+        x0, y0, x1, y1 = obj["bbox"][t]
+        ys, xs = np.nonzero(chroma[t] > 60)
+        assert xs.min() >= np.floor(x0) and xs.max() < np.ceil(x1)
+        assert ys.min() >= np.floor(y0) and ys.max() < np.ceil(y1)
+
+
+def scenes_of(meta):
+    return [meta["scene"], *meta["ref_images"]] + ([meta["ref_video"]] if meta["ref_video"] else [])
+
+
+def test_heldout_pairs_never_in_train_and_always_in_heldout():
+    held = set(world.HELDOUT_PAIRS)
+    for task in TASKS:
+        for i in range(6):
+            meta, long, short = world.sample(task, 0, i, split="train")
+            pairs = {(o["color"], o["shape"]) for s in scenes_of(meta) for o in s["objects"]}
+            assert not pairs & held, (task, i, pairs & held)
+            assert not any(f"{c} {s}" in long + short for c, s in held)
+            meta, _, _ = world.sample(task, 0, i, split="heldout")
+            assert {(o["color"], o["shape"]) for s in scenes_of(meta) for o in s["objects"]} & held, (task, i)
+
+
+def test_sizes_and_lengths_are_parameters(tmp_path):
+    records = world.write_split(str(tmp_path), seed=2, per_task=1, width=96, height=48, frames=9)
+    video = next(r for r in records if r.task == "tv2v")
+    assert load_media(video.target).shape == (9, 48, 96, 3)
+    with pytest.raises(VinoInputError, match="multiples of 16"):
+        world.write_split(str(tmp_path), per_task=1, width=60)
+    with pytest.raises(VinoInputError, match="4k\\+1"):
+        world.write_split(str(tmp_path), per_task=1, frames=16)
+
+
+def test_release_task_files(split):
+    out, records = split
+    for name, tasks in (("tasks_image.json", IMAGE_TASKS), ("tasks_video.json", set(TASKS) - set(IMAGE_TASKS))):
+        entries = json.load(open(out / name))
+        assert {records[e["index"]].task for e in entries} == set(tasks)
+        for entry in entries:
+            record = records[entry["index"]]
+            assert entry["caption"] == record.caption_long
+            assert entry["task"] == ("ti2i" if record.task == "ti2i_ref" else record.task)
+            assert [os.path.normpath(out / p) for p in entry.get("ref_image_paths", [])] == record.ref_images
+            if record.ref_video:
+                assert os.path.normpath(out / entry["ref_video_path"]) == record.ref_video
+            assert entry.get("ref_image_have_base", False) == (record.task == "ti2i_ref")
+
+
+def test_manifest_round_trip(split):
+    out, records = split
+    assert list(read_manifest(str(out / "manifest.jsonl"))) == records
+    first = json.loads(open(out / "manifest.jsonl").readline())
+    assert first["target"] == "media/t2i-00000.png"  # relative to the manifest's folder
+
+
+def lines_with(tmp_path, split, line, change):
+    """A copy of the manifest whose `line` (1-based) is changed by `change(dict)`."""
+    out, _ = split
+    lines = open(out / "manifest.jsonl").read().splitlines()
+    raw = json.loads(lines[line - 1])
+    change(raw)
+    lines[line - 1] = json.dumps(raw)
+    path = out / "edited.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("line,change,message", [
+    (2, lambda r: r.update(task="t2x"), "line 2: field 'task'"),
+    (3, lambda r: r.pop("caption_short"), "line 3: missing field 'caption_short'"),
+    (4, lambda r: r.update(frames=16), "line 4: field 'frames' is 16; expected 4k\\+1"),
+    (5, lambda r: r.update(width=50), "line 5: field 'width'"),
+    (6, lambda r: r.update(ref_images=[]), "line 6: field 'ref_images'"),
+    (7, lambda r: r.update(target="media/nothing.mp4"), "line 7: field 'target' names .*nothing.mp4"),
+    (8, lambda r: r.update(colour="red"), "line 8: unknown field 'colour'"),
+    (11, lambda r: r.update(ref_image_have_base=False), "line 11: field 'ref_image_have_base'"),
+])
+def test_manifest_errors_name_line_and_field(tmp_path, split, line, change, message):
+    with pytest.raises(VinoInputError, match=message):
+        list(read_manifest(lines_with(tmp_path, split, line, change)))
+
+
+def test_writing_checks_records(tmp_path, split):
+    _, records = split
+    with pytest.raises(VinoInputError, match="record 1: field 'frames' is 17; task t2i expects 1"):
+        write_manifest(str(tmp_path / "bad.jsonl"), [replace(records[0], frames=17)])
+
+
+def test_media_round_trip(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
+    save_media(str(tmp_path / "clip.mp4"), frames, fps=8)
+    assert np.array_equal(load_media(str(tmp_path / "clip.mp4")), frames)
+    save_media(str(tmp_path / "still.png"), frames[:1], fps=8)
+    assert np.array_equal(load_media(str(tmp_path / "still.png")), frames[:1])
+    with pytest.raises(VinoInputError, match="one frame"):
+        save_media(str(tmp_path / "bad.png"), frames, fps=8)
+
+
+def test_record_fields_are_the_schema():
+    assert [f for f in Record.__dataclass_fields__] == [
+        "id", "task", "target", "caption_long", "caption_short", "ref_images", "ref_video",
+        "ref_image_have_base", "width", "height", "frames", "fps", "meta"]

@@ -1,0 +1,662 @@
+"""A procedural world of coloured shapes: training data and held-out prompts for a tiny VINO.
+
+Scenes hold a few flat shapes (circle, square, triangle, star, cross) in six hues 60 degrees apart,
+three sizes, plain or striped (bands of the colour and a darker shade of it), on a grey background,
+plain or two-tone. Backgrounds are always grey and objects always saturated, and within a scene
+each object has its own colour (count scenes excepted): that is what lets `training.bench` find
+objects by measuring pixels. In videos every object moves in a straight line (left, right, up,
+down) at one of two speeds (slow: a quarter of the frame over the clip, fast: half of it).
+
+A scene (plain JSON, the ground truth; `render(scene)` draws it):
+
+    width, height, frames
+    background  {"colors": [name] or [name, name], "rgb": [[r, g, b], ...],
+                 "split": null | "horizontal" (first colour on top) | "vertical" (first on the left)}
+    objects     [{"id", "shape", "color", "rgb", "size", "diameter" (px), "texture": "plain" | "striped",
+                  "region": cell of a 3x3 grid named by the prompt, or null,
+                  "motion": {"direction", "speed"} or null,
+                  "track": [[cx, cy] per frame], "bbox": [[x0, y0, x1, y1] per frame]}]
+
+A sample's meta: {"task", "scene" (the target), "ref_images": [scene of Image 1, ...],
+"ref_video": scene of Video 1 or null, "edit": null or {"kind", "object": id, "region"?}}. Edit kinds:
+recolor, remove, add, replace, move, background; "region" is set when the prompt names where the
+object goes (add, move), otherwise an edited object keeps its place.
+
+Held-out split: the colour x shape pairs in HELDOUT_PAIRS (red star, yellow circle, green triangle,
+cyan cross, blue square) never appear in the train split, in no caption, reference or target. In the
+held-out split the object each prompt is about (for edits: the object as the edit leaves it) is one
+of these pairs; the other objects use training pairs. Each split also draws from its own random
+stream, so the same --seed gives different samples in the two splits.
+
+CLI: python -m training.world --out DIR --seed 0 --per-task N --size 64 --frames 17 [--split heldout]
+writes DIR/media/*, DIR/manifest.jsonl, and the release-format prompt files DIR/tasks_image.json
+(t2i, ti2i, ti2i_ref: one frame) and DIR/tasks_video.json (the video tasks).
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+
+import numpy as np
+
+from training.manifest import IMAGE_TASKS, TASKS, Record, release_task, save_media, write_manifest
+from vino_model.errors import VinoInputError
+
+COLORS = {
+    "red": (220, 40, 40), "yellow": (215, 215, 35), "green": (40, 190, 40),
+    "cyan": (35, 200, 200), "blue": (50, 50, 225), "magenta": (210, 45, 210),
+}
+GREYS = {"white": 245, "light gray": 190, "gray": 128, "dark gray": 70, "black": 15}
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars", "cross": "crosses"}
+SIZES = {"small": 0.28, "medium": 0.36, "large": 0.46}  # diameter as a fraction of the shorter side
+TEXTURES = ("plain", "striped")
+STRIPE_SHADE = 0.55  # the darker bands of a striped object: this fraction of its colour
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+SPEEDS = {"slow": 0.25, "fast": 0.5}  # distance over the clip as a fraction of the side it moves along
+REGIONS = {  # name -> (column, row) of a 3x3 grid
+    "top left": (0, 0), "top": (1, 0), "top right": (2, 0),
+    "left": (0, 1), "center": (1, 1), "right": (2, 1),
+    "bottom left": (0, 2), "bottom": (1, 2), "bottom right": (2, 2),
+}
+HELDOUT_PAIRS = (("red", "star"), ("yellow", "circle"), ("green", "triangle"), ("cyan", "cross"), ("blue", "square"))
+TRAIN_PAIRS = tuple((c, s) for c in COLORS for s in SHAPES if (c, s) not in HELDOUT_PAIRS)
+SPLITS = ("train", "heldout")
+
+
+def _fit_unit(points):
+    """Scale and centre a polygon so that its bounding box spans [-1, 1] on its longer side."""
+    p = np.asarray(points, dtype=np.float64)
+    lo, hi = p.min(0), p.max(0)
+    return ((p - (lo + hi) / 2) * (2 / (hi - lo).max())).tolist()
+
+
+def _star(points=5, inner=0.5):
+    angles = -math.pi / 2 + np.arange(2 * points) * math.pi / points
+    radii = np.where(np.arange(2 * points) % 2, inner, 1.0)
+    return _fit_unit(np.stack([radii * np.cos(angles), radii * np.sin(angles)], 1))
+
+
+_ARM = 0.36  # half the thickness of a cross's arm, in half-diameters
+POLYGONS = {  # outlines in a shape's own frame: x right, y down, bounding box [-1, 1]
+    "square": [(-1, -1), (1, -1), (1, 1), (-1, 1)],
+    "triangle": [(0, -1), (1, 1), (-1, 1)],
+    "cross": [(-_ARM, -1), (_ARM, -1), (_ARM, -_ARM), (1, -_ARM), (1, _ARM), (_ARM, _ARM), (_ARM, 1),
+              (-_ARM, 1), (-_ARM, _ARM), (-1, _ARM), (-1, -_ARM), (-_ARM, -_ARM)],
+    "star": _star(),
+}
+_SUPERSAMPLE = 4  # anti-aliasing: each pixel is the mean of 4x4 samples
+
+
+def _inside(shape, u, v):
+    """Which points (u, v) of a shape's own frame lie inside it (crossing-number test)."""
+    if shape == "circle":
+        return u * u + v * v <= 1
+    poly = POLYGONS[shape]
+    inside = np.zeros(np.broadcast(u, v).shape, dtype=bool)
+    for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1]):
+        if y1 != y2:
+            inside ^= ((y1 > v) != (y2 > v)) & (u < x1 + (v - y1) * (x2 - x1) / (y2 - y1))
+    return inside
+
+
+def _paint(frame, obj, t):
+    """Composite one object, at its place in frame t, onto a float frame [H, W, 3]."""
+    r = obj["diameter"] / 2
+    cx, cy = obj["track"][t]
+    height, width = frame.shape[:2]
+    x0, x1 = max(0, math.floor(cx - r)), min(width, math.ceil(cx + r))
+    y0, y1 = max(0, math.floor(cy - r)), min(height, math.ceil(cy + r))
+    if x0 >= x1 or y0 >= y1:
+        return
+    s = _SUPERSAMPLE
+    offsets = (np.arange(s) + 0.5) / s
+    u = ((np.arange(x0, x1)[:, None] + offsets).ravel() - cx) / r
+    v = ((np.arange(y0, y1)[:, None] + offsets).ravel() - cy) / r
+    inside = _inside(obj["shape"], u[None, :], v[:, None])  # [h*s, w*s]
+    shade = np.ones_like(v)
+    if obj["texture"] == "striped":
+        shade[np.floor((v + 1) * 3) % 2 == 1] = STRIPE_SHADE  # six bands over the shape's height
+    h, w = y1 - y0, x1 - x0
+    coverage = inside.reshape(h, s, w, s).sum((1, 3)) / s ** 2  # [h, w]
+    paint = (inside * shade[:, None]).reshape(h, s, w, s).sum((1, 3)) / s ** 2
+    region = frame[y0:y1, x0:x1]
+    region *= 1 - coverage[..., None]
+    region += paint[..., None] * np.asarray(obj["rgb"], dtype=np.float32)
+
+
+def render(scene) -> np.ndarray:
+    """Draw a scene as uint8 frames [T, H, W, 3]; objects later in the list are drawn on top."""
+    width, height = scene["width"], scene["height"]
+    bg = scene["background"]
+    canvas = np.empty((height, width, 3), dtype=np.float32)
+    canvas[:] = bg["rgb"][0]
+    if bg["split"] == "horizontal":
+        canvas[height // 2:] = bg["rgb"][1]
+    elif bg["split"] == "vertical":
+        canvas[:, width // 2:] = bg["rgb"][1]
+    frames = np.repeat(canvas[None], scene["frames"], axis=0)
+    for obj in scene["objects"]:
+        for t in range(scene["frames"]):
+            _paint(frames[t], obj, t)
+    return np.round(frames).clip(0, 255).astype(np.uint8)
+
+
+# ---- building scenes ----
+
+def _choice(rng, options):
+    options = list(options)
+    return options[int(rng.integers(len(options)))]
+
+
+def _background(rng, unlike=None):
+    """A random background (plain 70%, two-tone 30%), different from `unlike` when given."""
+    while True:
+        if rng.random() < 0.7:
+            colors, split = [_choice(rng, GREYS)], None
+        else:
+            colors = [str(c) for c in rng.permutation(list(GREYS))[:2]]
+            split = _choice(rng, ("horizontal", "vertical"))
+        bg = {"colors": colors, "rgb": [[GREYS[c]] * 3 for c in colors], "split": split}
+        if bg != unlike:
+            return bg
+
+
+def _pick(rng, pairs, colors=None, unlike=()):
+    """A (colour, shape) pair from `pairs` whose colour is in `colors` (any when None), not in `unlike`."""
+    return _choice(rng, [p for p in pairs if p not in unlike and (colors is None or p[0] in colors)])
+
+
+def _others(*taken):
+    """The colours not yet taken: each object of a scene has its own colour."""
+    return set(COLORS) - set(taken)
+
+
+def _object(rng, oid, pair, side, size=None, region=None, motion=None):
+    color, shape = pair
+    size = size or _choice(rng, SIZES)
+    return {
+        "id": oid, "shape": shape, "color": color, "rgb": list(COLORS[color]), "size": size,
+        "diameter": round(SIZES[size] * side, 2), "texture": "striped" if rng.random() < 0.3 else "plain",
+        "region": region, "motion": motion,
+    }
+
+
+def _become(obj, pair, texture=None):
+    """The object turned into another colour x shape pair, keeping its size and place."""
+    color, shape = pair
+    return {**obj, "color": color, "rgb": list(COLORS[color]), "shape": shape, "texture": texture or obj["texture"]}
+
+
+def _motion(rng):
+    return {"direction": _choice(rng, DIRECTIONS), "speed": _choice(rng, SPEEDS)}
+
+
+def _track(rng, obj, width, height, frames):
+    """Centres per frame: still in its region (or anywhere), or a straight path at its speed."""
+    r = obj["diameter"] / 2
+    lo, hi = np.array([r, r]), np.array([width - r, height - r])  # the object stays inside the frame
+    if obj["motion"]:
+        step = np.array(DIRECTIONS[obj["motion"]["direction"]], dtype=np.float64)
+        length = SPEEDS[obj["motion"]["speed"]] * (width if step[0] else height)
+        path = step * length
+        start = rng.uniform(np.maximum(lo, lo - path), np.minimum(hi, hi - path))
+        centres = start + path * np.linspace(0, 1, frames)[:, None]
+    else:
+        if obj["region"]:
+            col, row = REGIONS[obj["region"]]
+            cell = np.array([(col + 0.5) * width / 3, (row + 0.5) * height / 3])
+            centre = cell + rng.uniform(-1, 1, 2) * np.array([width, height]) / 12
+        else:
+            centre = rng.uniform(lo, hi)
+        centres = np.repeat(np.clip(centre, lo, hi)[None], frames, 0)
+    return np.round(centres, 2).tolist()
+
+
+def _with_track(obj, track):
+    r = obj["diameter"] / 2
+    bbox = [[round(x - r, 2), round(y - r, 2), round(x + r, 2), round(y + r, 2)] for x, y in track]
+    return {**obj, "track": track, "bbox": bbox}
+
+
+def _apart(a, b, gap):
+    """Whether two placed objects stay at least `gap` pixels apart (box to box) in every frame."""
+    reach = (a["diameter"] + b["diameter"]) / 2 + gap
+    return all(max(abs(ax - bx), abs(ay - by)) >= reach for (ax, ay), (bx, by) in zip(a["track"], b["track"]))
+
+
+def _place(rng, obj, others, width, height, frames, tries=50):
+    """`obj` with a track that keeps it clear of `others`, or None when none is found."""
+    gap = 0.06 * min(width, height)
+    for _ in range(tries):
+        placed = _with_track(obj, _track(rng, obj, width, height, frames))
+        if all(_apart(placed, o, gap) for o in others):
+            return placed
+    return None
+
+
+def _scene(width, height, frames, background, objects):
+    return {"width": width, "height": height, "frames": frames, "background": background, "objects": objects}
+
+
+def _populate(rng, specs, width, height, frames):
+    """Place object specs one by one; None when one does not fit."""
+    placed = []
+    for spec in specs:
+        obj = _place(rng, spec, placed, width, height, frames)
+        if obj is None:
+            return None
+        placed.append(obj)
+    return placed
+
+
+def _first_frame(scene):
+    """The still image that starts a video scene."""
+    objects = [{**_with_track(o, o["track"][:1]), "motion": None} for o in scene["objects"]]
+    return {**scene, "frames": 1, "objects": objects}
+
+
+def _alone(obj, width, height):
+    """A reference image: the object by itself, centred on white."""
+    still = {**obj, "region": None, "motion": None}
+    bg = {"colors": ["white"], "rgb": [[GREYS["white"]] * 3], "split": None}
+    return _scene(width, height, 1, bg, [_with_track(still, [[width / 2, height / 2]])])
+
+
+def _regions(rng, count):
+    return [str(r) for r in rng.permutation(list(REGIONS))[:count]]
+
+
+# ---- words ----
+
+REGION_PHRASES = {
+    "top left": "in the top left corner", "top": "at the top", "top right": "in the top right corner",
+    "left": "on the left", "center": "in the center", "right": "on the right",
+    "bottom left": "in the bottom left corner", "bottom": "at the bottom", "bottom right": "in the bottom right corner",
+}
+DIRECTION_PHRASES = {"left": "to the left", "right": "to the right", "up": "upward", "down": "downward"}
+SPEED_WORDS = {"slow": ("slowly", "gently", "steadily"), "fast": ("quickly", "rapidly", "swiftly")}
+VERBS = ("moves", "slides", "glides", "travels")
+NUMBERS = {2: "two", 3: "three"}
+SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
+
+
+def _name(obj, full=True, plural=False):
+    """'large striped red circle' (full), 'red circle' (not full); 'circles' when plural."""
+    words = [obj["color"], PLURALS[obj["shape"]] if plural else obj["shape"]]
+    if full:
+        words = [SIZE_WORDS[obj["size"]]] + (["striped"] if obj["texture"] == "striped" else []) + words
+    return " ".join(words)
+
+
+def _bg_words(bg):
+    """'gray' or 'white on top and gray below': a background's look, without the noun."""
+    if bg["split"] is None:
+        return bg["colors"][0]
+    first, second = bg["colors"]
+    if bg["split"] == "horizontal":
+        return f"{first} on top and {second} below"
+    return f"{first} on the left and {second} on the right"
+
+
+def _on_background(rng, clause, bg, moving):
+    """Put a clause about the objects on its background, in one of a few phrasings."""
+    look = f"a {bg['colors'][0]} background" if bg["split"] is None else f"a background that is {_bg_words(bg)}"
+    templates = ("{c} on {b}", "on {b}, {c}", "{c} across {b}") if moving else \
+        ("{c} on {b}", "{b} with {c}", "a picture of {c} on {b}")
+    return _choice(rng, templates).format(c=clause, b=look)
+
+
+def _moving(rng, subject, motion):
+    """'the red circle slides slowly to the right' for the subject 'the red circle'."""
+    return (f"{subject} {_choice(rng, VERBS)} {_choice(rng, SPEED_WORDS[motion['speed']])} "
+            f"{DIRECTION_PHRASES[motion['direction']]}")
+
+
+def _instruction(rng, kind, before, after, label):
+    """Long and short instruction for an edit; `before`/`after` are the edited object (or the new
+    background for kind 'background'); `label` names the edited input ('Image 1', 'Video 1')."""
+    if kind == "background":
+        long = _choice(rng, ("change the background to {w}", "make the background {w}")).format(w=_bg_words(after))
+        short = f"background {'-'.join(after['colors'])}"
+    elif kind == "add":
+        long = _choice(rng, ("add a {n} {w}", "put a {n} {w}")).format(n=_name(after), w=REGION_PHRASES[after["region"]])
+        short = f"add {_name(after, False)} {after['region']}"
+    else:
+        obj = _name(before, False)
+        if kind == "recolor":
+            long = _choice(rng, ("make the {o} {c}", "change the color of the {o} to {c}", "paint the {o} {c}"))
+            short = f"{obj} to {after['color']}"
+        elif kind == "replace":
+            long = _choice(rng, ("replace the {o} with a {n}", "turn the {o} into a {n}"))
+            short = f"{obj} to {_name(after, False)}"
+        elif kind == "remove":
+            long = _choice(rng, ("remove the {o}", "delete the {o}", "take away the {o}"))
+            short = f"remove {obj}"
+        else:  # move
+            long = _choice(rng, ("move the {o} to the {w}", "shift the {o} to the {w}"))
+            short = f"move {obj} {after['region']}"
+        words = {"o": obj} if after is None else {"o": obj, "c": after["color"], "n": _name(after, False),
+                                                   "w": after["region"]}
+        long = long.format(**words)
+    return _choice(rng, ("{i}", "in {l}, {i}")).format(i=long, l=label), short
+
+
+# ---- the tasks; each builder returns (meta, caption_long, caption_short), or None to draw again ----
+
+def _t2i(rng, width, height, frames, primary):
+    side = min(width, height)
+    bg = _background(rng)
+    kind = _choice(rng, ("single",) * 5 + ("pair",) * 3 + ("count",) * 2)
+    if kind == "count":  # two or three copies of one object, anywhere
+        one = _object(rng, 0, _pick(rng, primary), side, size=_choice(rng, ("small", "medium")))
+        specs = [{**one, "id": i} for i in range(int(rng.integers(2, 4)))]
+    else:  # one or two objects, each of its own colour, in named cells
+        pairs = [_pick(rng, primary)]
+        if kind == "pair":
+            pairs.append(_pick(rng, TRAIN_PAIRS, _others(pairs[0][0])))
+        specs = [_object(rng, i, p, side, region=r) for i, (p, r) in enumerate(zip(pairs, _regions(rng, len(pairs))))]
+    objects = _populate(rng, specs, width, height, 1)
+    if objects is None:
+        return None
+    if kind == "count":
+        long = f"{NUMBERS[len(objects)]} {_name(objects[0], plural=True)}"
+        short = f"{NUMBERS[len(objects)]} {_name(objects[0], False, plural=True)}"
+    else:
+        long = " and ".join(f"a {_name(o)} {REGION_PHRASES[o['region']]}" for o in objects)
+        short = ", ".join(f"{_name(o, False)} {o['region']}" for o in objects)
+    return _meta("t2i", _scene(width, height, 1, bg, objects)), _on_background(rng, long, bg, False), short
+
+
+def _movers(rng, side, first, count, avoid=()):
+    """Specs of `count` moving objects: the pair `first`, then training pairs of colours not yet
+    taken nor in `avoid`."""
+    pairs = [first]
+    while len(pairs) < count:
+        pairs.append(_pick(rng, TRAIN_PAIRS, _others(*avoid, *(c for c, _ in pairs))))
+    return [_object(rng, i, p, side, motion=_motion(rng)) for i, p in enumerate(pairs)]
+
+
+def _moving_scene(rng, width, height, frames, primary, chance_of_two):
+    """A video scene of one moving object (two, with the given chance); None when they collide."""
+    background = _background(rng)
+    count = 1 + int(rng.random() < chance_of_two)
+    objects = _populate(rng, _movers(rng, min(width, height), _pick(rng, primary), count), width, height, frames)
+    return objects and _scene(width, height, frames, background, objects)
+
+
+def _t2v(rng, width, height, frames, primary):
+    scene = _moving_scene(rng, width, height, frames, primary, 0.3)
+    if scene is None:
+        return None
+    long = " while ".join(_moving(rng, f"a {_name(o)}", o["motion"]) for o in scene["objects"])
+    short = ", ".join(f"{_name(o, False)} moving {o['motion']['direction']}" for o in scene["objects"])
+    return _meta("t2v", scene), _on_background(rng, long, scene["background"], True), short
+
+
+def _i2v(rng, width, height, frames, primary):
+    scene = _moving_scene(rng, width, height, frames, primary, 0)
+    obj = scene["objects"][0]
+    long = _choice(rng, ("{m}", "animate Image 1: {m}", "in Image 1, {m}")).format(
+        m=_moving(rng, f"the {_name(obj)}", obj["motion"]))
+    short = f"{_name(obj, False)} moving {obj['motion']['direction']}"
+    return _meta("i2v", scene, ref_images=[_first_frame(scene)]), long, short
+
+
+def _ti2v(rng, width, height, frames, primary):
+    scene = _moving_scene(rng, width, height, frames, primary, 0.6)
+    if scene is None:
+        return None
+    objects = scene["objects"]
+    long = " while ".join(_moving(rng, f"the object from Image {k}", o["motion"]) for k, o in enumerate(objects, 1))
+    short = ", ".join(f"Image {k} object moving {o['motion']['direction']}" for k, o in enumerate(objects, 1))
+    refs = [_alone(o, width, height) for o in objects]
+    return _meta("ti2v", scene, ref_images=refs), _on_background(rng, long, scene["background"], True), short
+
+
+def _edited_pair(rng, primary, keep_shape):
+    """(before, after) colour x shape pairs of a recolour (keep_shape) or a replacement:
+    `before` a training pair, `after` from `primary`."""
+    after = _pick(rng, primary)
+    if keep_shape:
+        return _choice(rng, [p for p in TRAIN_PAIRS if p[1] == after[1] and p[0] != after[0]]), after
+    return _choice(rng, [p for p in TRAIN_PAIRS if p[1] != after[1]]), after
+
+
+def _retouch(rng, kind, base, after):
+    """Target scene and edit meta for the edits of object 0 that need no new place:
+    recolor and replace (into the pair `after`), remove, background."""
+    target, edit = copy.deepcopy(base), {"kind": kind, "object": 0}
+    if kind in ("recolor", "replace"):
+        target["objects"][0] = _become(base["objects"][0], after)
+    elif kind == "remove":
+        target["objects"].pop(0)
+    else:
+        target["background"] = _background(rng, unlike=base["background"])
+        edit["object"] = None
+    return target, edit
+
+
+def _ti2i(rng, width, height, frames, primary):
+    side = min(width, height)
+    kind = _choice(rng, ("recolor", "remove", "add", "replace", "move", "background"))
+    if kind in ("recolor", "replace"):
+        before, after = _edited_pair(rng, primary, kind == "recolor")
+    else:
+        before = after = _pick(rng, primary)
+    regions = _regions(rng, 3)  # the edited object's, the other object's, where an add or a move goes
+    specs = [] if kind == "add" else [_object(rng, 0, before, side, region=regions[0])]
+    if kind in ("remove", "add") or rng.random() < 0.5:  # a removal leaves something; an addition joins something
+        specs.append(_object(rng, len(specs), _pick(rng, TRAIN_PAIRS, _others(before[0], after[0])), side,
+                             region=regions[1]))
+    objects = _populate(rng, specs, width, height, 1)
+    if objects is None:
+        return None
+    base = _scene(width, height, 1, _background(rng), objects)
+    if kind in ("add", "move"):
+        spec = _object(rng, len(objects), after, side) if kind == "add" else objects[0]
+        placed = _place(rng, {**spec, "region": regions[2]}, objects, width, height, 1)
+        if placed is None:
+            return None
+        target = copy.deepcopy(base)
+        if kind == "add":
+            target["objects"].append(placed)
+        else:
+            target["objects"][0] = placed
+        edit = {"kind": kind, "object": placed["id"], "region": regions[2]}
+        changed = placed
+    else:
+        target, edit = _retouch(rng, kind, base, after)
+        changed = target["background"] if kind == "background" else target["objects"][0] if kind != "remove" else None
+    long, short = _instruction(rng, kind, objects[0], changed, "Image 1")
+    return _meta("ti2i", target, ref_images=[base], edit=edit), long, short
+
+
+def _ti2i_ref(rng, width, height, frames, primary):
+    side = min(width, height)
+    kind = _choice(rng, ("replace", "add"))
+    new = _pick(rng, primary)
+    pairs = [_pick(rng, TRAIN_PAIRS, None if kind == "replace" else _others(new[0]), unlike=[new])]
+    if rng.random() < 0.5:
+        pairs.append(_pick(rng, TRAIN_PAIRS, _others(new[0], pairs[0][0])))
+    regions = _regions(rng, len(pairs) + 1)
+    objects = _populate(rng, [_object(rng, i, p, side, region=r) for i, (p, r) in enumerate(zip(pairs, regions))],
+                        width, height, 1)
+    if objects is None:
+        return None
+    base = _scene(width, height, 1, _background(rng), objects)
+    target = copy.deepcopy(base)
+    if kind == "replace":
+        incoming = _become(objects[0], new, _choice(rng, TEXTURES))
+        target["objects"][0] = incoming
+        edit = {"kind": kind, "object": 0}
+        old = _name(objects[0], False)
+        long = _choice(rng, ("replace the {o} in Image 2 with the object from Image 1",
+                             "swap the {o} in Image 2 for the object shown in Image 1")).format(o=old)
+        short = f"Image 2 {old} to Image 1 object"
+    else:
+        where = regions[-1]
+        incoming = _place(rng, _object(rng, len(objects), new, side, region=where), objects, width, height, 1)
+        if incoming is None:
+            return None
+        target["objects"].append(incoming)
+        edit = {"kind": kind, "object": incoming["id"], "region": where}
+        long = _choice(rng, ("add the object from Image 1 to Image 2, {w}",
+                             "put the object shown in Image 1 {w} in Image 2")).format(w=REGION_PHRASES[where])
+        short = f"add Image 1 object {where}"
+    refs = [_alone(incoming, width, height), base]
+    return _meta("ti2i_ref", target, ref_images=refs, edit=edit), long, short
+
+
+def _tv2v(rng, width, height, frames, primary):
+    kind = _choice(rng, ("recolor", "replace", "remove", "background"))
+    if kind in ("recolor", "replace"):
+        before, after = _edited_pair(rng, primary, kind == "recolor")
+    else:
+        before = after = _pick(rng, primary)
+    count = 2 if kind == "remove" else 1 + int(rng.random() < 0.4)
+    specs = _movers(rng, min(width, height), before, count, avoid=[after[0]])
+    objects = _populate(rng, specs, width, height, frames)
+    if objects is None:
+        return None
+    base = _scene(width, height, frames, _background(rng), objects)
+    target, edit = _retouch(rng, kind, base, after)
+    changed = target["background"] if kind == "background" else target["objects"][0] if kind != "remove" else None
+    long, short = _instruction(rng, kind, objects[0], changed, "Video 1")
+    return _meta("tv2v", target, ref_video=base, edit=edit), long, short
+
+
+def _tiv2v(rng, width, height, frames, primary):
+    new = _pick(rng, primary)
+    old = _pick(rng, TRAIN_PAIRS, unlike=[new])
+    specs = _movers(rng, min(width, height), old, 1 + int(rng.random() < 0.4), avoid=[new[0]])
+    objects = _populate(rng, specs, width, height, frames)
+    if objects is None:
+        return None
+    base = _scene(width, height, frames, _background(rng), objects)
+    target = copy.deepcopy(base)
+    target["objects"][0] = _become(objects[0], new, _choice(rng, TEXTURES))
+    name = _name(objects[0], False)
+    long = _choice(rng, ("replace the {o} in Video 1 with the object from Image 1",
+                         "in Video 1, swap the {o} for the object shown in Image 1")).format(o=name)
+    short = f"Video 1 {name} to Image 1 object"
+    refs = [_alone(_first_frame(target)["objects"][0], width, height)]
+    return (_meta("tiv2v", target, ref_images=refs, ref_video=base, edit={"kind": "replace", "object": 0}),
+            long, short)
+
+
+def _clone(rng, width, height, frames, primary):
+    side = min(width, height)
+    source = _object(rng, 0, _pick(rng, TRAIN_PAIRS), side, motion=_motion(rng))
+    mover = _object(rng, 0, _pick(rng, primary, unlike=[(source["color"], source["shape"])]), side,
+                    motion=source["motion"])
+    video = _scene(width, height, frames, _background(rng), _populate(rng, [source], width, height, frames))
+    target = _scene(width, height, frames, _background(rng), _populate(rng, [mover], width, height, frames))
+    long = _choice(rng, ("make the {y} in Image 1 move the way the {x} moves in Video 1",
+                         "apply the motion of the {x} in Video 1 to the {y} in Image 1")).format(
+        y=_name(mover), x=_name(source))
+    short = f"Image 1 {_name(mover, False)} copies the motion of Video 1"
+    return _meta("clone", target, ref_images=[_first_frame(target)], ref_video=video), long, short
+
+
+def _meta(task, scene, ref_images=(), ref_video=None, edit=None):
+    return {"task": task, "scene": scene, "ref_images": list(ref_images), "ref_video": ref_video, "edit": edit}
+
+
+BUILDERS = {
+    "t2i": _t2i, "t2v": _t2v, "i2v": _i2v, "ti2v": _ti2v, "ti2i": _ti2i, "ti2i_ref": _ti2i_ref,
+    "tv2v": _tv2v, "tiv2v": _tiv2v, "clone": _clone,
+}
+
+
+def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
+    """One sample: (meta, caption_long, caption_short), the same for the same arguments."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), TASKS.index(task), index])
+    primary = HELDOUT_PAIRS if split == "heldout" else TRAIN_PAIRS
+    video_frames = 1 if task in IMAGE_TASKS else frames
+    while True:
+        built = BUILDERS[task](rng, width, height, video_frames, primary)
+        if built is not None:
+            return built
+
+
+def write_split(out, seed=0, per_task=8, width=64, height=64, frames=17, fps=8.0, split="train"):
+    """Render `per_task` samples of every task into `out`; return the manifest records in order."""
+    if width % 16 or height % 16 or (frames - 1) % 4 or frames < 5:
+        raise VinoInputError(f"size {width}x{height} and {frames} frames: expected sides that are multiples of 16 "
+                             f"and a video length 4k+1 >= 5")
+    media = os.path.join(out, "media")
+    os.makedirs(media, exist_ok=True)
+    records = []
+    for task in TASKS:
+        for index in range(per_task):
+            meta, long, short = sample(task, seed, index, width, height, frames, split)
+            sid = f"{task}-{index:05d}"
+            scene = meta["scene"]
+            target = os.path.join(media, sid + (".png" if scene["frames"] == 1 else ".mp4"))
+            save_media(target, render(scene), fps)
+            images = [os.path.join(media, f"{sid}-image{k}.png") for k in range(1, len(meta["ref_images"]) + 1)]
+            for path, ref in zip(images, meta["ref_images"]):
+                save_media(path, render(ref), fps)
+            video = meta["ref_video"] and os.path.join(media, f"{sid}-video.mp4")
+            if video:
+                save_media(video, render(meta["ref_video"]), fps)
+            records.append(Record(
+                id=sid, task=task, target=target, caption_long=long, caption_short=short, ref_images=images,
+                ref_video=video, ref_image_have_base=task == "ti2i_ref", width=scene["width"],
+                height=scene["height"], frames=scene["frames"], fps=fps, meta=meta,
+            ))
+    write_manifest(os.path.join(out, "manifest.jsonl"), records)
+    write_task_file(os.path.join(out, "tasks_image.json"), records, IMAGE_TASKS)
+    write_task_file(os.path.join(out, "tasks_video.json"), records, [t for t in TASKS if t not in IMAGE_TASKS])
+    return records
+
+
+def write_task_file(path, records, tasks=TASKS):
+    """Write the release's prompt-only task file for the records of `tasks`.
+
+    An entry's index is its record's position in `records` (its manifest line, counted from 0), which
+    is how `training.bench` finds the ground truth of a result `{index}.png|.mp4`. Paths are relative
+    to the task file's folder. The release has no ti2i_ref task: it is ti2i with ref_image_have_base.
+    """
+    root = os.path.dirname(os.path.abspath(path))
+    entries = []
+    for index, record in enumerate(records):
+        if record.task not in tasks:
+            continue
+        entry = {"index": index, "task": release_task(record.task).name, "caption": record.caption_long}
+        if record.ref_images:
+            entry["ref_image_paths"] = [os.path.relpath(os.path.abspath(p), root) for p in record.ref_images]
+            entry["ref_image_have_base"] = record.ref_image_have_base
+        if record.ref_video:
+            entry["ref_video_path"] = os.path.relpath(os.path.abspath(record.ref_video), root)
+        entries.append(entry)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(entries, f, indent=1)
+        f.write("\n")
+
+
+def _size(text):
+    width, _, height = text.partition("x")
+    return int(width), int(height or width)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.world", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder for media/, manifest.jsonl and the task files")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-task", type=int, default=8, help="samples of each task kind")
+    parser.add_argument("--size", type=_size, default=(64, 64), help="S or WxH, multiples of 16 (default 64)")
+    parser.add_argument("--frames", type=int, default=17, help="video length, 4k+1 (default 17)")
+    parser.add_argument("--fps", type=float, default=8.0)
+    parser.add_argument("--split", choices=SPLITS, default="train")
+    args = parser.parse_args(argv)
+    width, height = args.size
+    records = write_split(args.out, args.seed, args.per_task, width, height, args.frames, args.fps, args.split)
+    print(f"wrote {len(records)} samples ({args.split}, seed {args.seed}) to {os.path.join(args.out, 'manifest.jsonl')}")
+
+
+if __name__ == "__main__":
+    main()
