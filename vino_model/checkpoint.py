@@ -11,8 +11,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +19,7 @@ from safetensors.torch import save_file
 
 from .config import EncoderConfig, MMDiTConfig, VinoConfig
 from .errors import VinoInputError
+from .files import atomic_output
 
 log = logging.getLogger("vino")
 
@@ -301,17 +300,14 @@ def save_vino(path, state: dict[str, torch.Tensor], config: VinoConfig, max_shar
     metadata = {CONFIG_KEY: config.to_json(), "format": "pt"}
     state = {k: v.detach().contiguous() for k, v in state.items()}
     total = sum(v.numel() * v.element_size() for v in state.values())
-    path.parent.mkdir(parents=True, exist_ok=True)
     if max_shard_bytes is None:
         if path.suffix != ".safetensors":
             raise VinoInputError(f"output {path} must end in .safetensors (or give a shard size for a folder)")
-        tmp = Path(tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")[1])
-        try:
-            save_file(state, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_output(path) as partial:
+            save_file(state, partial, metadata=metadata)
         return path
+    if path.exists():
+        raise VinoInputError(f"output folder {path} already exists; remove it or choose another name")
     shards, current, size = [], {}, 0
     for key in sorted(state):
         nbytes = state[key].numel() * state[key].element_size()
@@ -321,18 +317,13 @@ def save_vino(path, state: dict[str, torch.Tensor], config: VinoConfig, max_shar
         current[key] = state[key]
         size += nbytes
     shards.append(current)
-    if path.exists():
-        raise VinoInputError(f"output folder {path} already exists; remove it or choose another name")
-    tmp_dir = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.name + ".tmp"))
-    try:
-        weight_map = {}
+    weight_map = {}
+    with atomic_output(path) as partial:
+        partial.mkdir()
         for i, shard in enumerate(shards):
             shard_name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, tmp_dir / shard_name, metadata=metadata)
+            save_file(shard, partial / shard_name, metadata=metadata)
             weight_map.update({k: shard_name for k in shard})
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (tmp_dir / INDEX_NAME).write_text(json.dumps(index, indent=1))
-        os.replace(tmp_dir, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        (partial / INDEX_NAME).write_text(json.dumps(index, indent=1))
     return path

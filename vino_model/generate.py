@@ -60,6 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default bfloat16 on GPU, float32 on CPU")
     p.add_argument("--attention", default="auto", help="SDPA backend: auto, cudnn, flash, efficient, math")
     p.add_argument("--save-latents", action="store_true", help="also write the final latents as safetensors")
+    p.add_argument("--compile", action="store_true", help="torch.compile the blocks (about 1.25x on an H100)")
+    p.add_argument("--fp8", action="store_true", help="FP8 linear layers on Hopper GPUs (faster, approximate)")
+    p.add_argument("--max-gpu-memory", type=float, metavar="GB",
+                   help="fit a GPU of this size: stream blocks from CPU memory, visit the VLM and VAE")
     return p.parse_args(argv)
 
 
@@ -134,7 +138,8 @@ def run(args) -> list[Path]:
     entries = read_task_file(args.tasks)
     dtype = args.dtype or ("bfloat16" if str(device).startswith("cuda") else "float32")
     started = time.perf_counter()
-    pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, device, dtype, args.attention)
+    pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, device, dtype, args.attention, args.compile,
+                             args.fp8, args.max_gpu_memory)
     pipe.mmdit.sequence_parallel = parallel
     log.info("loaded VINO in %.1f s", time.perf_counter() - started)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,6 @@ Every writer goes through `atomic_output`: it writes a hidden temporary file bes
 renames it into place only when complete, so a crash never leaves a half-written output.
 """
 
-import contextlib
-import os
-import shutil
-import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
 
 from .errors import VinoInputError
+from .files import atomic_output
 from .preprocess import frames_to_array
 
 VIDEO_ENCODERS = {".mp4": ("libx264", "mpeg4"), ".webm": ("libvpx-vp9", "libvpx")}  # tried in order
@@ -28,28 +25,6 @@ CRF_ENCODERS = {
 MPEG4_BITS_PER_PIXEL = 0.6  # at quality 100; scales linearly with quality
 PIL_ANIMATIONS = {".gif": "GIF", ".webp": "WEBP"}
 DEFAULT_GIF_FPS = 10.0  # what browsers show for a GIF that gives no frame duration
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path beside `path`; on success rename it onto `path`, on failure delete it.
-
-    The temporary name keeps the suffix, so writers that pick a format by suffix still can. Works for
-    a file or for a folder written at the temporary path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-    try:
-        yield partial
-        if path.is_dir():
-            path.rmdir()  # an empty folder may be replaced; a full one makes rmdir fail
-        os.replace(partial, path)
-    finally:
-        if partial.is_dir():
-            shutil.rmtree(partial)
-        elif partial.exists():
-            partial.unlink()
 
 
 def read_image(path) -> Image.Image:

@@ -335,13 +335,23 @@ class SingleBlock(nn.Module):
 
 @dataclass
 class ImageStream:
-    """The batched image stream: tokens, RoPE positions, masks and where each noisy latent sits."""
+    """The batched image stream: tokens, their RoPE tables and masks, where each noisy latent sits."""
 
     tokens: torch.Tensor  # [B, N, D]
-    positions: torch.Tensor  # [B, N, 3] (t, h, w)
+    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin: [B, N, head_dim]
     mask: torch.Tensor | None  # [B, N] bool, None when every sample has the same length
     noisy_start: list[int]  # per sample: index of the first noisy token
     noisy_len: int
+
+
+@dataclass
+class StreamLayout:
+    """Everything about an image stream that depends only on shapes (cached per shape)."""
+
+    rope: tuple[torch.Tensor, torch.Tensor]
+    mask: torch.Tensor | None
+    lengths: list[int]
+    noisy_start: list[int]
 
 
 def reference_layout(reference_shapes, noisy_shape, patch):
@@ -390,6 +400,7 @@ class VinoMMDiT(nn.Module):
         self.gradient_checkpointing = False
         self.attention_backend = "auto"
         self.sequence_parallel: SequenceParallel | None = None  # set by the caller under torchrun
+        self.layouts: dict[tuple, StreamLayout] = {}
 
     # -- embedding
 
@@ -413,14 +424,36 @@ class VinoMMDiT(nn.Module):
                 f"T, H, W divisible by the patch {self.cfg.patch_size}"
             )
 
+    def layout(self, reference_shapes, noisy_shape, device) -> StreamLayout:
+        """RoPE tables and masks of a batch whose samples have these reference shapes (cached)."""
+        key = (reference_shapes, noisy_shape, str(device))
+        if key not in self.layouts:
+            positions, starts = zip(*(reference_layout(shapes, noisy_shape, self.cfg.patch_size)
+                                      for shapes in reference_shapes))
+            lengths = [p.shape[0] for p in positions]
+            longest = max(lengths)
+            pos = torch.zeros(len(lengths), longest, 3, dtype=torch.long)
+            mask = torch.zeros(len(lengths), longest, dtype=torch.bool)
+            for b, p in enumerate(positions):
+                pos[b, : lengths[b]] = p
+                mask[b, : lengths[b]] = True
+            rope = rope_tables(pos.to(device), self.cfg.rope_axes, self.cfg.rope_theta)
+            padded = None if min(lengths) == longest else mask.to(device)
+            if len(self.layouts) >= 16:
+                self.layouts.pop(next(iter(self.layouts)))
+            self.layouts[key] = StreamLayout(rope, padded, lengths, list(starts))
+        return self.layouts[key]
+
     def image_stream(self, latents, references, boundary) -> ImageStream:
         """latents: [B, C, T, H, W]; references[b]: list of [C, T_r, H_r, W_r]; boundary[b]: [n_r, 2, D]."""
         batch = latents.shape[0]
         self.check_latent(latents, "noisy")
+        references = references if references is not None else [[] for _ in range(batch)]
+        layout = self.layout(tuple(tuple(tuple(r.shape) for r in refs) for refs in references),
+                             tuple(latents.shape[1:]), latents.device)
         noisy = self.patchify(latents)  # [B, n, D]
-        samples, positions, starts = [], [], []
-        for b in range(batch):
-            refs = references[b] if references is not None else []
+        tokens = noisy.new_zeros(batch, max(layout.lengths), noisy.shape[-1])
+        for b, refs in enumerate(references):
             bounds = boundary[b] if boundary is not None and len(refs) else None
             if len(refs) and (bounds is None or bounds.shape[0] != len(refs)):
                 got = 0 if bounds is None else bounds.shape[0]
@@ -430,21 +463,8 @@ class VinoMMDiT(nn.Module):
                 self.check_latent(ref, f"reference {r + 1} of sample {b}")
                 start_end = bounds[r].to(noisy.dtype)
                 parts += [start_end[:1], self.patchify(ref[None])[0], start_end[1:]]
-            pos, start = reference_layout([ref.shape for ref in refs], latents.shape[1:], self.cfg.patch_size)
-            samples.append(torch.cat(parts + [noisy[b]]))
-            positions.append(pos)
-            starts.append(start)
-        lengths = [s.shape[0] for s in samples]
-        longest = max(lengths)
-        tokens = noisy.new_zeros(batch, longest, noisy.shape[-1])
-        pos = torch.zeros(batch, longest, 3, dtype=torch.long)
-        mask = torch.zeros(batch, longest, dtype=torch.bool, device=noisy.device)
-        for b, (sample, p) in enumerate(zip(samples, positions)):
-            tokens[b, : lengths[b]] = sample
-            pos[b, : lengths[b]] = p
-            mask[b, : lengths[b]] = True
-        same_length = all(n == longest for n in lengths)
-        return ImageStream(tokens, pos.to(noisy.device), None if same_length else mask, starts, noisy.shape[1])
+            tokens[b, : layout.lengths[b]] = torch.cat(parts + [noisy[b]])
+        return ImageStream(tokens, layout.rope, layout.mask, layout.noisy_start, noisy.shape[1])
 
     def conditioning(self, timestep, guidance, pooled):
         embed = self.time_text_embed
@@ -482,8 +502,7 @@ class VinoMMDiT(nn.Module):
         temb = self.conditioning(timestep, guidance, pooled)
         stream = self.image_stream(latents, references, boundary)
         txt = self.context_embedder(text, t_features, text_mask)
-        img = stream.tokens
-        rope = rope_tables(stream.positions, self.cfg.rope_axes, self.cfg.rope_theta)
+        img, rope = stream.tokens, stream.rope
         key_mask = None
         if stream.mask is not None or text_mask is not None:
             img_mask = stream.mask if stream.mask is not None else torch.ones(img.shape[:2], dtype=torch.bool, device=img.device)

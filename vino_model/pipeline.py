@@ -7,6 +7,7 @@ Each arrow is one method, so the ComfyUI nodes and Python users call the same st
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,9 +86,11 @@ class VinoPipeline:
                  device="cpu", dtype=torch.float32):
         self.mmdit, self.encoder, self.vae, self.config = mmdit, encoder, vae, config
         self.device, self.dtype = torch.device(device), dtype
+        self.offload = False
 
     @classmethod
-    def load(cls, checkpoint, qwen_folder, vae_path, device="cpu", dtype="float32", attention="auto") -> "VinoPipeline":
+    def load(cls, checkpoint, qwen_folder, vae_path, device="cpu", dtype="float32", attention="auto",
+             compile: bool = False, fp8: bool = False, max_gpu_memory_gb: float | None = None) -> "VinoPipeline":
         """vae_path None: no VAE; the caller encodes references and decodes latents itself (ComfyUI's VAE nodes)."""
         dtype = parse_dtype(dtype)
         config, transformer, mm_state = load_vino_weights(checkpoint)
@@ -97,12 +100,49 @@ class VinoPipeline:
                 f"checkpoint {name} is a plain HunyuanVideo transformer without VINO's mm_encoder "
                 "(metaquery, connectors); load vino.ckpt or a VINO safetensors file"
             )
-        mmdit = build_mmdit(config, transformer, dtype, device, f"transformer of {name}")
+        # Under a memory cap everything starts on the CPU: blocks stream to the GPU, the VLM and the
+        # VAE visit it only for their own stage.
+        home = "cpu" if max_gpu_memory_gb else device
+        mmdit = build_mmdit(config, transformer, dtype, home, f"transformer of {name}")
         mmdit.attention_backend = attention
-        mm_encoder = build_mm_encoder(config, mm_state, dtype, device, f"mm_encoder of {name}")
-        encoder = InterleavedEncoder.from_folder(qwen_folder, mm_encoder, device=device, dtype=dtype)
-        vae = VinoVAE.load(vae_path, device=device, dtype=dtype) if vae_path is not None else None
-        return cls(mmdit, encoder, vae, config, device, dtype)
+        mm_encoder = build_mm_encoder(config, mm_state, dtype, home, f"mm_encoder of {name}")
+        encoder = InterleavedEncoder.from_folder(qwen_folder, mm_encoder, device=home, dtype=dtype)
+        vae = VinoVAE.load(vae_path, device=home, dtype=dtype) if vae_path is not None else None
+        pipe = cls(mmdit, encoder, vae, config, device, dtype)
+        pipe.speed_up(compile=compile, fp8=fp8, max_gpu_memory_gb=max_gpu_memory_gb)
+        return pipe
+
+    def speed_up(self, compile: bool = False, fp8: bool = False, max_gpu_memory_gb: float | None = None) -> None:
+        """Opt-in speed and memory options (benchmarks/results say what each costs)."""
+        on_gpu = self.device.type == "cuda"
+        if (fp8 or max_gpu_memory_gb) and not on_gpu:
+            raise VinoInputError("fp8 and max_gpu_memory_gb need a CUDA device")
+        if fp8:
+            from .speedups import fp8_linears
+
+            fp8_linears(self.mmdit)
+        if max_gpu_memory_gb:
+            from .offload import BlockSwap
+
+            self.offload = True
+            self.block_swap = BlockSwap(self.mmdit, self.device, int(max_gpu_memory_gb * 2**30))
+        if compile:
+            from .speedups import compile_blocks
+
+            compile_blocks(self.mmdit)
+
+    @contextmanager
+    def visiting(self, module):
+        """With offload on, `module` (the VLM or the VAE model) sits on the GPU only inside this block."""
+        if not self.offload or module is None:
+            yield
+            return
+        module.to(self.device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
+            torch.cuda.empty_cache()
 
     # ------------------------------------------------------------ 1. media
 
@@ -138,13 +178,14 @@ class VinoPipeline:
             "uncond_img": (negative, kept_without_references(n_images, have_base)),
         }
         contexts, kept = {}, {}
-        for name in needed_branches(text_cfg, image_cfg):
-            text, indices = wanted[name]
-            same = next((done for done in contexts if wanted[done] == wanted[name]), None)  # e.g. nothing to drop
-            contexts[name] = contexts[same] if same else self.encoder.encode(
-                text, [media.images[i] for i in indices], media.video, video_fps=media.video_fps
-            )
-            kept[name] = indices
+        with self.visiting(self.encoder):
+            for name in needed_branches(text_cfg, image_cfg):
+                text, indices = wanted[name]
+                same = next((done for done in contexts if wanted[done] == wanted[name]), None)  # e.g. nothing to drop
+                contexts[name] = contexts[same] if same else self.encoder.encode(
+                    text, [media.images[i] for i in indices], media.video, video_fps=media.video_fps
+                )
+                kept[name] = indices
         return Contexts(contexts, kept)
 
     # ------------------------------------------------------------ 3. reference latents
@@ -155,9 +196,10 @@ class VinoPipeline:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         latents = []
         clips = [[image] for image in media.images] + ([media.video] if media.video is not None else [])
-        for clip in clips:
-            pixels = preprocess.frames_to_tensor(clip)[None].to(self.device, self.dtype)  # [1, 3, T, H, W]
-            latents.append(self.vae.encode(pixels, sample=sample_posterior, generator=generator)[0])
+        with self.visiting(self.vae.model):
+            for clip in clips:
+                pixels = preprocess.frames_to_tensor(clip)[None].to(self.device, self.dtype)  # [1, 3, T, H, W]
+                latents.append(self.vae.encode(pixels, sample=sample_posterior, generator=generator)[0])
         return latents
 
     def branches(self, contexts: Contexts, reference_latents: list[torch.Tensor], num_images: int) -> dict[str, Branch]:
@@ -209,7 +251,8 @@ class VinoPipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, tiled: bool = False):
-        pixels = self.vae.decode(latents.to(self.device, self.dtype), tiled=tiled)
+        with self.visiting(self.vae.model):
+            pixels = self.vae.decode(latents.to(self.device, self.dtype), tiled=tiled or self.offload)
         return preprocess.tensor_to_frames(pixels.float())
 
     # ------------------------------------------------------------ all of it

@@ -95,14 +95,16 @@ def sample(model, noise, branches: dict[str, Branch], steps: int, shift: float, 
     if missing:
         raise VinoInputError(f"guidance text_cfg={text_cfg}, image_cfg={image_cfg} needs branches {missing}")
     active = {name: branches[name] for name in wanted}
-    schedule = shifted_schedule(steps, shift).tolist()
+    schedule = shifted_schedule(steps, shift)
+    model_times = (schedule[:-1] * TIMESTEP_SCALE).float().to(noise.device)  # one copy, no per-step host sync
+    schedule = schedule.tolist()
     x = noise.float()
     dtype = next(model.parameters()).dtype
     for i in range(steps):
         if cancel is not None and cancel():
             raise SamplingCancelled(f"sampling cancelled at step {i} of {steps}")
         t, t_next = schedule[i], schedule[i + 1]
-        t_model = torch.tensor([t * TIMESTEP_SCALE], device=x.device)
+        t_model = model_times[i : i + 1]
         v = combine_guidance(
             {k: p.float() for k, p in velocity(model, x.to(dtype), t_model, active).items()}, text_cfg, image_cfg
         )

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import VinoInputError
-from .media import atomic_output
+from .files import atomic_output
 from .preprocess import valid_frame_count
 
 SCALING_FACTOR = 0.476986
