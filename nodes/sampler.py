@@ -1,0 +1,82 @@
+"""VINO Sampler: flow-matching Euler with VINO's text + image guidance; a LATENT that core VAE Decode takes."""
+
+import comfy.model_management as model_management
+import comfy.utils
+import latent_preview
+
+from ..vino_model.errors import VinoInputError
+from ..vino_model.tasks import DEFAULTS, MAX_FRAMES
+
+from .vae import LATENT_FORMAT
+
+PREVIEW_FORMAT = "JPEG"
+
+
+def release_defaults(name: str) -> str:
+    image, video = DEFAULTS["image"][name], DEFAULTS["video"][name]
+    return f"0 = the release's default for the task ({image} for images, {video} for videos)"
+
+
+class VinoSampler:
+    CATEGORY = "VINO"
+    DESCRIPTION = (
+        "Denoises the output latent with the MMDiT, attending to the wrapped references, with the release's "
+        "sampler (flow matching, Euler, shifted schedule) and guidance: text CFG against the negative prompt, "
+        "image CFG against the negative prompt without the reference images. Zero in width, height, frames, "
+        "text_cfg or shift takes the release's default for the task. Decode the LATENT with core VAE Decode."
+    )
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("HunyuanVideo latent [1, 16, T, H, W] (ComfyUI's unscaled convention) for VAE Decode.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = "Ignored by tasks that take the size of their base image (i2v, ti2i) or video (tv2v, tiv2v, clone)"
+        return {"required": {
+            "vino": ("VINO_MODEL", {"tooltip": "From Load VINO; the same one the context was encoded with."}),
+            "context": ("VINO_CONTEXT", {
+                "tooltip": "From Qwen3-VL Interleaved Encode, through Reference Latent Wrap when it has references.",
+            }),
+            "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16,
+                              "tooltip": f"Multiple of 16; {release_defaults('width')}. {size}."}),
+            "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16,
+                               "tooltip": f"Multiple of 16; {release_defaults('height')}. {size}."}),
+            "frames": ("INT", {"default": 0, "min": 0, "max": 1025, "step": 4,
+                               "tooltip": f"4k+1 frames (the release goes up to {MAX_FRAMES}); 0 = "
+                                          f"{DEFAULTS['video']['frames']}. Images are "
+                                          "1 frame; video edits take the video's frame count."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Euler steps (the release: 50)."}),
+            "text_cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                                   "tooltip": f"Text guidance; 1 = off; {release_defaults('text_cfg')}."}),
+            "image_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                                    "tooltip": "Image guidance; 1 = off (the release's default); 1 to 3 for "
+                                               "reference-driven tasks."}),
+            "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                "tooltip": f"Schedule shift; {release_defaults('shift')}."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Seed of the initial noise."}),
+        }}
+
+    def sample(self, vino, context, width, height, frames, steps, text_cfg, image_cfg, shift, seed):
+        if context.model is not vino:
+            raise VinoInputError("the context was encoded with another VINO model; connect the same Load VINO "
+                                 "to the encoder and to the sampler")
+        if context.branches is None:
+            raise VinoInputError("the context has references without latents; pass it through Reference Latent Wrap")
+        defaults = DEFAULTS[context.task.output]
+        pipeline = vino.load_part(vino.mmdit)
+        width, height, frames = pipeline.output_shape(context.task, context.media, width or None, height or None,
+                                                      frames or None)
+        previewer = latent_preview.get_previewer(pipeline.device, LATENT_FORMAT)
+        bar = comfy.utils.ProgressBar(steps)
+
+        def progress(step, total, x0):  # x0: the current estimate of the clean latent, scaled
+            preview = previewer.decode_latent_to_preview_image(PREVIEW_FORMAT, x0) if previewer else None
+            bar.update_absolute(step, total, preview)
+
+        latents = pipeline.sample(
+            context.branches, pipeline.latent_shape(width, height, frames), seed, steps,
+            shift or defaults["shift"], text_cfg or defaults["text_cfg"], image_cfg, progress,
+            cancel=model_management.throw_exception_if_processing_interrupted,
+        )  # [1, 16, T', H', W'], scaled
+        return ({"samples": LATENT_FORMAT.process_out(latents.float()).to(model_management.intermediate_device())},)
