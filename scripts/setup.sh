@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All set-up on a fresh machine, idempotent: the project's virtualenv with its dependencies,
-# the pinned ComfyUI host for the node tests, and headless Chromium for the browser tests.
+# the pinned ComfyUI host for the node tests, headless Chromium for the browser tests, and DeepSpeed
+# (with its CPU collective op prebuilt) for training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,5 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
-if [ -f scripts/install_comfyui.sh ]; then
-  bash scripts/install_comfyui.sh
-fi
+bash scripts/install_comfyui.sh
+bash scripts/install_training.sh

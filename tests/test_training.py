@@ -1,0 +1,203 @@
+"""Training on CPU through DeepSpeed (ZeRO-2, bf16): the tiny curriculum stage by stage, overfitting, an
+exact resume after SIGKILL, and exports that `vino_model` loads and generates from."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from PIL import Image
+from safetensors.torch import load_file
+
+from training import config as train_config
+from training.loop import train
+from training.manifest import read_manifest
+from training.run import main as run_main
+from training.world import write_split
+from vino_model.pipeline import VinoPipeline
+from vino_model.tiny import make_tiny_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "training" / "configs" / "tiny"
+ALL_TASKS = {t: 1.0 for t in ["t2i", "t2v", "i2v", "ti2v", "ti2i", "ti2i_ref", "tv2v", "tiv2v", "clone"]}
+# What each stage runs here on top of its tiny config: few steps, a high constant learning rate.
+STAGE_RUNS = {
+    0: {"run.steps": 40, "optim.lr": 1e-2, "eval.every": 40, "eval.samples": 4},
+    1: {"run.steps": 3, "optim.lr": 1e-2},
+    2: {"run.steps": 3, "optim.lr": 1e-3},
+    3: {"run.steps": 4, "optim.lr": 1e-3, "data.tasks": ALL_TASKS, "optim.accumulation": 2, "optim.ema": 0.9,
+        "samples.every": 4, "samples.limit": 2},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_process_group():
+    """Training here joins a one-rank process group (and sets its rendezvous variables); the other
+    test files get neither. Tiny models run fastest on one thread; the CLI run below gets one too."""
+    threads, env = torch.get_num_threads(), dict(os.environ)
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(env)
+
+
+class Curriculum:
+    """The tiny curriculum on a small procedural world; each stage runs once, when first needed."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        write_split(str(folder / "world"), per_task=2, width=32, height=32, frames=5)
+        self.bundle = make_tiny_bundle(folder / "bundle")
+        self.manifest = folder / "world" / "manifest.jsonl"
+        self.exports = {}
+
+    def overrides(self, stage: int, out: Path, **changes) -> list[str]:
+        values = {
+            "run.out": str(out),
+            "model.qwen": str(self.bundle / "qwen3vl"),
+            "model.vae": str(self.bundle / "vae.safetensors"),
+            "data.manifest": [str(self.manifest)],
+            "data.cache": str(self.folder / "cache"),
+            "data.area": 1024,
+            "data.frames": [1, 5],
+            "optim.warmup_steps": 1,
+            "optim.schedule": "constant",
+            "checkpoint.every": 100,
+            "eval.every": 0,
+            "samples.tasks": str(self.folder / "world" / ("tasks_image.json" if stage == 0 else "tasks_video.json")),
+            "samples.width": 32,
+            "samples.height": 32,
+            "samples.frames": 5,
+            "samples.steps": 2,
+            "log.every": 1,
+            "log.progress": False,
+        }
+        if stage > 0:
+            values["model.init"] = str(self.export(stage - 1))
+        values.update(STAGE_RUNS[stage])
+        values.update(changes)
+        return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+    def export(self, stage: int) -> Path:
+        if stage not in self.exports:
+            out = self.folder / f"stage{stage}"
+            self.exports[stage] = train(train_config.load(CONFIGS / f"stage{stage}.toml", self.overrides(stage, out)))
+        return self.exports[stage]
+
+
+@pytest.fixture(scope="module")
+def curriculum(tmp_path_factory):
+    return Curriculum(tmp_path_factory.mktemp("curriculum"))
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
+
+
+def changed(before: dict, after: dict, prefix: str) -> bool:
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys, prefix
+    return any(not torch.equal(before[k].float(), after[k].float()) for k in keys)
+
+
+def generates(export: Path, bundle: Path, task: str, caption: str, images=(), **kwargs):
+    pipe = VinoPipeline.load(export, bundle / "qwen3vl", bundle / "vae.safetensors")
+    return pipe.generate(task, caption, images, width=32, height=32, frames=5, steps=2, sample_posterior=False,
+                         **kwargs)
+
+
+def test_stage0_base_model_learns_from_the_native_text_encoder(curriculum):
+    export = curriculum.export(0)
+    log = records(export.parent.parent)
+    evals = [r["eval_loss"] for r in log if "eval_loss" in r]
+    assert len(evals) == 2 and evals[-1] < 0.75 * evals[0]  # overfitting four samples
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 41))
+    assert all(r["tokens_per_s"] > 0 and r["steps_per_s"] > 0 and r["grad_norm"] is not None for r in steps)
+    assert list((export.parent.parent / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    state = load_file(export)
+    assert {k.split(".")[0] for k in state} == {"transformer", "mm_encoder"}
+    assert state["transformer.context_embedder.proj_in.weight"].shape[1] == 64  # the tiny VLM's width
+    result = generates(export, curriculum.bundle, "t2v", "a red circle moves left")
+    assert result.frames.shape == (5, 32, 32, 3)
+
+
+def test_stage1_trains_only_the_text_connector(curriculum):
+    before, after = load_file(curriculum.export(0)), load_file(curriculum.export(1))
+    assert changed(before, after, "mm_encoder.connector.")
+    for frozen in ("transformer.", "mm_encoder.metaquery", "mm_encoder.connector_vae_branch."):
+        assert not changed(before, after, frozen), frozen
+    assert generates(curriculum.export(1), curriculum.bundle, "t2i", "a blue square").frames.shape == (1, 32, 32, 3)
+
+
+def test_stage2_trains_the_mmdit_and_the_learnable_queries(curriculum):
+    before, after = load_file(curriculum.export(1)), load_file(curriculum.export(2))
+    for trained in ("transformer.", "mm_encoder.metaquery", "mm_encoder.connector."):
+        assert changed(before, after, trained), trained
+    assert not changed(before, after, "mm_encoder.connector_vae_branch.")
+
+
+def test_stage3_trains_everything_on_the_task_mixture_and_writes_samples(curriculum):
+    export = curriculum.export(3)
+    out = export.parent.parent
+    before, after = load_file(curriculum.export(2)), load_file(export)
+    for trained in ("transformer.", "mm_encoder.metaquery", "mm_encoder.connector.",
+                    "mm_encoder.connector_vae_branch."):
+        assert changed(before, after, trained), trained
+    ema = load_file(export.with_name("vino-ema.safetensors"))
+    assert changed(after, ema, "transformer.") and set(ema) == set(after)
+    samples = sorted(p.name for p in (out / "samples" / "step-00000004").iterdir())
+    assert len(samples) == 2 and all(name.endswith(".mp4") for name in samples)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000004"]
+
+    ti2i_ref = next(r for r in read_manifest(str(curriculum.manifest)) if r.task == "ti2i_ref")
+    images = [Image.open(p) for p in ti2i_ref.ref_images]
+    result = generates(export, curriculum.bundle, "ti2i", ti2i_ref.caption_long, images, have_base=True, image_cfg=2.0)
+    assert result.frames.shape == (1, 64, 64, 3)  # the base image's letterboxed size
+
+
+def test_resume_after_sigkill_repeats_the_uninterrupted_run(curriculum, tmp_path):
+    config = CONFIGS / "stage3.toml"
+    changes = {"run.steps": 6, "checkpoint.every": 2, "samples.every": 0}
+    straight = tmp_path / "straight"
+    train(train_config.load(config, curriculum.overrides(3, straight, **changes)))
+
+    killed = tmp_path / "killed"
+    args = curriculum.overrides(3, killed, **changes)
+    # a fresh process: without the rendezvous variables this one set for its own one-rank group
+    rendezvous = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in rendezvous}
+    with open(tmp_path / "killed.log", "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "training.run", str(config), *args], cwd=ROOT,
+                                   env={**env, "OMP_NUM_THREADS": "1"}, stdout=output, stderr=output)
+        deadline = time.monotonic() + 240
+        log = killed / "logs" / "train.jsonl"
+        while not (log.is_file() and any(r.get("step", 0) >= 3 and "loss" in r for r in records(killed))):
+            assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the CLI run did not reach step 3"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    resumed_from = int((killed / "checkpoints" / "latest").read_text().split("-")[1])
+    assert 2 <= resumed_from < 6
+
+    assert run_main([str(config), *args]) == 0
+    log = records(killed)
+    resume = max(i for i, r in enumerate(log) if r.get("event") == "resume")
+    assert log[resume]["step"] == resumed_from
+    losses = {r["step"]: r["loss"] for r in records(straight) if "loss" in r}
+    after = [r for r in log[resume:] if "loss" in r]
+    assert [r["step"] for r in after] == list(range(resumed_from + 1, 7))
+    assert all(r["loss"] == losses[r["step"]] for r in after)
+    for name in ("vino.safetensors", "vino-ema.safetensors"):
+        a, b = load_file(straight / "export" / name), load_file(killed / "export" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name

@@ -1,0 +1,189 @@
+"""Training data and config: buckets, the content-keyed latent cache, skipped media, the sampler, dropout."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import config as train_config
+from training.config import DataConfig
+from training.data import LatentCache, Sampler, TrainData, bucket_size, build_index, target_spec
+from training.manifest import read_manifest
+from training.world import write_split
+from vino_model.errors import VinoInputError
+from vino_model.vae import make_tiny_vae
+
+REFERENCE_AREA = 64 * 64
+
+
+class CountingVAE:
+    """The tiny VAE, counting how often it encodes."""
+
+    def __init__(self):
+        self.vae, self.calls = make_tiny_vae(), 0
+
+    def encode(self, *args, **kwargs):
+        self.calls += 1
+        return self.vae.encode(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One sample of every task, a VAE file, and the latent cache of it all (built once)."""
+    folder = tmp_path_factory.mktemp("world")
+    write_split(str(folder), per_task=1, width=32, height=32, frames=5)
+    vae_file = folder / "vae.safetensors"
+    make_tiny_vae().save(vae_file)
+    records = list(read_manifest(str(folder / "manifest.jsonl")))
+    cache = LatentCache(folder / "cache", CountingVAE(), vae_file, "float32")
+    samples, skipped = index(records, cache)
+    return records, vae_file, cache, samples, skipped
+
+
+def data_config(**changes) -> DataConfig:
+    tasks = dict.fromkeys(["t2i", "t2v", "i2v", "ti2v", "ti2i", "ti2i_ref", "tv2v", "tiv2v", "clone"], 1.0)
+    return dataclasses.replace(DataConfig(area=1024, frames=[1, 5], batch_size=2, tasks=tasks), **changes)
+
+
+def index(records, cache, cfg=None):
+    return build_index(records, cfg or data_config(), cache, REFERENCE_AREA, 0, 1, lambda obj: [obj])
+
+
+def test_buckets_keep_the_aspect_ratio_and_area():
+    assert bucket_size(1920, 1080, 480 * 848, DataConfig().aspect_ratios) == (848, 480)
+    for width, height in [(1000, 750), (600, 1000), (1024, 1024), (2100, 900)]:
+        w, h = bucket_size(width, height, 480 * 848, DataConfig().aspect_ratios)
+        assert w % 16 == 0 and h % 16 == 0
+        assert abs(w * h / (480 * 848) - 1) < 0.05
+        assert abs(np.log((w / h) / (width / height))) < 0.1
+
+
+def test_video_targets_take_the_longest_4k_plus_1_count_they_have(world):
+    records = world[0]
+    t2v = next(r for r in records if r.task == "t2v")
+    cfg = data_config(frames=[1, 5, 9])
+    assert target_spec(dataclasses.replace(t2v, frames=13), cfg, REFERENCE_AREA)["frames"] == 9
+    assert target_spec(dataclasses.replace(t2v, frames=5), cfg, REFERENCE_AREA) == {
+        "fit": "cover", "width": 32, "height": 32, "frames": 5}
+    with pytest.raises(VinoInputError, match="fewer than every video count"):
+        target_spec(dataclasses.replace(t2v, frames=5), data_config(frames=[1, 9]), REFERENCE_AREA)
+    tv2v = next(r for r in records if r.task == "tv2v")
+    assert target_spec(tv2v, cfg, REFERENCE_AREA)["fit"] == "video"
+
+
+def test_cache_runs_the_vae_once_per_file_and_is_keyed_by_content(world, tmp_path):
+    records, vae_file, cache, samples, skipped = world
+    vae = cache.vae
+    assert len(samples) == len(records) and not skipped
+    files = sum(1 + len(r.ref_images) + (r.ref_video is not None) for r in records)
+    assert vae.calls == files
+    # buckets: one target latent shape per batch; a 5-frame 32x32 video is [16, 2, 4, 4]
+    assert {s.shape for s in samples if s.record.task == "t2v"} == {(16, 2, 4, 4)}
+
+    again = LatentCache(cache.folder, vae, vae_file, "float32")
+    assert [s.target for s in index(records, again)[0]] == [s.target for s in samples]
+    assert vae.calls == files  # every latent came from the cache
+
+    t2i = next(r for r in records if r.task == "t2i")
+    moved = tmp_path / "renamed.png"
+    shutil.copy(t2i.target, moved)
+    spec = target_spec(t2i, data_config(), REFERENCE_AREA)
+    assert cache.ensure(moved, spec)[0] == samples[records.index(t2i)].target and vae.calls == files
+    with open(moved, "ab") as f:
+        f.write(b"changed")  # new content, new key
+    assert cache.key(moved, spec) != samples[records.index(t2i)].target
+    other_dtype = LatentCache(cache.folder, vae, vae_file, "bfloat16")
+    assert other_dtype.key(t2i.target, spec) != cache.key(t2i.target, spec)
+    latent = cache.load(samples[0].target)
+    assert latent.dtype == torch.float32 and tuple(latent.shape) == samples[0].shape
+
+
+def test_unreadable_media_are_skipped_and_counted(world, tmp_path, caplog):
+    records, _, cache, samples, _ = world
+    broken = []
+    for task, name in (("t2i", "garbage.png"), ("t2v", "truncated.mp4")):
+        record = next(r for r in records if r.task == task)
+        path = tmp_path / name
+        path.write_bytes(open(record.target, "rb").read()[:40] if task == "t2v" else b"not an image")
+        broken.append(dataclasses.replace(record, id=f"broken-{task}", target=str(path)))
+    kept, skipped = index(records + broken, cache)
+    assert len(kept) == len(records) and skipped == {"t2i": 1, "t2v": 1}
+    assert "skipped 2 of" in caplog.text and "broken-t2v" in caplog.text
+
+    # a reference that turns unreadable after indexing is skipped when a batch loads it
+    ti2i = next(s for s in samples if s.record.task == "ti2i")
+    copy = tmp_path / "image.png"
+    shutil.copy(ti2i.record.ref_images[0], copy)
+    broken_later = dataclasses.replace(ti2i, record=dataclasses.replace(ti2i.record, ref_images=[str(copy)]))
+    copy.write_bytes(b"broken later")
+    data = TrainData([broken_later, ti2i], cache, data_config(tasks={"ti2i": 1.0}), REFERENCE_AREA, 0, 0, 1, True)
+    batch = data.next_batch(np.random.default_rng(0))
+    assert data.skipped == 1 and len(batch.tasks) == 1
+    data = TrainData([broken_later], cache, data_config(tasks={"ti2i": 1.0}), REFERENCE_AREA, 0, 0, 1, True)
+    with pytest.raises(VinoInputError, match="in a row had no readable sample"):
+        data.next_batch(np.random.default_rng(0))
+
+
+def test_sampler_is_deterministic_resumable_and_split_over_ranks(world):
+    samples = world[3]
+    shares = {"t2i": 1.0, "t2v": 2.0, "ti2v": 1.0}
+    draws = lambda sampler, n: [[s.position for s in sampler.next()] for _ in range(n)]  # noqa: E731
+
+    first = Sampler(samples, shares, 1, 0, 0, 1)
+    run = draws(first, 12)
+    assert {samples[b[0]].record.task for b in run} <= set(shares)
+    replay = Sampler(samples, shares, 1, 0, 0, 1)
+    draws(replay, 5)
+    resumed = Sampler(samples, shares, 1, 0, 0, 1)
+    resumed.state = json.loads(json.dumps(replay.state))
+    assert draws(resumed, 7) == run[5:]
+
+    twice = samples + [dataclasses.replace(s, position=len(samples) + s.position) for s in samples]
+    ranks = [Sampler(twice, shares, 1, 0, rank, 2) for rank in (0, 1)]
+    for _ in range(6):  # the same task on both ranks, never the same sample
+        first, second = (r.next()[0] for r in ranks)
+        assert first.record.task == second.record.task and first.position != second.position
+
+
+def test_dropout_keeps_a_declared_base_and_drops_captions_naming_dropped_inputs(world):
+    _, _, cache, samples, _ = world
+    data = TrainData(samples, cache, data_config(drop_images=1.0, drop_video=1.0, drop_text=0.0), REFERENCE_AREA,
+                     0, 0, 1, True)
+    by_task = {s.record.task: s for s in samples}
+    rng = np.random.default_rng(0)
+
+    _, refs, context, _ = data.load(by_task["ti2i_ref"], rng, dropout=True)
+    assert len(refs) == 1 and len(context.images) == 1  # the base image stays
+    _, refs, context, _ = data.load(by_task["tiv2v"], rng, dropout=True)
+    assert refs == [] and context.video is None and context.text == ""  # its caption names Image 1 / Video 1
+    _, refs, context, _ = data.load(by_task["tiv2v"], rng, dropout=False)
+    assert len(refs) == 2 and len(context.video) == 5 and context.text
+
+
+def test_config_files_extend_and_take_overrides(tmp_path):
+    (tmp_path / "base.toml").write_text(
+        '[model]\nqwen = "q"\nvae = "v"\n[data]\nmanifest = ["m.jsonl"]\nbatch_size = 4\n'
+    )
+    (tmp_path / "stage.toml").write_text('extends = "base.toml"\n[run]\nstage = 0\n[data]\nbatch_size = 2\n')
+    cfg = train_config.load(tmp_path / "stage.toml", ["optim.lr=3e-5", "data.frames=[1, 9]", "run.out=runs/x"])
+    assert (cfg.data.batch_size, cfg.data.manifest, cfg.model.qwen) == (2, ["m.jsonl"], "q")
+    assert (cfg.optim.lr, cfg.data.frames, cfg.run.out) == (3e-5, [1, 9], "runs/x")
+    with pytest.raises(VinoInputError, match=r"optim.lrr is unknown"):
+        train_config.load(tmp_path / "stage.toml", ["optim.lrr=1"])
+    with pytest.raises(VinoInputError, match=r"data.batch_size is 'two'; expected a int"):
+        train_config.load(tmp_path / "stage.toml", ["data.batch_size=two"])
+    with pytest.raises(VinoInputError, match="4k\\+1"):
+        train_config.load(tmp_path / "stage.toml", ["data.frames=[1, 8]"])
+    with pytest.raises(VinoInputError, match="set model.init"):
+        train_config.load(tmp_path / "stage.toml", ["run.stage=1"])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("training/configs/*/stage*.toml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_stage_config_loads(path):
+    cfg = train_config.load(path)
+    assert f"stage{cfg.run.stage}" == path.stem and cfg.run.out.endswith(f"{path.parent.name}/{path.stem}")

@@ -1,0 +1,258 @@
+"""Training configuration: one TOML (or JSON) file per stage and model size, then `key=value` overrides.
+
+A file may name another with `extends = "base.toml"` (relative to itself); its keys are read first and
+the file's own keys replace them, section by section. Overrides use dotted keys (`optim.lr=3e-5`,
+`run.steps=10`); a value is read as JSON when it parses (numbers, true/false, lists, null), else as a
+string. Relative paths inside the config resolve from the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vino_model.errors import VinoInputError
+from vino_model.preprocess import valid_frame_count
+
+from .manifest import TASKS
+
+STAGES = (0, 1, 2, 3)
+TIMESTEP_DENSITIES = ("logit_normal", "uniform")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class RunConfig:
+    stage: int = 0
+    out: str = "runs/tiny/stage0"  # checkpoints/, logs/, samples/ and export/ go here
+    steps: int = 1000  # optimizer steps
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    # Starting weights: a VINO file (an earlier stage's export), vino.ckpt, or a HunyuanVideo transformer
+    # (diffusers folder, Tencent .pt). None: a randomly initialised MMDiT (stage 0 only).
+    init: str | None = None
+    preset: str = "tiny"  # architecture of a random init (vino_model.config presets) ...
+    mmdit: dict = field(default_factory=dict)  # ... with these MMDiTConfig fields replaced
+    num_queries: int = 256  # learnable queries of a freshly made mm_encoder (init without one)
+    qwen: str = ""  # Qwen3-VL folder: the VLM (stages 1-3) and the native text encoder (stage 0)
+    vae: str = ""  # HunyuanVideo VAE: encodes the latent cache and decodes samples
+    # Parameters that train, as prefixes of the exported names (`transformer.`, `mm_encoder.connector.`).
+    trainable: list = field(default_factory=lambda: ["transformer."])
+    native_layer: int = -3  # stage 0 reads the VLM's language model at this hidden state ...
+    native_max_tokens: int = 256  # ... over at most this many caption tokens
+    gradient_checkpointing: bool = True
+    attention: str = "auto"  # SDPA kernel family: auto, math, flash, efficient, cudnn
+
+
+@dataclass
+class DataConfig:
+    manifest: list = field(default_factory=list)  # JSON-lines manifests (training.manifest)
+    cache: str = "cache/latents"  # latent cache, shared between runs and stages
+    area: int = 480 * 848  # pixel area of targets whose size the user picks (t2i, t2v, ti2v)
+    aspect_ratios: list = field(
+        default_factory=lambda: [9 / 21, 9 / 16, 2 / 3, 3 / 4, 1.0, 4 / 3, 3 / 2, 16 / 9, 21 / 9]
+    )
+    frames: list = field(default_factory=lambda: [1, 33, 61, 85])  # target frame counts, 4k+1
+    batch_size: int = 1  # micro-batch per GPU; a batch holds one bucket (one target shape)
+    tasks: dict = field(default_factory=lambda: {"t2i": 1.0, "t2v": 1.0})  # task -> share of batches
+    long_caption: float = 1.0  # chance of caption_long, else caption_short
+    drop_text: float = 0.1  # each condition is dropped on its own (classifier-free guidance)
+    drop_images: float = 0.0  # every reference image but the base of an edit
+    drop_video: float = 0.0
+    vae_dtype: str = "float32"
+
+
+@dataclass
+class FlowConfig:
+    timestep: str = "logit_normal"  # density of t in x_t = (1 - t) x0 + t noise: logit_normal or uniform
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0  # then t' = s t / (1 + (s - 1) t), as the sampler shifts
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # on matrices only; norms, biases and the metaquery never decay
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # after warm-up: cosine, linear or constant
+    min_lr_ratio: float = 0.1  # the decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0
+    accumulation: int = 1  # micro-batches per optimizer step
+    zero_stage: int = 2  # DeepSpeed ZeRO: 2 shards gradients and optimizer states over the GPUs
+    bf16: bool = True
+    ema: float = 0.0  # EMA decay of the trained weights (0: off)
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 500  # steps between checkpoints (and one at the end)
+    keep: int = 3  # the newest N are kept
+    resume: bool = True  # continue from out/checkpoints/latest when there is one
+    export_dtype: str = "bfloat16"
+
+
+@dataclass
+class LogConfig:
+    every: int = 10  # steps between JSON-lines / TensorBoard records
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # steps between evaluations of the flow-matching loss at fixed noise (0: off)
+    samples: int = 8  # the first N samples of the training index, spread over its tasks
+
+
+@dataclass
+class SamplesConfig:
+    every: int = 0  # steps between sample generations (0: off); also written at the end when on
+    tasks: str = ""  # a release-format task file (JSON list of {index, task, caption, ...})
+    limit: int = 4  # at most this many entries of it
+    steps: int = 30
+    width: int = 640
+    height: int = 640
+    frames: int = 33
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def read_file(path: Path) -> dict:
+    """One config file as nested dicts, its `extends` chain merged under it."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError as err:
+        raise VinoInputError(f"config {path} does not exist") from err
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise VinoInputError(f"config {path} is not valid {kind}: {err}") from err
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    merged = read_file(path.parent / parent)
+    for section, values in data.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key:
+        raise VinoInputError(f"override {text!r} is not section.key=value (e.g. optim.lr=3e-5)")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def build(data: dict) -> TrainConfig:
+    """Nested dicts -> TrainConfig; an unknown section or key is an error naming the known ones."""
+    sections = {}
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name, values in data.items():
+        if name not in known:
+            raise VinoInputError(f"config has an unknown section [{name}]; expected one of {sorted(known)}")
+        if not isinstance(values, dict):
+            raise VinoInputError(f"config section [{name}] must be a table of keys")
+        section_type = known[name].default_factory
+        defaults = section_type()
+        fields = {f.name for f in dataclasses.fields(defaults)}
+        for key, value in values.items():
+            if key not in fields:
+                raise VinoInputError(f"config key {name}.{key} is unknown; [{name}] has {', '.join(sorted(fields))}")
+            default = getattr(defaults, key)
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                values[key] = float(value)
+            elif default is not None and not isinstance(value, type(default)):
+                raise VinoInputError(f"config key {name}.{key} is {value!r}; expected a {type(default).__name__}")
+        sections[name] = section_type(**values)
+    return TrainConfig(**sections)
+
+
+def load(path, overrides=()) -> TrainConfig:
+    data = read_file(Path(path))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    cfg = build(data)
+    check(cfg)
+    return cfg
+
+
+def check(cfg: TrainConfig) -> None:
+    """Errors that would otherwise surface hours into a run."""
+    run, data, model = cfg.run, cfg.data, cfg.model
+    if run.stage not in STAGES:
+        raise VinoInputError(f"run.stage={run.stage}; expected one of {STAGES}")
+    if run.stage > 0 and not model.init:
+        raise VinoInputError(
+            f"stage {run.stage} starts from trained weights; set model.init (the previous stage's export)"
+        )
+    if model.init and model.mmdit:
+        raise VinoInputError("model.mmdit shapes a random init only; model.init brings its own architecture")
+    if cfg.optim.zero_stage not in (0, 1, 2):
+        raise VinoInputError(
+            f"optim.zero_stage={cfg.optim.zero_stage}; expected 0, 1 or 2 (ZeRO-3 shards the weights the export reads)"
+        )
+    if cfg.checkpoint.keep < 1 or cfg.checkpoint.every < 1:
+        raise VinoInputError("checkpoint.every and checkpoint.keep must be at least 1")
+    if not data.manifest:
+        raise VinoInputError("data.manifest is empty; list at least one manifest.jsonl")
+    for task, share in data.tasks.items():
+        if task not in TASKS:
+            raise VinoInputError(f"data.tasks names {task!r}; expected tasks among {', '.join(TASKS)}")
+        if not isinstance(share, (int, float)) or share < 0:
+            raise VinoInputError(f"data.tasks.{task}={share!r}; expected a share >= 0")
+    if not any(share > 0 for share in data.tasks.values()):
+        raise VinoInputError("data.tasks gives no task a positive share")
+    if run.stage == 0 and any(task not in ("t2i", "t2v") and share > 0 for task, share in data.tasks.items()):
+        raise VinoInputError("stage 0 trains text-to-image/video only; give other tasks share 0 in data.tasks")
+    bad_frames = [f for f in data.frames if not valid_frame_count(f)]
+    if bad_frames or not data.frames:
+        raise VinoInputError(f"data.frames={data.frames}; expected frame counts of 4k+1 (1, 5, 9, ...)")
+    if cfg.flow.timestep not in TIMESTEP_DENSITIES:
+        raise VinoInputError(f"flow.timestep={cfg.flow.timestep!r}; expected one of {TIMESTEP_DENSITIES}")
+    if cfg.optim.schedule not in SCHEDULES:
+        raise VinoInputError(f"optim.schedule={cfg.optim.schedule!r}; expected one of {SCHEDULES}")
+    if not 0 <= cfg.optim.ema < 1:
+        raise VinoInputError(f"optim.ema={cfg.optim.ema}; expected a decay in [0, 1) (0 turns EMA off)")
+    for name in ("long_caption", "drop_text", "drop_images", "drop_video"):
+        if not 0 <= getattr(data, name) <= 1:
+            raise VinoInputError(f"data.{name}={getattr(data, name)}; expected a probability in [0, 1]")
+    if not model.qwen or not model.vae:
+        raise VinoInputError("model.qwen and model.vae must name the Qwen3-VL folder and the VAE file")
+    if cfg.samples.every and not cfg.samples.tasks:
+        raise VinoInputError("samples.every is set but samples.tasks names no task file")

@@ -1,0 +1,370 @@
+"""Training data: manifest records -> cached latents in shape buckets -> batches drawn by task share.
+
+Each target is fitted the way inference sizes that task's output:
+  t2i, t2v, ti2v         resized to cover the bucket of the nearest aspect ratio at data.area, centre-cropped
+  i2v, ti2i, ti2i_ref    letterboxed like the base image (the model's reference_area)
+  tv2v, tiv2v, clone     cut like the reference video (reference_area, from frame 0)
+A video target takes the largest count in data.frames (4k+1) that it has; its reference video is cut to
+the same count. References are prepared as at inference (`vino_model.preprocess`). A bucket is one
+target latent shape: every batch holds one bucket, while reference counts and sizes vary per sample.
+
+Latent cache: CACHE/latents/<key[:2]>/<key>.safetensors, key = sha256 of (the file's content hash, how
+it was fitted, the VAE's content hash and dtype). The VAE runs once per file and fitting, a renamed
+file keeps its latents, a changed file or VAE gets new ones; files appear atomically. Latents are the
+posterior mode, so a cache is reproducible. CACHE/stat/ remembers content hashes by (path, size, mtime).
+
+Media that cannot be read or fitted are skipped and counted, at indexing and again at loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from vino_model.encoder import check_labels
+from vino_model.errors import VinoInputError
+from vino_model.media import atomic_output, read_image, read_video
+from vino_model.preprocess import canvas_size, frames_to_tensor, letterbox, prepare_reference_video
+from vino_model.tasks import kept_without_references
+
+from .manifest import TASKS, Record, release_task
+
+log = logging.getLogger("vino.train")
+
+CACHE_VERSION = 1  # bump when fitting changes in a way the fit spec does not name
+MEDIA_ERRORS = (VinoInputError, OSError, ValueError, EOFError)  # what unreadable or corrupt media raise
+LABEL = re.compile(r"\b(Image|Video)\s+\d+\b")
+LOGGED_SKIPS = 10  # reasons logged one by one; the rest only counted
+MAX_FAILED_BATCHES = 100  # in a row: the media are gone, not merely a few bad files
+
+
+# ---------------------------------------------------------------- fitting media
+
+
+def bucket_size(width: int, height: int, area: int, ratios) -> tuple[int, int]:
+    """(w, h) of the bucket for a width x height target: the nearest aspect ratio at `area`, sides of 16."""
+    nearest = min(ratios, key=lambda r: abs(math.log(r * height / width)))
+    return canvas_size(round(nearest * 4096), 4096, area)
+
+
+def cover(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Resize to cover width x height and crop the centre."""
+    image = image.convert("RGB")
+    scale = max(width / image.width, height / image.height)
+    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    left, top = (w - width) // 2, (h - height) // 2
+    return image.resize((w, h), Image.LANCZOS).crop((left, top, left + width, top + height))
+
+
+def target_spec(record: Record, cfg, reference_area: int) -> dict:
+    """How the target of `record` is fitted: a JSON-able spec (part of its cache key)."""
+    if record.frames == 1:
+        frames = 1
+    else:
+        fitting = [f for f in cfg.frames if 1 < f <= record.frames]
+        if not fitting:
+            raise VinoInputError(
+                f"target has {record.frames} frames, fewer than every video count in data.frames {cfg.frames}"
+            )
+        frames = max(fitting)
+    size_from = release_task(record.task).size_from
+    if size_from == "user":
+        width, height = bucket_size(record.width, record.height, cfg.area, cfg.aspect_ratios)
+        return {"fit": "cover", "width": width, "height": height, "frames": frames}
+    return {"fit": "letterbox" if size_from == "base" else "video", "area": reference_area, "frames": frames}
+
+
+def read_fitted(path: str, spec: dict) -> tuple[list[Image.Image], float | None]:
+    """The frames of `path` fitted by `spec` (PIL images), and the video's frame rate (None for an image)."""
+    frames = spec["frames"]
+    if frames == 1:
+        images, fps = [read_image(path)], None
+    else:
+        images, fps = read_video(path, max_frames=frames)
+        if len(images) < frames and spec["fit"] != "video":
+            raise VinoInputError(f"{path} has {len(images)} frames; its bucket needs {frames}")
+    if spec["fit"] == "cover":
+        return [cover(image, spec["width"], spec["height"]) for image in images], fps
+    if spec["fit"] == "letterbox":
+        return [letterbox(image, spec["area"]) for image in images], fps
+    return prepare_reference_video(images, frames, spec["area"]), fps
+
+
+# ---------------------------------------------------------------- latent cache
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LatentCache:
+    def __init__(self, folder, vae, vae_path, vae_dtype: str):
+        self.folder = Path(folder)
+        self.vae = vae
+        self.vae_id = f"{self.fingerprint(vae_path)}:{vae_dtype}"
+
+    def content_hash(self, path) -> str:
+        """sha256 of the file's bytes, remembered by (absolute path, size, mtime)."""
+        stat = os.stat(path)
+        memo_key = hashlib.sha256(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+        memo = self.folder / "stat" / memo_key[:2] / memo_key
+        if memo.is_file():
+            return memo.read_text()
+        digest = sha256_file(path)
+        with atomic_output(memo) as partial:
+            partial.write_text(digest)
+        return digest
+
+    def fingerprint(self, path) -> str:
+        """Content hash of a VAE file, or of the weight and config files of a folder."""
+        path = Path(path)
+        if path.is_file():
+            return self.content_hash(path)
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".safetensors"))
+        if not files:
+            raise VinoInputError(f"VAE folder {path} holds no .json or .safetensors files")
+        return hashlib.sha256("".join(self.content_hash(p) for p in files).encode()).hexdigest()
+
+    def key(self, path, spec: dict) -> str:
+        identity = {"version": CACHE_VERSION, "content": self.content_hash(path), "fit": spec, "vae": self.vae_id}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def file(self, key: str) -> Path:
+        return self.folder / "latents" / key[:2] / f"{key}.safetensors"
+
+    def ensure(self, path, spec: dict) -> tuple[str, tuple[int, ...]]:
+        """(key, latent shape [C, T, H, W]) of `path` fitted by `spec`; runs the VAE on a miss."""
+        key = self.key(path, spec)
+        file = self.file(key)
+        if file.is_file():
+            with safe_open(file, framework="pt") as handle:
+                return key, tuple(handle.get_slice("latent").get_shape())
+        frames, _ = read_fitted(path, spec)
+        pixels = frames_to_tensor(frames)[None]  # [1, 3, T, H, W]
+        latent = self.vae.encode(pixels, sample=False)[0].float().cpu()  # [C, T', H', W']
+        with atomic_output(file) as partial:
+            metadata = {"source": str(path), "fit": json.dumps(spec)}
+            save_file({"latent": latent.contiguous()}, str(partial), metadata=metadata)
+        return key, tuple(latent.shape)
+
+    def load(self, key: str) -> torch.Tensor:
+        try:
+            return load_file(self.file(key))["latent"]
+        except Exception as err:  # a cache file damaged on disk reads like corrupt media
+            raise VinoInputError(f"latent cache file {self.file(key)} is unreadable ({err})") from err
+
+
+# ---------------------------------------------------------------- the index
+
+
+@dataclass
+class Sample:
+    """One usable record: its latents in the cache and its bucket."""
+
+    position: int  # line of the record among the manifests' records
+    record: Record
+    target: str  # latent key of the fitted target
+    shape: tuple  # target latent shape [C, T, H, W]: the bucket
+    images: list  # latent keys of the reference images, prompt order
+    video: str | None  # latent key of the reference video
+    video_spec: dict | None
+
+
+def index_record(position: int, record: Record, cfg, cache: LatentCache, reference_area: int) -> Sample:
+    """Check what the VLM would refuse mid-run, then cache the record's latents."""
+    for caption in (record.caption_long, record.caption_short):
+        if "<|" in caption:
+            raise VinoInputError(f"caption {caption[:60]!r} holds a chat control token (<|...|>)")
+        check_labels(caption, len(record.ref_images), record.ref_video is not None)
+    spec = target_spec(record, cfg, reference_area)
+    target, shape = cache.ensure(record.target, spec)
+    image_spec = {"fit": "letterbox", "area": reference_area, "frames": 1}
+    images = [cache.ensure(path, image_spec)[0] for path in record.ref_images]
+    video_spec = video = None
+    if record.ref_video:  # only video targets have one: cut to the target's frame count
+        video_spec = {"fit": "video", "area": reference_area, "frames": spec["frames"]}
+        video, video_shape = cache.ensure(record.ref_video, video_spec)
+        if video_shape[1] < 2:
+            raise VinoInputError(f"reference video {record.ref_video} has fewer than 5 frames")
+    return Sample(position, record, target, shape, images, video, video_spec)
+
+
+def build_index(records: list[Record], cfg, cache: LatentCache, reference_area: int, rank: int, world: int,
+                gather) -> tuple[list[Sample], Counter]:
+    """Cache every record of a task with a share (rank r takes records r, r+world, ...); gather the index.
+
+    gather(obj) -> the list of every rank's obj. Returns the samples in manifest order and the count of
+    records skipped for each task.
+    """
+    wanted = [(i, r) for i, r in enumerate(records) if cfg.tasks.get(r.task, 0) > 0]
+    mine = wanted[rank::world]
+    samples, skipped = [], Counter()
+    for position, record in tqdm(mine, desc="latent cache", disable=rank != 0, leave=False):
+        try:
+            samples.append(index_record(position, record, cfg, cache, reference_area))
+        except MEDIA_ERRORS as err:
+            skipped[record.task] += 1
+            if sum(skipped.values()) <= LOGGED_SKIPS:
+                log.warning("skipping %s (%s): %s", record.id, record.task, err)
+    parts = gather((samples, skipped))
+    samples = sorted((s for part, _ in parts for s in part), key=lambda s: s.position)
+    skipped = sum((count for _, count in parts), Counter())
+    if skipped:
+        log.warning("skipped %d of %d samples whose media could not be read: %s", sum(skipped.values()),
+                    len(wanted), dict(skipped))
+    return samples, skipped
+
+
+# ---------------------------------------------------------------- batches
+
+
+@dataclass
+class Context:
+    """What the VLM reads for one sample (the native text encoder reads `text` only)."""
+
+    text: str
+    images: list  # letterboxed PIL images, prompt order
+    video: list | None  # prepared PIL frames
+    video_fps: float | None
+
+
+@dataclass
+class Batch:
+    latents: torch.Tensor  # [B, C, T, H, W] clean target latents x0
+    references: list  # per sample: reference latents [C, T_r, H_r, W_r], images then video
+    contexts: list  # per sample: Context
+    tasks: list  # per sample: task name
+
+
+class Sampler:
+    """Deterministic batches: a task by its share, then the next batch of that task's epoch.
+
+    An epoch of a task is its samples shuffled, grouped by bucket into batches, the batches shuffled;
+    rank r takes batches r, r+world, ... Every rank draws the same task at the same draw, so the state
+    (draws, and each task's epoch and cursor) is the same on all ranks and is the data position.
+    """
+
+    def __init__(self, samples: list[Sample], shares: dict, batch_size: int, seed: int, rank: int, world: int):
+        self.samples, self.batch_size, self.seed, self.rank, self.world = samples, batch_size, seed, rank, world
+        self.by_task = {}
+        for i, sample in enumerate(samples):
+            self.by_task.setdefault(sample.record.task, []).append(i)
+        empty = [t for t, share in shares.items() if share > 0 and t not in self.by_task]
+        if empty:
+            log.warning("data.tasks gives a share to %s but the manifests hold no usable sample of it", empty)
+        self.tasks = [t for t in TASKS if shares.get(t, 0) > 0 and t in self.by_task]
+        if not self.tasks:
+            raise VinoInputError("no usable sample of any task with a share in data.tasks")
+        weights = np.array([shares[t] for t in self.tasks], dtype=np.float64)
+        self.probabilities = weights / weights.sum()
+        self.state = {"draws": 0, "epoch": dict.fromkeys(self.tasks, 0), "cursor": dict.fromkeys(self.tasks, 0)}
+        self._epochs = {}  # task -> (epoch, its batches)
+
+    def epoch_batches(self, task: str) -> list[list[int]]:
+        epoch = self.state["epoch"][task]
+        if self._epochs.get(task, (None,))[0] != epoch:
+            rng = np.random.default_rng([self.seed, TASKS.index(task), epoch])
+            buckets = {}
+            for i in rng.permutation(self.by_task[task]):
+                buckets.setdefault(self.samples[i].shape, []).append(int(i))
+            size = self.batch_size
+            batches = [ids[k : k + size] for ids in buckets.values() for k in range(0, len(ids), size)]
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+            batches = batches * math.ceil(self.world / len(batches))
+            self._epochs[task] = (epoch, batches)
+        return self._epochs[task][1]
+
+    def next(self) -> list[Sample]:
+        state = self.state
+        rng = np.random.default_rng([self.seed, len(TASKS), state["draws"]])
+        state["draws"] += 1
+        task = self.tasks[rng.choice(len(self.tasks), p=self.probabilities)]
+        if (state["cursor"][task] + 1) * self.world > len(self.epoch_batches(task)):
+            state["epoch"][task] += 1
+            state["cursor"][task] = 0
+        batch = self.epoch_batches(task)[state["cursor"][task] * self.world + self.rank]
+        state["cursor"][task] += 1
+        return [self.samples[i] for i in batch]
+
+
+class TrainData:
+    """The sampler plus loading: latents from the cache, the VLM's view of the references, dropout."""
+
+    def __init__(self, samples: list[Sample], cache: LatentCache, cfg, reference_area: int, seed: int, rank: int,
+                 world: int, read_media: bool):
+        self.samples, self.cache, self.cfg, self.reference_area = samples, cache, cfg, reference_area
+        self.sampler = Sampler(samples, cfg.tasks, cfg.batch_size, seed, rank, world)
+        self.read_media = read_media  # the VLM sees the references (stages 1-3)
+        self.skipped = 0  # samples left out at loading
+
+    def next_batch(self, rng: np.random.Generator) -> Batch:
+        """The next batch; samples whose media fail to load are counted and left out."""
+        for _ in range(MAX_FAILED_BATCHES):
+            loaded = []
+            for sample in self.sampler.next():
+                try:
+                    loaded.append(self.load(sample, rng, dropout=True))
+                except MEDIA_ERRORS as err:
+                    self.skipped += 1
+                    if self.skipped <= LOGGED_SKIPS:
+                        log.warning("skipping %s at load: %s", sample.record.id, err)
+            if loaded:
+                return collate(loaded)
+        raise VinoInputError(f"{MAX_FAILED_BATCHES} batches in a row had no readable sample; see the warnings above")
+
+    def eval_samples(self, count: int) -> list[Sample]:
+        """The first `count` samples taking tasks in turn: a fixed evaluation set."""
+        queues = [[s for s in self.samples if s.record.task == t] for t in self.sampler.tasks]
+        chosen = []
+        for k in range(max(map(len, queues))):
+            chosen += [q[k] for q in queues if k < len(q)]
+        return chosen[:count]
+
+    def load(self, sample: Sample, rng: np.random.Generator, dropout: bool):
+        """(x0, references, context, task) of one sample. Dropout removes the caption, the reference
+        images (all but a declared base image, as the image-free CFG branch shows them) and the reference
+        video, each on its own; a caption that names an input that was dropped goes too."""
+        cfg, record = self.cfg, sample.record
+        draws = rng.random(4)
+        caption = record.caption_long if draws[0] < cfg.long_caption else record.caption_short
+        images = list(range(len(sample.images)))
+        keep_video = sample.video is not None
+        if dropout:
+            if draws[1] < cfg.drop_images:
+                images = kept_without_references(len(images), record.ref_image_have_base)
+            keep_video = keep_video and draws[2] >= cfg.drop_video
+            dropped = len(images) < len(sample.images) or (sample.video is not None and not keep_video)
+            if draws[3] < cfg.drop_text or (dropped and LABEL.search(caption)):
+                caption = ""
+        references = [self.cache.load(sample.images[i]) for i in images]
+        if keep_video:
+            references.append(self.cache.load(sample.video))
+        context = Context(caption, [], None, None)
+        if self.read_media:
+            context.images = [letterbox(read_image(record.ref_images[i]), self.reference_area) for i in images]
+            if keep_video:
+                context.video, context.video_fps = read_fitted(record.ref_video, sample.video_spec)
+        return self.cache.load(sample.target), references, context, record.task
+
+
+def collate(loaded) -> Batch:
+    x0, references, contexts, tasks = zip(*loaded)
+    return Batch(torch.stack(x0), list(references), list(contexts), list(tasks))

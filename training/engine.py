@@ -1,0 +1,127 @@
+"""Parallelism: the process group, DeepSpeed ZeRO around the trainee, its optimizer, schedule and EMA.
+
+Launch with `deepspeed --num_gpus N --module training.run ...`, `torchrun --nproc_per_node N -m
+training.run ...`, or plainly (one process: RANK 0 of WORLD_SIZE 1 on a free local port). Without a
+GPU DeepSpeed picks its CPU accelerator and gloo. All collectives the rest of training needs are here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
+from torch.optim.lr_scheduler import LambdaLR
+
+from .model import Trainee, export_name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device); a plain single process gets a one-rank group."""
+    if not dist.is_initialized():
+        for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        deepspeed.init_distributed()
+    accelerator = get_accelerator()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if accelerator.device_name() != "cpu":
+        accelerator.set_device(local_rank)
+        device = torch.device(accelerator.device_name(local_rank))
+    else:
+        device = torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def gather(obj) -> list:
+    """Every rank's `obj`, in rank order."""
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean(values: list[float], device) -> list[float]:
+    """The mean of each value over ranks."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return (tensor / dist.get_world_size()).tolist()
+
+
+def barrier() -> None:
+    dist.barrier()
+
+
+def lr_factor(optim, steps: int):
+    """Linear warm-up to 1, then cosine or linear decay to min_lr_ratio at the last step (or constant)."""
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        if optim.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - optim.warmup_steps) / max(1, steps - optim.warmup_steps))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if optim.schedule == "cosine" else 1 - progress
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * shape
+
+    return factor
+
+
+def deepspeed_config(cfg) -> dict:
+    optim = cfg.optim
+    return {
+        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+        "gradient_accumulation_steps": optim.accumulation,
+        "gradient_clipping": optim.grad_clip,
+        "bf16": {"enabled": optim.bf16},
+        "zero_optimization": {"stage": optim.zero_stage, "contiguous_gradients": True, "overlap_comm": False},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def build_engine(cfg, trainee: Trainee):
+    """DeepSpeed engine over the trainee: AdamW on the trainable parameters (matrices decay), the schedule."""
+    decay, no_decay = [], []
+    for name, p in trainee.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 and not name.endswith("metaquery") else no_decay).append(p)
+    groups = [{"params": ps, "weight_decay": wd} for ps, wd in ((decay, cfg.optim.weight_decay), (no_decay, 0.0)) if ps]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+    scheduler = LambdaLR(optimizer, lr_factor(cfg.optim, cfg.run.steps))
+    engine, *_ = deepspeed.initialize(model=trainee, optimizer=optimizer, lr_scheduler=scheduler,
+                                      config=deepspeed_config(cfg))
+    return engine
+
+
+class EMA:
+    """Exponential moving average of the trained weights, fp32, keyed by exported name."""
+
+    def __init__(self, trainee: Trainee, decay: float):
+        self.decay = decay
+        self.params = {export_name(n): p for n, p in trainee.named_parameters() if p.requires_grad}
+        self.shadow = {name: p.detach().float().clone() for name, p in self.params.items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for name, p in self.params.items():
+            self.shadow[name].lerp_(p.detach().float(), 1 - self.decay)
+
+    def state_dict(self) -> dict:
+        return {name: t.cpu() for name, t in self.shadow.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, t in state.items():
+            self.shadow[name].copy_(t)

@@ -1,0 +1,140 @@
+"""One training stage from its config: the index and latent cache, the trainee in its DeepSpeed engine,
+then steps with evaluation, samples and checkpoints, and the export at the end.
+
+Every random draw of a step (batch order, captions, dropout, noise, t) comes from generators keyed by
+(seed, rank, step, micro-batch) and the sampler's saved position, so a resumed run repeats exactly the
+steps an uninterrupted one would take.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vino_model.pipeline import parse_dtype
+from vino_model.vae import VinoVAE
+
+from . import checkpoint, engine, model
+from .data import MEDIA_ERRORS, Batch, LatentCache, TrainData, build_index, collate
+from .logs import Logger
+from .manifest import read_manifest
+from .samples import write_samples
+
+log = logging.getLogger("vino.train")
+
+
+def model_inputs(batch: Batch, noise, t, device) -> tuple:
+    references = [[r.to(device) for r in refs] for refs in batch.references]
+    return batch.latents.to(device), noise.to(device), t.to(device), references, batch.contexts
+
+
+def train_step(ds, data: TrainData, cfg, step: int, rank: int, device) -> tuple[float, int]:
+    """One optimizer step over optim.accumulation micro-batches: (mean loss, tokens)."""
+    losses, tokens = [], 0
+    for micro in range(cfg.optim.accumulation):
+        rng = np.random.default_rng([cfg.run.seed, rank, step, micro])
+        batch = data.next_batch(rng)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        noise = torch.randn(batch.latents.shape, generator=generator)
+        t = model.sample_timesteps(cfg.flow, len(batch.tasks), generator)
+        loss, count = ds(*model_inputs(batch, noise, t, device))
+        ds.backward(loss.mean())
+        ds.step()
+        losses.append(loss.mean().item())
+        tokens += count
+    return sum(losses) / len(losses), tokens
+
+
+@torch.no_grad()
+def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, device) -> float:
+    """Flow-matching loss over a fixed set: no dropout, fixed noise, t spread evenly over (0, 1)."""
+    total, count = 0.0, 0
+    for i in range(rank, len(samples), world):
+        rng = np.random.default_rng([cfg.run.seed, len(samples), i])
+        try:
+            loaded = data.load(samples[i], rng, dropout=False)
+        except MEDIA_ERRORS:
+            continue
+        batch = collate([loaded])
+        noise = torch.randn(batch.latents.shape, generator=torch.Generator().manual_seed(i))
+        t = torch.tensor([(i + 0.5) / len(samples)])
+        loss, _ = trainee(*model_inputs(batch, noise, t, device))
+        total, count = total + loss.item(), count + 1
+    total, count = engine.mean([total, count], device)
+    return total / max(count, 1)
+
+
+def train(cfg) -> Path:
+    """Run the stage of `cfg` to cfg.run.steps (resuming from its latest checkpoint); returns the export."""
+    rank, world, device = engine.init_distributed()
+    out = Path(cfg.run.out)
+    seed = cfg.run.seed
+    torch.manual_seed(seed + rank)
+    np.random.seed(seed + rank)
+    random.seed(seed + rank)
+
+    trainee, config = model.build(cfg)
+    vae = VinoVAE.load(cfg.model.vae, device=device, dtype=parse_dtype(cfg.data.vae_dtype))
+    cache = LatentCache(cfg.data.cache, vae, cfg.model.vae, cfg.data.vae_dtype)
+    records = [record for manifest in cfg.data.manifest for record in read_manifest(manifest)]
+    samples, _ = build_index(records, cfg.data, cache, config.reference_area, rank, world, engine.gather)
+    data = TrainData(samples, cache, cfg.data, config.reference_area, seed, rank, world, read_media=cfg.run.stage > 0)
+    log.info("stage %d: %d samples in %d buckets; %s trainable parameters", cfg.run.stage, len(samples),
+             len({s.shape for s in samples}), f"{sum(p.numel() for p in trainee.parameters() if p.requires_grad):,}")
+
+    ds = engine.build_engine(cfg, trainee)
+    ema = engine.EMA(ds.module, cfg.optim.ema) if cfg.optim.ema else None
+    folder = out / "checkpoints"
+    step = 0
+    resume_from = checkpoint.latest(folder) if cfg.checkpoint.resume else None
+    if resume_from is not None:
+        trainer = checkpoint.load(ds, resume_from, ema, rank)
+        step = trainer["step"]
+        data.sampler.state = trainer["sampler"]
+        data.skipped = trainer["skipped"] if rank == 0 else 0  # the count over all ranks
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    logger = Logger(out, cfg, step, enabled=rank == 0)
+    logger.write(step, event="resume" if resume_from else "start", samples=len(samples), ranks=world)
+    eval_set = data.eval_samples(cfg.eval.samples) if cfg.eval.every else []
+
+    ds.train()
+    while step < cfg.run.steps:
+        if eval_set and step % cfg.eval.every == 0:
+            logger.write(step, eval_loss=evaluate(ds.module, data, eval_set, cfg, rank, world, device))
+        started = time.perf_counter()
+        loss, tokens = train_step(ds, data, cfg, step, rank, device)
+        step += 1
+        if ema is not None:
+            ema.update()
+        loss, tokens, skipped = engine.mean([loss, tokens, data.skipped], device)  # tokens, skipped: sums below
+        grad_norm = ds.get_global_grad_norm()
+        logger.step(step, loss, round(tokens * world), time.perf_counter() - started, lr=ds.get_lr()[0],
+                    grad_norm=None if grad_norm is None else float(grad_norm), skipped=round(skipped * world))
+        if cfg.samples.every and step % cfg.samples.every == 0 and rank == 0:
+            written = write_samples(ds.module, vae, config, cfg.samples, step, out, device)
+            logger.message(f"step {step}: {len(written)} samples in {written[0].parent if written else '-'}")
+        if step % cfg.checkpoint.every == 0 or step == cfg.run.steps:
+            trainer = {"sampler": data.sampler.state, "skipped": round(skipped * world), "stage": cfg.run.stage}
+            checkpoint.save(ds, folder, step, trainer, ema, cfg.checkpoint.keep, rank)
+    if eval_set:
+        logger.write(step, eval_loss=evaluate(ds.module, data, eval_set, cfg, rank, world, device))
+
+    exported = out / "export" / "vino.safetensors"
+    if rank == 0:
+        state = ds.module.export_state()
+        checkpoint.export(state, config, exported, cfg.checkpoint.export_dtype)
+        if ema is not None:
+            checkpoint.export({**state, **ema.state_dict()}, config, exported.with_name("vino-ema.safetensors"),
+                              cfg.checkpoint.export_dtype)
+        logger.message(f"exported {exported}")
+    engine.barrier()
+    logger.close()
+    return exported

@@ -1,0 +1,185 @@
+"""Model setup: what DeepSpeed wraps in each stage, which parameters train, and the flow-matching loss.
+
+Stage 0 (base): a randomly initialised MMDiT learns text-to-image/video from a native text encoder, the
+frozen Qwen3-VL's language model over the bare caption read at hidden_states[-3] (HunyuanVideo reads
+its LLaVA the same way), so the MMDiT's text_dim is the VLM's hidden size.
+Stages 1-3: the frozen Qwen3-VL reads the interleaved context; the metaquery and the connectors
+(`mm_encoder`) turn it into the MMDiT's text tokens and boundary tokens (`vino_model.encoder`).
+`model.trainable` names what trains, as prefixes of the exported names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+from transformers import AutoConfig
+
+from vino_model.checkpoint import load_vino_weights
+from vino_model.config import EncoderConfig, VinoConfig, preset
+from vino_model.encoder import InterleavedEncoder, MMEncoder
+from vino_model.errors import VinoInputError
+from vino_model.mmdit import AdaModulation, VinoMMDiT
+from vino_model.pipeline import build_mm_encoder, build_mmdit
+from vino_model.sampler import GUIDANCE_INPUT, TIMESTEP_SCALE
+
+EXPORTED = ("transformer.", "mm_encoder.")  # the prefixes of the layout Load VINO reads
+
+
+class NativeTextEncoder:
+    """Stage 0's text encoder: the VLM's language model over the bare caption and its end-of-turn token
+    (so an empty caption still has a token), read at hidden_states[layer]. Frozen; shares the VLM's weights."""
+
+    def __init__(self, language_model: nn.Module, tokenizer, layer: int, max_tokens: int):
+        self.language_model, self.tokenizer, self.layer, self.max_tokens = language_model, tokenizer, layer, max_tokens
+
+    @torch.no_grad()
+    def __call__(self, text: str) -> torch.Tensor:
+        """[L, hidden] for one caption."""
+        ids = self.tokenizer(text, truncation=True, max_length=self.max_tokens - 1).input_ids
+        ids = torch.tensor([ids + [self.tokenizer.eos_token_id]], device=self.language_model.device)
+        return self.language_model(input_ids=ids, output_hidden_states=True).hidden_states[self.layer][0]
+
+
+class Trainee(nn.Module):
+    """The MMDiT and the context reader; forward returns the flow-matching loss of each sample."""
+
+    def __init__(self, transformer: VinoMMDiT, encoder: InterleavedEncoder, native: NativeTextEncoder | None):
+        super().__init__()
+        self.transformer = transformer
+        self.encoder = encoder
+        self.native = native
+
+    def read(self, contexts) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """Text tokens [B, L, text_dim] (padded), their mask [B, L] and per-sample boundary tokens."""
+        if self.native is not None:
+            states, boundary = [self.native(c.text) for c in contexts], [None] * len(contexts)
+        else:
+            encoded = [self.encoder.encode(c.text, c.images, c.video, c.video_fps) for c in contexts]
+            states = [e.text_states for e in encoded]
+            boundary = [e.boundary_tokens if e.boundary_tokens.shape[0] else None for e in encoded]
+        dtype = self.transformer.proj_out.weight.dtype
+        longest = max(s.shape[0] for s in states)
+        text = states[0].new_zeros(len(states), longest, states[0].shape[-1], dtype=dtype)
+        mask = torch.zeros(len(states), longest, dtype=torch.bool, device=text.device)
+        for b, s in enumerate(states):
+            text[b, : s.shape[0]] = s
+            mask[b, : s.shape[0]] = True
+        return text, mask, boundary
+
+    def forward(self, x0, noise, t, references, contexts):
+        """x0, noise: [B, C, T, H, W]; t: [B] in (0, 1). Returns (loss [B], tokens through the MMDiT)."""
+        text, mask, boundary = self.read(contexts)
+        t5 = t.view(-1, 1, 1, 1, 1)
+        noisy = (1 - t5) * x0 + t5 * noise  # x_t
+        guidance = torch.full_like(t, GUIDANCE_INPUT)
+        velocity = self.transformer(noisy, t * TIMESTEP_SCALE, text, mask, references, boundary, guidance)
+        loss = (velocity.float() - (noise - x0)).pow(2).mean(dim=(1, 2, 3, 4))  # target v = noise - x0
+        return loss, image_tokens(self.transformer.cfg.patch_size, x0, references) + int(mask.sum())
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """`transformer.*` and `mm_encoder.*`: the layout Load VINO reads."""
+        state = {f"transformer.{k}": v for k, v in self.transformer.state_dict().items()}
+        state.update({f"mm_encoder.{k}": v for k, v in self.encoder.mm_encoder.state_dict().items()})
+        return state
+
+
+def export_name(name: str) -> str | None:
+    """The exported name of a Trainee parameter (None for the frozen VLM)."""
+    if name.startswith("encoder.mm_encoder."):
+        return name[len("encoder."):]
+    return name if name.startswith("transformer.") else None
+
+
+def image_tokens(patch, x0, references) -> int:
+    """Tokens of the image streams: the noisy latents, every reference latent and its two boundary tokens."""
+    per_latent = lambda shape: shape[-3] * shape[-2] * shape[-1] // (patch[0] * patch[1] * patch[2])  # noqa: E731
+    return per_latent(x0.shape) * x0.shape[0] + sum(per_latent(r.shape) + 2 for refs in references for r in refs)
+
+
+def sample_timesteps(flow, count: int, generator: torch.Generator) -> torch.Tensor:
+    """t in (0, 1) from the configured density, then shifted as the sampler shifts: [count]."""
+    if flow.timestep == "logit_normal":
+        t = torch.sigmoid(torch.randn(count, generator=generator) * flow.logit_std + flow.logit_mean)
+    else:
+        t = torch.rand(count, generator=generator)
+    return flow.shift * t / (1 + (flow.shift - 1) * t)
+
+
+def fresh_mmdit(config, seed: int) -> VinoMMDiT:
+    """A random MMDiT whose blocks start as identities (adaLN gates and output zero, as in DiT)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mmdit = VinoMMDiT(config)
+    for module in [m for m in mmdit.modules() if isinstance(m, AdaModulation)] + [mmdit.proj_out]:
+        module = module.linear if isinstance(module, AdaModulation) else module
+        nn.init.zeros_(module.weight)
+        nn.init.zeros_(module.bias)
+    return mmdit
+
+
+def fresh_mm_encoder(config: VinoConfig, seed: int) -> MMEncoder:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder, mmdit = config.encoder, config.mmdit
+        return MMEncoder(encoder.vlm_hidden, encoder.num_queries, mmdit.text_dim, mmdit.hidden)
+
+
+def vlm_hidden(qwen_folder) -> int:
+    try:
+        return AutoConfig.from_pretrained(qwen_folder).text_config.hidden_size
+    except (OSError, ValueError, AttributeError) as err:
+        raise VinoInputError(f"model.qwen={qwen_folder} is not a Qwen3-VL folder ({err})") from err
+
+
+def build(cfg) -> tuple[Trainee, VinoConfig]:
+    """The trainee of cfg.run.stage with cfg.model.trainable set to train, and the config to export with."""
+    m, stage, seed = cfg.model, cfg.run.stage, cfg.run.seed
+    dtype = torch.bfloat16 if cfg.optim.bf16 else torch.float32
+    hidden = vlm_hidden(m.qwen)
+    mm_state = None
+    if m.init:
+        config, transformer_state, mm_state = load_vino_weights(m.init)
+        mmdit = build_mmdit(config, transformer_state, dtype, "cpu", f"transformer of {m.init}")
+    else:
+        base = preset(m.preset)
+        try:
+            config = dataclasses.replace(base, mmdit=dataclasses.replace(base.mmdit, **m.mmdit))
+        except TypeError as err:
+            raise VinoInputError(f"model.mmdit has a key that MMDiTConfig lacks ({err})") from err
+        mmdit = fresh_mmdit(config.mmdit, seed)
+    if mm_state is None:  # a base model: the VINO extras start fresh
+        config = dataclasses.replace(config, encoder=EncoderConfig(vlm_hidden=hidden, num_queries=m.num_queries))
+        mm_encoder = fresh_mm_encoder(config, seed)
+    else:
+        mm_encoder = build_mm_encoder(config, mm_state, dtype, "cpu", f"mm_encoder of {m.init}")
+    if stage == 0 and config.mmdit.text_dim != hidden:
+        raise VinoInputError(
+            f"stage 0 feeds the native text encoder (width {hidden}, the VLM's hidden size) to the MMDiT, whose "
+            f"text_dim is {config.mmdit.text_dim}; set model.mmdit.text_dim = {hidden}"
+        )
+    mmdit.gradient_checkpointing = m.gradient_checkpointing
+    mmdit.attention_backend = m.attention
+    encoder = InterleavedEncoder.from_folder(m.qwen, mm_encoder.to(dtype), dtype=dtype)
+    native = None
+    if stage == 0:
+        native = NativeTextEncoder(encoder.vlm.model.language_model, encoder.processor.tokenizer,
+                                   m.native_layer, m.native_max_tokens)
+    trainee = Trainee(mmdit.to(dtype), encoder, native)
+    set_trainable(trainee, m.trainable)
+    return trainee, config
+
+
+def set_trainable(trainee: Trainee, prefixes) -> None:
+    trainee.requires_grad_(False)
+    for prefix in prefixes:
+        if not prefix.startswith(EXPORTED):
+            raise VinoInputError(
+                f"model.trainable names {prefix!r}; expected prefixes of {EXPORTED} (the VLM stays frozen)"
+            )
+        matched = [p for name, p in trainee.named_parameters() if (export_name(name) or "").startswith(prefix)]
+        if not matched:
+            raise VinoInputError(f"model.trainable prefix {prefix!r} matches no parameter")
+        for p in matched:
+            p.requires_grad_(True)
