@@ -52,7 +52,8 @@ class VideoCombine:
     CATEGORY = "VINO"
     DESCRIPTION = (
         "Writes frames to the output folder as MP4 (H.264, yuv420p), WebM (VP9), GIF, animated WebP or a folder "
-        "of PNG frames, with the workflow embedded (MP4/WebM tags, PNG text), shows it, and passes it on as a VIDEO."
+        "of PNG frames, with the workflow embedded (MP4/WebM tags, PNG text, GIF comment, WebP EXIF as ComfyUI's "
+        "Save Animated WEBP does), shows it, and passes it on as a VIDEO."
     )
     RETURN_TYPES = ("VIDEO",)
     OUTPUT_TOOLTIPS = ("The frames and frame rate as ComfyUI's VIDEO (for Save Video and other video nodes).",)

@@ -4,7 +4,7 @@
         comfy.assert_packs_imported()
         with comfy.listen() as events:
             history = comfy.wait(comfy.queue(graph, client_id=events.client_id))
-        warnings = screenshot_workflow(comfy.url, "workflows/t2i.json", "shot.png")
+        warnings = screenshot_workflows(comfy.url, ["workflows/t2i.json"], "shots")  # {"t2i.json": [...]}
 
 Each server gets its own input/output/temp/user folders and its own custom_nodes folder (the packs
 are symlinked there and handed to ComfyUI through the extra-model-paths YAML), so .comfyui/ is
@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import mimetypes
 import os
 import shutil
 import signal
@@ -176,9 +177,12 @@ class ComfyServer:
         """{node type: definition} for every registered node."""
         return self.get_json("/object_info")
 
-    def queue(self, graph: dict, client_id: str | None = None) -> str:
-        """POSTs an API-format graph to /prompt and returns its prompt_id; PromptRejected on a 400."""
+    def queue(self, graph: dict, client_id: str | None = None, workflow: dict | None = None) -> str:
+        """POSTs an API-format graph to /prompt and returns its prompt_id; PromptRejected on a 400.
+        workflow: the UI-format workflow, sent along as the frontend does (extra_pnginfo) for savers to embed."""
         body = {"prompt": graph, "client_id": client_id or uuid.uuid4().hex}
+        if workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
         response = requests.post(f"{self.url}/prompt", json=body, timeout=30)
         if response.status_code == 400:
             answer = response.json()
@@ -276,29 +280,56 @@ class Listener:
             return self.of_type(event_type)[0]
 
 
-def screenshot_workflow(url: str, workflow_json_path: Path | str, png_path: Path | str,
-                        size: tuple[int, int] = (1280, 800), timeout: float = 60) -> list[str]:
-    """Loads a UI-format workflow into the ComfyUI frontend at `url` in headless Chromium and
-    writes a PNG of the canvas. Returns warnings: node types the frontend does not know, text of
-    any dialog it opened (missing nodes/models), and console errors or uncaught page errors raised
-    while the workflow loads and draws."""
-    workflow = json.loads(Path(workflow_json_path).read_text())
-    return asyncio.run(_screenshot(url, workflow, Path(png_path), size, timeout))
+def screenshot_workflows(url: str, files: list[Path | str], screenshot_dir: Path | str,
+                         size: tuple[int, int] = (1280, 800), timeout: float = 60) -> dict[str, list[str]]:
+    """Opens each file in the ComfyUI frontend at `url` as a user does who drops it on the canvas: a UI- or
+    API-format workflow (.json) or an image/video carrying one (.png, .webp, .mp4...). One headless Chromium
+    page opens them in turn, each in its own workflow tab, and writes a PNG of the canvas per file to
+    `screenshot_dir/<file stem>.png`.
+
+    Returns {file name: warnings} with, for that file only: node types the frontend does not know, the text of
+    dialogs it opened (missing nodes/models), of toasts it showed (alerts such as "Invalid workflow against zod
+    schema" or "Unable to find workflow in ..."), and console errors or uncaught page errors raised while the
+    file loaded and drew. Dialogs and toasts are closed before the next file.
+    """
+    return asyncio.run(_screenshot_workflows(url, [Path(f) for f in files], Path(screenshot_dir), size, timeout))
 
 
-# Runs in the page: the frontend's own loader, as when a user opens the file.
-_LOAD_WORKFLOW_JS = """async (workflow) => {
-    const known = window.LiteGraph.registered_node_types;
-    const missing = [...new Set(workflow.nodes.map((node) => node.type).filter((type) => !(type in known)))];
-    await window.app.loadGraphData(workflow);
+# Runs in every new document: records the text of each toast as it appears, however briefly it stays.
+_WATCH_TOASTS_JS = """window.toastsSeen = [];
+new MutationObserver((changes) => {
+    for (const added of changes.flatMap((change) => [...change.addedNodes])) {
+        const toasts = added.matches?.('.p-toast-message') ? [added] : added.querySelectorAll?.('.p-toast-message');
+        window.toastsSeen.push(...[...(toasts ?? [])].map((toast) => toast.innerText.trim()));
+    }
+}).observe(document, {childList: true, subtree: true});"""
+
+# Runs in the page: the frontend's own file handler, as when a user drops the file on the canvas.
+_OPEN_FILE_JS = """async (name, type, base64) => {
+    window.toastsSeen = [];
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    await window.app.handleFile(new File([bytes], name, {type}));
+    await new Promise((done) => setTimeout(done, 500));  // let dialogs, toasts and node previews settle
     await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
-    return missing;
+    const known = window.LiteGraph.registered_node_types;
+    return {
+        missing: [...new Set(window.app.graph.nodes.map((node) => node.type).filter((type) => !(type in known)))],
+        dialogs: [...document.querySelectorAll('[role=dialog]')].map((dialog) => dialog.innerText.trim()),
+        toasts: window.toastsSeen,
+    };
 }"""
 
+_CLOSE_DIALOGS_AND_TOASTS_JS = """(() => {
+    document.querySelectorAll('[role=dialog] .p-dialog-close-button').forEach((button) => button.click());
+    window.app.extensionManager.toast.removeAll();
+})()"""
 
-async def _screenshot(url: str, workflow: dict, png_path: Path, size: tuple[int, int], timeout: float) -> list[str]:
+
+async def _screenshot_workflows(url: str, files: list[Path], screenshot_dir: Path, size: tuple[int, int],
+                                timeout: float) -> dict[str, list[str]]:
     if not CHROMIUM.exists():
         raise ComfyError(f"no {CHROMIUM}; run: bash scripts/install_comfyui.sh")
+    screenshot_dir.mkdir(parents=True, exist_ok=True)
     profile = Path(tempfile.mkdtemp(prefix="chromium-"))
     browser = subprocess.Popen(
         [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -312,23 +343,29 @@ async def _screenshot(url: str, workflow: dict, png_path: Path, size: tuple[int,
             try:
                 await page.call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1],
                                 deviceScaleFactor=1, mobile=False)
-                await page.call("Page.addScriptToEvaluateOnNewDocument",
-                                source="localStorage.setItem('vueNodesBannerDismissed', 'true')")
+                for script in ("localStorage.setItem('vueNodesBannerDismissed', 'true')", _WATCH_TOASTS_JS):
+                    await page.call("Page.addScriptToEvaluateOnNewDocument", source=script)
                 await page.call("Page.navigate", url=url)
                 await page.wait_until("window.app?.graph && window.app.canvas && window.LiteGraph"
                                       " && Object.keys(window.LiteGraph.registered_node_types).length > 0", timeout)
-                page.errors.clear()  # the frontend logs a settings error of its own on every start
-                loaded = await page.call("Runtime.evaluate", expression=f"({_LOAD_WORKFLOW_JS})({json.dumps(workflow)})",
-                                         awaitPromise=True, returnByValue=True)
-                if "exceptionDetails" in loaded:
-                    raise ComfyError(f"loading the workflow failed in the page: {loaded['exceptionDetails']}")
-                await asyncio.sleep(0.5)  # let dialogs and node previews settle
-                dialogs = await page.evaluate(
-                    "[...document.querySelectorAll('[role=dialog]')].map((d) => d.innerText.trim())")
-                shot = await page.call("Page.captureScreenshot", format="png")
-                png_path.write_bytes(base64.b64decode(shot["data"]))
-                return ([f"missing node type: {t}" for t in loaded["result"]["value"]]
-                        + [f"dialog: {text}" for text in dialogs] + page.errors)
+                warnings = {}
+                for path in files:
+                    page.errors.clear()  # this file's only; the frontend also logs a settings error of its own on start
+                    arguments = [path.name, mimetypes.guess_type(path.name)[0] or "",
+                                 base64.b64encode(path.read_bytes()).decode()]
+                    opened = await page.call("Runtime.evaluate", awaitPromise=True, returnByValue=True,
+                                             expression=f"({_OPEN_FILE_JS})(...{json.dumps(arguments)})")
+                    if "exceptionDetails" in opened:
+                        raise ComfyError(f"opening {path} failed in the page: {opened['exceptionDetails']}")
+                    found = opened["result"]["value"]
+                    shot = await page.call("Page.captureScreenshot", format="png")
+                    (screenshot_dir / f"{path.stem}.png").write_bytes(base64.b64decode(shot["data"]))
+                    warnings[path.name] = ([f"missing node type: {t}" for t in found["missing"]]
+                                           + [f"dialog: {text}" for text in found["dialogs"]]
+                                           + [f"toast: {text}" for text in found["toasts"]] + page.errors)
+                    await page.evaluate(_CLOSE_DIALOGS_AND_TOASTS_JS)
+                    await page.wait_until("!document.querySelector('[role=dialog]')", timeout)
+                return warnings
             finally:
                 await page.close()
     finally:

@@ -1,11 +1,12 @@
-"""The pinned ComfyUI host runs for real: packs load, graphs execute, progress streams, workflows draw."""
+"""The pinned ComfyUI host runs for real: packs load, graphs execute, progress streams, workflows draw
+with the frontend's warnings."""
 
 import json
 
 import pytest
 from PIL import Image
 
-from comfy_host import ComfyError, ComfyServer, PromptRejected, screenshot_workflow
+from comfy_host import ComfyError, ComfyServer, PromptRejected, screenshot_workflows
 
 PROBE_PACK = '''
 import time
@@ -134,21 +135,40 @@ def test_interrupt_stops_a_running_prompt(comfy):
             comfy.wait(prompt_id, timeout=10)
 
 
-def test_frontend_draws_a_core_workflow_without_warnings(comfy, tmp_path):
-    workflow = tmp_path / "core.json"
-    workflow.write_text(json.dumps(UI_WORKFLOW))
-    warnings = screenshot_workflow(comfy.url, workflow, tmp_path / "core.png")
-    assert warnings == []
-    shot = Image.open(tmp_path / "core.png").convert("RGB")
-    assert shot.size == (1280, 800)
-    assert len(shot.getcolors(maxcolors=1 << 20)) > 50  # nodes, widgets and text, not an empty page
-
-
-def test_frontend_reports_node_types_it_does_not_know(comfy, tmp_path):
-    unknown = json.loads(json.dumps(UI_WORKFLOW))
+@pytest.fixture(scope="module")
+def frontend(comfy, tmp_path_factory):
+    """One browser opens, in turn: the core workflow, one with a node type nobody registered, one the
+    frontend's schema check refuses (a position that is not [x, y]), a GIF with no workflow in it, and the
+    core workflow again, which must come out clean of what the others raised. Returns (warnings, screenshots)."""
+    unknown, invalid = json.loads(json.dumps(UI_WORKFLOW)), json.loads(json.dumps(UI_WORKFLOW))
     unknown["nodes"][1]["type"] = "NoSuchVinoNode"
-    workflow = tmp_path / "unknown.json"
-    workflow.write_text(json.dumps(unknown))
-    warnings = screenshot_workflow(comfy.url, workflow, tmp_path / "unknown.png")
-    assert "missing node type: NoSuchVinoNode" in warnings
-    assert any(w.startswith("dialog:") and "NoSuchVinoNode" in w for w in warnings)
+    invalid["nodes"][0]["pos"] = "top left"
+    folder = tmp_path_factory.mktemp("frontend")
+    workflows = {"core": UI_WORKFLOW, "unknown": unknown, "invalid": invalid, "core_again": UI_WORKFLOW}
+    for name, workflow in workflows.items():
+        (folder / f"{name}.json").write_text(json.dumps(workflow))
+    Image.new("RGB", (8, 8)).save(folder / "no_workflow.gif")
+    names = ["core.json", "unknown.json", "invalid.json", "no_workflow.gif", "core_again.json"]
+    return screenshot_workflows(comfy.url, [folder / name for name in names], folder / "shots"), folder / "shots"
+
+
+def test_frontend_draws_a_core_workflow_without_warnings(frontend):
+    warnings, screenshots = frontend
+    assert warnings["core.json"] == [] and warnings["core_again.json"] == []
+    for name in ("core", "core_again"):
+        shot = Image.open(screenshots / f"{name}.png").convert("RGB")
+        assert shot.size == (1280, 800)
+        assert len(shot.getcolors(maxcolors=1 << 20)) > 50  # nodes, widgets and text, not an empty page
+
+
+def test_frontend_reports_node_types_it_does_not_know(frontend):
+    warnings, _ = frontend
+    assert "missing node type: NoSuchVinoNode" in warnings["unknown.json"]
+    assert any(w.startswith("dialog:") and "NoSuchVinoNode" in w for w in warnings["unknown.json"])
+
+
+def test_frontend_reports_alert_toasts(frontend):
+    warnings, _ = frontend
+    (schema,) = warnings["invalid.json"]
+    assert schema.startswith("toast: Alert\nInvalid workflow against zod schema") and 'at "nodes[0].pos"' in schema
+    assert warnings["no_workflow.gif"] == ["toast: Alert\nUnable to find workflow in no_workflow.gif"]

@@ -2,7 +2,8 @@
 
 Every node registers with its inputs; every workflow twin runs through POST /prompt on the tiny random
 embedded default and writes files of the right kind, frame count and size; Cancel stops sampling and the next
-prompt runs; validation refuses a disconnected input and an out-of-range widget; the frontend opens every workflow.
+prompt runs; validation refuses a disconnected input and an out-of-range widget; the frontend opens every workflow,
+and a WebP that Video Combine wrote, without a warning.
 """
 
 import json
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from comfy_host import REPO, ComfyError, ComfyServer, PromptRejected, screenshot_workflow
+from comfy_host import REPO, ComfyError, ComfyServer, PromptRejected, screenshot_workflows
 from vino_model.generate import demo_media
 from vino_model.tiny import make_tiny_bundle
 
@@ -122,10 +123,11 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     return graph
 
 
-def run(comfy, graph: dict, timeout: float = 120):
-    """Queue a graph, wait for it, and return (history entry, the /ws listener's record)."""
+def run(comfy, graph: dict, timeout: float = 120, workflow: dict | None = None):
+    """Queue a graph (with its UI-format workflow for savers to embed, when given), wait for it, and return
+    (history entry, the /ws listener's record)."""
     with comfy.listen() as events:
-        entry = comfy.wait(comfy.queue(graph, client_id=events.client_id), timeout=timeout)
+        entry = comfy.wait(comfy.queue(graph, client_id=events.client_id, workflow=workflow), timeout=timeout)
     return entry, events
 
 
@@ -304,7 +306,8 @@ def test_validation_refuses_bad_graphs_and_the_server_stays_up(comfy, object_inf
 
 
 def test_video_combine_writes_every_format_inside_the_output_folder(comfy):
-    """Odd-sized frames (a 33x17 crop across the demo clip's moving square) into each format; '..' is dropped."""
+    """Odd-sized frames (a 33x17 crop across the demo clip's moving square) into each format; '..' is dropped.
+    Every file carries the graph and the UI workflow sent with it."""
     formats = ["mp4 (H.264)", "webm (VP9)", "gif", "webp (animated)", "png sequence"]
     graph = {
         "1": {"class_type": "VINO_LoadVideo", "inputs": {"video": "clip.mp4", "max_frames": 5}},
@@ -319,34 +322,44 @@ def test_video_combine_writes_every_format_inside_the_output_folder(comfy):
         graph[str(k)] = {"class_type": "VINO_VideoCombine", "inputs": {
             "images": ["2", 0], "frame_rate": ["1", 2], "loop": 0, "filename_prefix": "../../vino_formats/clip",
             "format": name, "quality": 80}}
-    entry, _ = run(comfy, graph)
+    workflow = {"version": 0.4, "nodes": []}  # stands in for the UI workflow the frontend sends along
+    entry, _ = run(comfy, graph, workflow=workflow)
     saved = {name: entry["outputs"][str(k)]["images"] for k, name in enumerate(formats, 10)}
     assert all(shown["subfolder"].startswith("vino_formats") for shown in sum(saved.values(), []))
 
     mp4, webm = output_path(comfy, saved["mp4 (H.264)"][0]), output_path(comfy, saved["webm (VP9)"][0])
     assert video_facts(mp4) == ("h264", "yuv420p", 34, 18, 5)  # even sizes for yuv420p
     assert video_facts(webm)[1:] == ("yuv420p", 34, 18, 5)
-    with av.open(str(mp4)) as container:
-        assert json.loads(container.metadata["prompt"])["1"]["class_type"] == "VINO_LoadVideo"
+    embedded = {}
+    for name, path in (("mp4 (H.264)", mp4), ("webm (VP9)", webm)):
+        with av.open(str(path)) as container:
+            embedded[name] = {key.lower(): value for key, value in container.metadata.items()}  # WebM: upper case
     for name in ("gif", "webp (animated)"):
         with Image.open(output_path(comfy, saved[name][0])) as animation:
             assert (animation.size, animation.n_frames) == ((33, 17), 5)
+            # GIF: a JSON object in the comment; WebP: "key:value" EXIF entries, read as ComfyUI's frontend does
+            embedded[name] = (json.loads(animation.info["comment"]) if name == "gif"
+                              else dict(text.split(":", 1) for text in animation.getexif().values()))
     frames = [output_path(comfy, shown) for shown in saved["png sequence"]]
     assert len(frames) == 5
     with Image.open(frames[0]) as frame:
-        assert frame.size == (33, 17) and "prompt" in frame.text
+        assert frame.size == (33, 17)
+        embedded["png sequence"] = frame.text
+    for name, found in embedded.items():
+        assert json.loads(found["prompt"])["1"]["class_type"] == "VINO_LoadVideo", name
+        assert json.loads(found["workflow"]) == workflow, name
     core = entry["outputs"]["9"]["images"][0]  # the VIDEO output, saved by core Save Video
     assert video_facts(output_path(comfy, core))[2:] == (96, 64, 5)
 
 
-def test_frontend_opens_the_workflows_without_missing_nodes(comfy, object_info):
-    """Headless Chromium draws every real-weights workflow and one twin (screenshots in artifacts/screenshots/);
-    the other twins differ from their real workflow only in the loader drawn there, so their node types are
-    checked against the server's list. A new browser per workflow costs seconds, so not all 18 are drawn."""
-    twins = [WORKFLOWS / f"{task}_embedded.json" for task in TASKS]
-    for path in twins:
-        assert {n["type"] for n in json.loads(path.read_text())["nodes"]} <= {*object_info, *FRONTEND_ONLY}
-    drawn = [WORKFLOWS / f"{task}.json" for task in TASKS] + twins[1:2]
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    warnings = {path.name: screenshot_workflow(comfy.url, path, SCREENSHOTS / f"{path.stem}.png") for path in drawn}
-    assert {name: found for name, found in warnings.items() if found} == {}
+def test_frontend_opens_every_workflow_and_a_webp_carrying_one(comfy, object_info):
+    """Headless Chromium opens the 18 workflows, and the animated WebP that t2v_embedded writes with its workflow
+    embedded, as a user dropping each on the canvas: no missing node type, dialog, toast or page error.
+    Screenshots in artifacts/screenshots/."""
+    workflow = load_workflow("t2v_embedded")
+    combine = widgets(workflow, int(OUTPUT))
+    combine[combine.index("mp4 (H.264)")] = "webp (animated)"
+    entry, _ = run(comfy, ui_to_api(workflow, object_info), workflow=workflow)
+    webp = output_path(comfy, entry["outputs"][OUTPUT]["images"][0])
+    warnings = screenshot_workflows(comfy.url, [*sorted(WORKFLOWS.glob("*.json")), webp], SCREENSHOTS)
+    assert len(warnings) == 19 and {name: found for name, found in warnings.items() if found} == {}

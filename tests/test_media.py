@@ -1,3 +1,5 @@
+import json
+
 import av
 import numpy as np
 import pytest
@@ -58,6 +60,22 @@ def test_containers_carry_metadata(tmp_path, suffix):
     with av.open(str(path)) as container:
         tags = {key.lower(): value for key, value in container.metadata.items()}
     assert tags["workflow"] == WORKFLOW["workflow"] and tags["prompt"] == "a cat"
+
+
+def test_animations_carry_metadata(tmp_path):
+    metadata = {**WORKFLOW, "note": "un chat au café"}
+    gif = write_video(tmp_path / "clip.gif", _frames(), fps=10, metadata=metadata)
+    with Image.open(gif) as image:
+        assert image.n_frames == 5 and json.loads(image.info["comment"]) == metadata
+    webp = write_video(tmp_path / "clip.webp", _frames(), fps=10, metadata=metadata)
+    with Image.open(webp) as image:
+        assert image.n_frames == 5
+        exif = {tag: text.encode("latin-1").decode() for tag, text in image.getexif().items()}  # UTF-8 bytes
+    # ComfyUI's Save Animated WEBP layout: the prompt in tag Model (0x0110), the others from Make (0x010F) down
+    assert exif == {0x0110: "prompt:a cat", 0x010F: 'workflow:{"nodes": [1, 2]}', 0x010E: "note:un chat au café"}
+    for suffix in (".gif", ".webp"):
+        with Image.open(write_video(tmp_path / f"plain{suffix}", _frames(), fps=10)) as image:
+            assert "comment" not in image.info and not image.getexif()
 
 
 def test_mp4_falls_back_to_mpeg4(tmp_path, monkeypatch):

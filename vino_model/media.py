@@ -4,6 +4,8 @@ Every writer goes through `atomic_output`: it writes a hidden temporary file bes
 renames it into place only when complete, so a crash never leaves a half-written output.
 """
 
+import itertools
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +26,9 @@ CRF_ENCODERS = {
 }
 MPEG4_BITS_PER_PIXEL = 0.6  # at quality 100; scales linearly with quality
 PIL_ANIMATIONS = {".gif": "GIF", ".webp": "WEBP"}
+# WebP metadata as ComfyUI's SaveAnimatedWEBP writes it: "prompt:<value>" in EXIF tag Model, every other
+# entry as "<key>:<value>" from tag Make down (ImageDescription, DocumentName...).
+EXIF_MODEL, EXIF_MAKE = 0x0110, 0x010F
 DEFAULT_GIF_FPS = 10.0  # what browsers show for a GIF that gives no frame duration
 
 
@@ -101,8 +106,9 @@ def write_video(
 
     .mp4: H.264 (libx264, or MPEG-4 part 2 where it is missing), yuv420p; .webm: VP9 (or VP8);
     both get even sizes (an odd last row/column is repeated) and carry `metadata` as container tags.
-    .gif / .webp: animated, repeating `loop` times (0 = forever); metadata is not stored, and the
-    encoders merge identical consecutive frames into one longer frame.
+    .gif / .webp: animated, repeating `loop` times (0 = forever); the encoders merge identical consecutive
+    frames into one longer frame. GIF carries `metadata` as a JSON object in its comment; WebP in EXIF
+    the way ComfyUI's own Save Animated WEBP does, so its frontend loads the workflow from a dropped file.
     No suffix: a new folder of PNGs frame_00000.png, ... each carrying `metadata`.
     quality: 0..100, higher is better: the CRF of x264/VP9/VP8 (x264 CRF 10 at 80), a bit rate for
     MPEG-4, the WebP quality; GIF ignores it.
@@ -129,6 +135,7 @@ def write_video(
                 duration=1000.0 / fps,
                 loop=loop,
                 quality=quality,
+                **_animation_metadata(suffix, metadata),
             )
     elif suffix == "":
         if path.is_dir() and any(path.iterdir()):
@@ -174,6 +181,19 @@ def _available_encoder(names: tuple[str, ...]) -> str:
             continue
         return name
     raise VinoInputError(f"this PyAV build has none of the encoders {', '.join(names)}; install a PyAV that has them")
+
+
+def _animation_metadata(suffix: str, metadata: dict[str, str]) -> dict:
+    """The Pillow save option that embeds `metadata` in an animated GIF (comment) or WebP (exif)."""
+    if not metadata:
+        return {}
+    if suffix == ".gif":
+        return {"comment": json.dumps(metadata)}
+    exif, tags = Image.Exif(), itertools.count(EXIF_MAKE, -1)
+    for key, value in metadata.items():
+        # bytes: Pillow writes a str as ASCII, non-ASCII characters as '?'; ComfyUI's frontend reads UTF-8
+        exif[EXIF_MODEL if key == "prompt" else next(tags)] = f"{key}:{value}".encode()
+    return {"exif": exif}
 
 
 def _checked_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
