@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from vino_model.errors import VinoInputError
+from vino_model.errors import run_cli
 
 from . import config
 
@@ -29,15 +29,13 @@ def main(argv=None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
+    def command():
         cfg = config.load(args.config, args.overrides)
         from .loop import train  # after the config is known good: importing DeepSpeed takes seconds
 
         train(cfg)
-    except VinoInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(command)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import re
 import sys
 
 from .checkpoint import load_vino_weights, save_vino
-from .errors import VinoInputError
+from .errors import VinoInputError, run_cli
 from .pipeline import DTYPES, build_mm_encoder, build_mmdit
 
 log = logging.getLogger("vino")
@@ -51,12 +51,7 @@ def main(argv=None):
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors (default: keep)")
     p.add_argument("--shard-size", help="split into shards of at most this size, e.g. 5GB")
     args = p.parse_args(argv)
-    try:
-        print(convert(args.source, args.target, args.dtype, args.shard_size))
-    except VinoInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: print(convert(args.source, args.target, args.dtype, args.shard_size)))
 
 
 if __name__ == "__main__":

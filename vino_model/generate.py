@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
 from . import media
-from .errors import VinoInputError
+from .errors import VinoInputError, run_cli
 from .parallel import init_from_env
 from .pipeline import DTYPES, VinoPipeline
 from .tasks import TASKS, read_task_file
@@ -172,13 +172,7 @@ def run(args) -> list[Path]:
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    try:
-        written = run(args)
-    except VinoInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print("\n".join(str(p) for p in written))
-    return 0
+    return run_cli(lambda: print("\n".join(str(p) for p in run(args))))
 
 
 if __name__ == "__main__":
