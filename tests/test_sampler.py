@@ -91,3 +91,49 @@ def test_image_free_branch_keeps_only_a_declared_base():
     assert kept_without_references(3, have_base=True) == [2]
     assert kept_without_references(1, have_base=False) == []  # a plain instruction edit drops its image too
     assert kept_without_references(2, have_base=False) == []
+
+
+def tiny_branches():
+    from vino_model.config import preset
+
+    cfg = preset("tiny").mmdit
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(16, 1, 4, 4, generator=g)
+    return {
+        "cond": Branch(torch.randn(6, cfg.text_dim, generator=g), [ref], torch.randn(1, 2, cfg.hidden, generator=g)),
+        "uncond": Branch(torch.randn(4, cfg.text_dim, generator=g), [ref], torch.randn(1, 2, cfg.hidden, generator=g)),
+    }
+
+
+def test_step_cache_is_exact_when_nothing_is_close_and_skips_deep_blocks_when_allowed():
+    from vino_model.config import preset
+    from vino_model.mmdit import VinoMMDiT
+
+    torch.manual_seed(0)
+    model = VinoMMDiT(preset("tiny").mmdit).eval()
+    deep_calls = []
+    model.single_transformer_blocks[-1].register_forward_hook(lambda *_: deep_calls.append(1))
+    noise = torch.randn(1, 16, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    run = lambda threshold: sample(model, noise, tiny_branches(), 6, 5.0, 4.0, 1.0, cache_threshold=threshold)  # noqa: E731
+
+    exact = run(0.0)
+    assert len(deep_calls) == 12  # 6 steps x (cond, uncond)
+    deep_calls.clear()
+    torch.testing.assert_close(run(1e-12), exact, atol=0, rtol=0)  # never close enough: every step computed
+    assert len(deep_calls) == 12
+    deep_calls.clear()
+    loose = run(1e9)  # always close enough: only the first step runs the deep blocks
+    assert len(deep_calls) == 2
+    assert torch.isfinite(loose).all() and (loose - exact).abs().max() > 0
+
+
+def test_step_cache_refuses_sequence_parallelism():
+    from vino_model.config import preset
+    from vino_model.mmdit import StepCache, VinoMMDiT
+
+    model = VinoMMDiT(preset("tiny").mmdit).eval()
+    model.sequence_parallel = object()  # any group: the check comes before communication
+    b = tiny_branches()["cond"]
+    with pytest.raises(VinoInputError, match="sequence parallelism"):
+        model(torch.zeros(1, 16, 1, 4, 4), torch.tensor([500.0]), b.text[None], references=[b.references],
+              boundary=[b.boundary], guidance=torch.tensor([1000.0]), step_cache=StepCache(0.1))

@@ -62,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--save-latents", action="store_true", help="also write the final latents as safetensors")
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks (about 1.25x on an H100)")
     p.add_argument("--fp8", action="store_true", help="FP8 linear layers on Hopper GPUs (faster, approximate)")
+    p.add_argument("--step-cache", type=float, default=0.0, metavar="THRESHOLD",
+                   help="first-block step caching (approximate): reuse the deep blocks' residual while the first "
+                        "block's changes by less than this relative amount, e.g. 0.05; 0 is off")
     p.add_argument("--max-gpu-memory", type=float, metavar="GB",
                    help="fit a GPU of this size: stream blocks from CPU memory, visit the VLM and VAE")
     return p.parse_args(argv)
@@ -154,6 +157,7 @@ def run(args) -> list[Path]:
             entry.task, entry.caption, images, video, fps, entry.ref_image_have_base, args.width, args.height,
             args.frames, args.steps, args.seed, args.cfg, args.image_cfg, args.shift, negative,
             sample_posterior=args.reference_mode == "sample", tiled_decode=args.tiled_decode,
+            cache_threshold=args.step_cache,
         )
         if not is_writer:
             continue

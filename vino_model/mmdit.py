@@ -345,6 +345,35 @@ class ImageStream:
 
 
 @dataclass
+class StepCache:
+    """First-block caching across sampling steps, for one conditioning branch (opt-in, approximate).
+
+    Each step runs the first double block. When its change to the image stream differs from the one
+    at the last fully computed step by less than `threshold` (relative mean absolute difference),
+    the residual the other blocks added then is reused instead of running them.
+    """
+
+    threshold: float
+    first: torch.Tensor | None = None  # the first block's residual at the last computed step
+    rest: torch.Tensor | None = None  # what the remaining blocks added at that step (image stream)
+    computed: int = 0
+    skipped: int = 0
+
+    def reuse(self, first: torch.Tensor) -> torch.Tensor | None:
+        if self.first is not None and self.first.shape == first.shape:
+            change = ((first - self.first).abs().mean() / self.first.abs().mean().clamp(min=1e-12)).item()
+            if change < self.threshold:
+                self.skipped += 1
+                return self.rest
+        self.first = first
+        return None
+
+    def store(self, rest: torch.Tensor) -> None:
+        self.rest = rest
+        self.computed += 1
+
+
+@dataclass
 class StreamLayout:
     """Everything about an image stream that depends only on shapes (cached per shape)."""
 
@@ -479,16 +508,20 @@ class VinoMMDiT(nn.Module):
 
     # -- forward
 
-    def forward(self, latents, timestep, text, text_mask=None, references=None, boundary=None, guidance=None, pooled=None):
+    def forward(self, latents, timestep, text, text_mask=None, references=None, boundary=None, guidance=None, pooled=None,
+                step_cache: "StepCache | None" = None):
         """Velocity for the noisy latents.
 
         latents: [B, C, T, H, W]; timestep, guidance: [B] (t' * 999 and 1000 in VINO);
         text: [B, L, text_dim] with text_mask [B, L] bool (None = all valid);
         references: per sample a list of reference latents [C, T_r, H_r, W_r] in prompt order (or None);
-        boundary: per sample [n_refs, 2, hidden] start/end tokens; pooled: [B, pooled_dim] or None.
+        boundary: per sample [n_refs, 2, hidden] start/end tokens; pooled: [B, pooled_dim] or None;
+        step_cache: opt-in first-block cache of one conditioning branch across sampling steps.
         Returns [B, C, T, H, W].
         """
         batch = latents.shape[0]
+        if step_cache is not None and self.sequence_parallel is not None:
+            raise VinoInputError("step caching is not available with sequence parallelism")
         if timestep.dim() == 0:
             timestep = timestep.expand(batch)
         if guidance is not None and guidance.dim() == 0:
@@ -516,12 +549,22 @@ class VinoMMDiT(nn.Module):
 
         n_img = img.shape[1]
         with sdpa_context(self.attention_backend):
-            for block in self.transformer_blocks:
-                img, txt = self.run_block(block, img, txt, temb, ctx)
-            x = torch.cat([img, txt], dim=1)
-            for block in self.single_transformer_blocks:
-                x = self.run_block(block, x, n_img, temb, ctx)
-        x = x[:, :n_img] if sp is None else sp.gather(x[:, :n_img])
+            first_in = img
+            img, txt = self.run_block(self.transformer_blocks[0], img, txt, temb, ctx)
+            reused = step_cache.reuse(img - first_in) if step_cache is not None else None
+            if reused is not None:  # the rest of the network would change about as much as last time
+                x = img + reused
+            else:
+                after_first = img
+                for block in self.transformer_blocks[1:]:
+                    img, txt = self.run_block(block, img, txt, temb, ctx)
+                x = torch.cat([img, txt], dim=1)
+                for block in self.single_transformer_blocks:
+                    x = self.run_block(block, x, n_img, temb, ctx)
+                x = x[:, :n_img]
+                if step_cache is not None:
+                    step_cache.store(x - after_first)
+        x = x if sp is None else sp.gather(x)
 
         noisy = torch.stack([x[b, s : s + stream.noisy_len] for b, s in enumerate(stream.noisy_start)])
         scale, shift = self.norm_out(temb)

@@ -241,13 +241,14 @@ class VinoPipeline:
                 height // vae.spatial_compression, width // vae.spatial_compression)
 
     def sample(self, branches: dict[str, Branch], shape, seed=0, steps=50, shift=7.0, text_cfg=7.0, image_cfg=1.0,
-               callback=None, cancel=None) -> torch.Tensor:
+               callback=None, cancel=None, cache_threshold: float = 0.0) -> torch.Tensor:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         noise = torch.randn(shape, generator=generator).to(self.device)
         parallel = self.mmdit.sequence_parallel
         if parallel is not None:  # every rank samples from rank 0's inputs
             parallel.broadcast([noise] + [t for b in branches.values() for t in b.tensors()])
-        return run_sampler(self.mmdit, noise, branches, steps, shift, text_cfg, image_cfg, callback, cancel)
+        return run_sampler(self.mmdit, noise, branches, steps, shift, text_cfg, image_cfg, callback, cancel,
+                           cache_threshold)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, tiled: bool = False):
@@ -260,7 +261,7 @@ class VinoPipeline:
     def generate(self, task: str, prompt: str, images=(), video=None, video_fps=None, have_base=False, width=None,
                  height=None, frames=None, steps=50, seed=0, text_cfg=None, image_cfg=1.0, shift=None,
                  negative_prompt=None, sample_posterior=True, tiled_decode=False, callback=None,
-                 cancel=None) -> Generation:
+                 cancel=None, cache_threshold: float = 0.0) -> Generation:
         task = get_task(task)
         defaults = DEFAULTS[task.output]
         text_cfg = defaults["text_cfg"] if text_cfg is None else text_cfg
@@ -273,6 +274,6 @@ class VinoPipeline:
         references = self.encode_references(media, sample_posterior, seed)
         branches = self.branches(contexts, references, len(media.images))
         latents = self.sample(branches, self.latent_shape(width, height, frames), seed, steps, shift, text_cfg,
-                              image_cfg, callback, cancel)
+                              image_cfg, callback, cancel, cache_threshold)
         fps = media.video_fps or 24.0
         return Generation(latents, self.decode(latents, tiled_decode), fps, task.name)

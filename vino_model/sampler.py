@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import SamplingCancelled, VinoInputError
+from .mmdit import StepCache
 
 GUIDANCE_INPUT = 1000.0  # embedded guidance 1.0, as the model was distilled with
 TIMESTEP_SCALE = 999.0
@@ -61,8 +62,11 @@ class Branch:
         return (self.text.shape[0], tuple(tuple(r.shape) for r in self.references))
 
 
-def velocity(model, x, t_model, branches: dict[str, Branch]) -> dict[str, torch.Tensor]:
-    """Evaluate every branch at x; branches with the same token layout share one batched forward."""
+def velocity(model, x, t_model, branches: dict[str, Branch], caches: dict | None = None) -> dict[str, torch.Tensor]:
+    """Evaluate every branch at x; branches with the same token layout share one batched forward.
+
+    caches: None, or a dict that collects one StepCache per group of branches (step caching on).
+    """
     groups: dict[tuple, list[str]] = {}
     for name, branch in branches.items():
         groups.setdefault(branch.signature(), []).append(name)
@@ -70,6 +74,9 @@ def velocity(model, x, t_model, branches: dict[str, Branch]) -> dict[str, torch.
     for names in groups.values():
         members = [branches[n] for n in names]
         batch = len(members)
+        extra = {}
+        if caches is not None:
+            extra["step_cache"] = caches.setdefault(tuple(names), StepCache(caches["threshold"]))
         pred = model(
             x.expand(batch, *x.shape[1:]),
             t_model.expand(batch),
@@ -77,6 +84,7 @@ def velocity(model, x, t_model, branches: dict[str, Branch]) -> dict[str, torch.
             references=[m.references for m in members],
             boundary=[m.boundary for m in members],
             guidance=torch.full((batch,), GUIDANCE_INPUT, device=x.device, dtype=torch.float32),
+            **extra,
         )
         out.update({n: pred[i : i + 1] for i, n in enumerate(names)})
     return out
@@ -84,12 +92,14 @@ def velocity(model, x, t_model, branches: dict[str, Branch]) -> dict[str, torch.
 
 @torch.no_grad()
 def sample(model, noise, branches: dict[str, Branch], steps: int, shift: float, text_cfg: float, image_cfg: float,
-           callback=None, cancel=None) -> torch.Tensor:
+           callback=None, cancel=None, cache_threshold: float = 0.0) -> torch.Tensor:
     """Euler from t'=1 (noise) to t'=0. noise: [1, C, T, H, W].
 
     callback(step, steps, x0_estimate) runs after each step; cancel() is asked before each step and
     stops sampling with SamplingCancelled when it returns True (it may also raise its own error).
+    cache_threshold > 0 turns on first-block step caching (approximate; see mmdit.StepCache).
     """
+    caches = {"threshold": cache_threshold} if cache_threshold > 0 else None
     wanted = needed_branches(text_cfg, image_cfg)
     missing = [b for b in wanted if b not in branches]
     if missing:
@@ -106,7 +116,7 @@ def sample(model, noise, branches: dict[str, Branch], steps: int, shift: float, 
         t, t_next = schedule[i], schedule[i + 1]
         t_model = model_times[i : i + 1]
         v = combine_guidance(
-            {k: p.float() for k, p in velocity(model, x.to(dtype), t_model, active).items()}, text_cfg, image_cfg
+            {k: p.float() for k, p in velocity(model, x.to(dtype), t_model, active, caches).items()}, text_cfg, image_cfg
         )
         if callback is not None:
             callback(i + 1, steps, x - t * v)  # flow matching: x_t = (1 - t) x0 + t noise, v = noise - x0
