@@ -29,6 +29,7 @@ of these pairs; the other objects use training pairs. Each split also draws from
 stream, so the same --seed gives different samples in the two splits.
 
 CLI: python -m training.world --out DIR --seed 0 --per-task N --size 64 --frames 17 [--split heldout]
+    [--tasks t2i,t2v] [--workers 8]
 writes DIR/media/*, DIR/manifest.jsonl, and the release-format prompt files DIR/tasks_image.json
 (t2i, ti2i, ti2i_ref: one frame) and DIR/tasks_video.json (the video tasks).
 """
@@ -37,6 +38,7 @@ import argparse
 import copy
 import json
 import math
+import multiprocessing
 import os
 
 import numpy as np
@@ -582,32 +584,46 @@ def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
             return built
 
 
-def write_split(out, seed=0, per_task=8, width=64, height=64, frames=17, fps=8.0, split="train"):
-    """Render `per_task` samples of every task into `out`; return the manifest records in order."""
+def _write_sample(job):
+    """Render one sample's target and references into `media`; returns its manifest record."""
+    task, index, seed, width, height, frames, fps, split, media = job
+    meta, long, short = sample(task, seed, index, width, height, frames, split)
+    sid = f"{task}-{index:05d}"
+    scene = meta["scene"]
+    target = os.path.join(media, sid + (".png" if scene["frames"] == 1 else ".mp4"))
+    save_media(target, render(scene), fps)
+    images = [os.path.join(media, f"{sid}-image{k}.png") for k in range(1, len(meta["ref_images"]) + 1)]
+    for path, ref in zip(images, meta["ref_images"]):
+        save_media(path, render(ref), fps)
+    video = meta["ref_video"] and os.path.join(media, f"{sid}-video.mp4")
+    if video:
+        save_media(video, render(meta["ref_video"]), fps)
+    return Record(
+        id=sid, task=task, target=target, caption_long=long, caption_short=short, ref_images=images,
+        ref_video=video, ref_image_have_base=task == "ti2i_ref", width=scene["width"],
+        height=scene["height"], frames=scene["frames"], fps=fps, meta=meta,
+    )
+
+
+def write_split(out, seed=0, per_task=8, width=64, height=64, frames=17, fps=8.0, split="train", tasks=TASKS,
+                workers=1):
+    """Render `per_task` samples of each of `tasks` into `out` (over `workers` processes); return the
+    manifest records in order. The result does not depend on `workers`."""
     if width % 16 or height % 16 or (frames - 1) % 4 or frames < 5:
         raise VinoInputError(f"size {width}x{height} and {frames} frames: expected sides that are multiples of 16 "
                              f"and a video length 4k+1 >= 5")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise VinoInputError(f"tasks {list(tasks)}: expected a non-empty list drawn from {list(TASKS)}")
     media = os.path.join(out, "media")
     os.makedirs(media, exist_ok=True)
-    records = []
-    for task in TASKS:
-        for index in range(per_task):
-            meta, long, short = sample(task, seed, index, width, height, frames, split)
-            sid = f"{task}-{index:05d}"
-            scene = meta["scene"]
-            target = os.path.join(media, sid + (".png" if scene["frames"] == 1 else ".mp4"))
-            save_media(target, render(scene), fps)
-            images = [os.path.join(media, f"{sid}-image{k}.png") for k in range(1, len(meta["ref_images"]) + 1)]
-            for path, ref in zip(images, meta["ref_images"]):
-                save_media(path, render(ref), fps)
-            video = meta["ref_video"] and os.path.join(media, f"{sid}-video.mp4")
-            if video:
-                save_media(video, render(meta["ref_video"]), fps)
-            records.append(Record(
-                id=sid, task=task, target=target, caption_long=long, caption_short=short, ref_images=images,
-                ref_video=video, ref_image_have_base=task == "ti2i_ref", width=scene["width"],
-                height=scene["height"], frames=scene["frames"], fps=fps, meta=meta,
-            ))
+    jobs = [(task, index, seed, width, height, frames, fps, split, media)
+            for task in TASKS if task in tasks for index in range(per_task)]
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            records = pool.map(_write_sample, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+    else:
+        records = [_write_sample(job) for job in jobs]
     write_manifest(os.path.join(out, "manifest.jsonl"), records)
     write_task_file(os.path.join(out, "tasks_image.json"), records, IMAGE_TASKS)
     write_task_file(os.path.join(out, "tasks_video.json"), records, [t for t in TASKS if t not in IMAGE_TASKS])
@@ -638,6 +654,10 @@ def write_task_file(path, records, tasks=TASKS):
         f.write("\n")
 
 
+def _tasks(text):
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
 def _size(text):
     width, _, height = text.partition("x")
     return int(width), int(height or width)
@@ -652,9 +672,12 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=17, help="video length, 4k+1 (default 17)")
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--split", choices=SPLITS, default="train")
+    parser.add_argument("--tasks", type=_tasks, default=TASKS, help="comma-separated task kinds (default: all)")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
     args = parser.parse_args(argv)
     width, height = args.size
-    records = write_split(args.out, args.seed, args.per_task, width, height, args.frames, args.fps, args.split)
+    records = write_split(args.out, args.seed, args.per_task, width, height, args.frames, args.fps, args.split,
+                          args.tasks, args.workers)
     print(f"wrote {len(records)} samples ({args.split}, seed {args.seed}) to {os.path.join(args.out, 'manifest.jsonl')}")
 
 
