@@ -21,14 +21,15 @@ REFERENCE_AREA = 64 * 64
 
 
 class CountingVAE:
-    """The tiny VAE, counting how often it encodes."""
+    """The tiny VAE, counting the media it encodes (a batch counts each of its items)."""
 
     def __init__(self):
-        self.vae, self.calls = make_tiny_vae(), 0
+        self.vae, self.calls, self.batches = make_tiny_vae(), 0, 0
 
-    def encode(self, *args, **kwargs):
-        self.calls += 1
-        return self.vae.encode(*args, **kwargs)
+    def encode(self, pixels, *args, **kwargs):
+        self.calls += pixels.shape[0]
+        self.batches += 1
+        return self.vae.encode(pixels, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,24 @@ def test_cache_runs_the_vae_once_per_file_and_is_keyed_by_content(world, tmp_pat
     assert other_dtype.key(t2i.target, spec) != cache.key(t2i.target, spec)
     latent = cache.load(samples[0].target)
     assert latent.dtype == torch.float32 and tuple(latent.shape) == samples[0].shape
+
+
+def test_cache_fill_batches_media_of_one_shape_and_matches_one_at_a_time(world, tmp_path):
+    records, vae_file, cache, samples, _ = world
+    assert cache.vae.batches < cache.vae.calls  # the fixture's index encoded several media per VAE call
+    single = LatentCache(tmp_path / "single", make_tiny_vae(), vae_file, "float32")
+    for sample in samples[:6]:
+        spec = target_spec(sample.record, data_config(), REFERENCE_AREA)
+        key, _ = single.ensure(sample.record.target, spec)
+        assert key == sample.target
+        torch.testing.assert_close(single.load(key), cache.load(key), atol=1e-5, rtol=1e-4)
+    memory = LatentCache(cache.folder, cache.vae, vae_file, "float32", keep_in_memory=True)
+    first = memory.load(samples[0].target)
+    memory.file(samples[0].target).rename(tmp_path / "moved")  # a loaded latent no longer needs its file
+    try:
+        assert memory.load(samples[0].target) is first
+    finally:
+        (tmp_path / "moved").rename(memory.file(samples[0].target))
 
 
 def test_unreadable_media_are_skipped_and_counted(world, tmp_path, caplog):

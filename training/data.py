@@ -25,6 +25,7 @@ import math
 import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,10 +117,12 @@ def sha256_file(path) -> str:
 
 
 class LatentCache:
-    def __init__(self, folder, vae, vae_path, vae_dtype: str):
+    def __init__(self, folder, vae, vae_path, vae_dtype: str, keep_in_memory: bool = False):
         self.folder = Path(folder)
         self.vae = vae
         self.vae_id = f"{self.fingerprint(vae_path)}:{vae_dtype}"
+        self.keep_in_memory = keep_in_memory  # loaded latents stay in RAM (small models, many steps)
+        self.memory = {}
 
     def content_hash(self, path) -> str:
         """sha256 of the file's bytes, remembered by (absolute path, size, mtime)."""
@@ -165,9 +168,55 @@ class LatentCache:
             save_file({"latent": latent.contiguous()}, str(partial), metadata=metadata)
         return key, tuple(latent.shape)
 
+    def fill(self, items, batch_size: int = 32, workers: int = 8) -> int:
+        """Encode the misses among (path, spec) items in batches of one pixel shape (media read by
+        `workers` threads); returns how many were encoded. Unreadable media are left for `ensure` to report."""
+        misses = {}
+        for path, spec in items:
+            try:
+                key = self.key(path, spec)
+            except OSError:
+                continue
+            if key not in misses and not self.file(key).is_file():
+                misses[key] = (path, spec)
+
+        def read(job):
+            key, (path, spec) = job
+            try:
+                return key, path, spec, frames_to_tensor(read_fitted(path, spec)[0])
+            except MEDIA_ERRORS:
+                return None
+
+        groups, done = {}, 0
+        with ThreadPoolExecutor(workers) as pool:
+            for item in tqdm(pool.map(read, misses.items()), total=len(misses), desc="latent cache", leave=False,
+                             disable=not misses):
+                if item is None:
+                    continue
+                group = groups.setdefault(tuple(item[3].shape), [])
+                group.append(item)
+                if len(group) == batch_size:
+                    done += self._encode_group(groups.pop(tuple(item[3].shape)))
+            for group in groups.values():
+                done += self._encode_group(group)
+        return done
+
+    def _encode_group(self, group) -> int:
+        latents = self.vae.encode(torch.stack([pixels for *_, pixels in group]), sample=False).float().cpu()
+        for (key, path, spec, _), latent in zip(group, latents):
+            with atomic_output(self.file(key)) as partial:
+                save_file({"latent": latent.contiguous()}, str(partial),
+                          metadata={"source": str(path), "fit": json.dumps(spec)})
+        return len(group)
+
     def load(self, key: str) -> torch.Tensor:
+        if key in self.memory:
+            return self.memory[key]
         try:
-            return load_file(self.file(key))["latent"]
+            latent = load_file(self.file(key))["latent"]
+            if self.keep_in_memory:
+                self.memory[key] = latent
+            return latent
         except Exception as err:  # a cache file damaged on disk reads like corrupt media
             raise VinoInputError(f"latent cache file {self.file(key)} is unreadable ({err})") from err
 
@@ -186,6 +235,19 @@ class Sample:
     images: list  # latent keys of the reference images, prompt order
     video: str | None  # latent key of the reference video
     video_spec: dict | None
+
+
+def media_specs(record: Record, cfg, reference_area: int) -> list[tuple[str, dict]]:
+    """(path, fit spec) of every medium of a record that goes through the VAE (none when it cannot be fitted)."""
+    try:
+        spec = target_spec(record, cfg, reference_area)
+    except VinoInputError:
+        return []
+    items = [(record.target, spec)] + [(p, {"fit": "letterbox", "area": reference_area, "frames": 1})
+                                       for p in record.ref_images]
+    if record.ref_video:
+        items.append((record.ref_video, {"fit": "video", "area": reference_area, "frames": spec["frames"]}))
+    return items
 
 
 def index_record(position: int, record: Record, cfg, cache: LatentCache, reference_area: int) -> Sample:
@@ -216,6 +278,7 @@ def build_index(records: list[Record], cfg, cache: LatentCache, reference_area: 
     """
     wanted = [(i, r) for i, r in enumerate(records) if cfg.tasks.get(r.task, 0) > 0]
     mine = wanted[rank::world]
+    cache.fill([item for _, record in mine for item in media_specs(record, cfg, reference_area)], cfg.cache_batch)
     samples, skipped = [], Counter()
     for position, record in tqdm(mine, desc="latent cache", disable=rank != 0, leave=False):
         try:

@@ -81,7 +81,7 @@ def train(cfg) -> Path:
 
     trainee, config = model.build(cfg)
     vae = VinoVAE.load(cfg.model.vae, device=device, dtype=parse_dtype(cfg.data.vae_dtype))
-    cache = LatentCache(cfg.data.cache, vae, cfg.model.vae, cfg.data.vae_dtype)
+    cache = LatentCache(cfg.data.cache, vae, cfg.model.vae, cfg.data.vae_dtype, cfg.data.keep_in_memory)
     records = [record for manifest in cfg.data.manifest for record in read_manifest(manifest)]
     samples, _ = build_index(records, cfg.data, cache, config.reference_area, rank, world, engine.gather)
     data = TrainData(samples, cache, cfg.data, config.reference_area, seed, rank, world, read_media=cfg.run.stage > 0)
