@@ -308,3 +308,23 @@ def test_rewrite_returns_the_greedy_continuation_only(encoder):
 
     assert isinstance(caption, str) and caption
     assert caption == expected.strip()
+
+
+def test_encode_many_matches_encode_one_by_one(encoder):
+    """A training batch reads its contexts in one padded pass; each result is what `encode` gives alone."""
+    def image(colour, size=64):
+        return Image.new("RGB", (size, size), colour)
+
+    video = [image((10 * i, 60, 90)) for i in range(9)]
+    contexts = [
+        ("a red circle", [], None, None),
+        ("Image 1 moves left while Image 2 stays", [image("red"), image("blue", 96)], None, None),
+        ("in Video 1 replace the square with Image 1", [image("green")], video, 8.0),
+        ("", [], None, None),
+    ]
+    for context, many in zip(contexts, encoder.encode_many(contexts)):
+        one = encoder.encode(*context)
+        assert many.text_states.shape == one.text_states.shape
+        torch.testing.assert_close(many.text_states, one.text_states, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(many.boundary_tokens, one.boundary_tokens, atol=1e-5, rtol=1e-4)
+        assert (many.num_images, many.has_video) == (one.num_images, one.has_video)

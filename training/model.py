@@ -35,11 +35,21 @@ class NativeTextEncoder:
         self.language_model, self.tokenizer, self.layer, self.max_tokens = language_model, tokenizer, layer, max_tokens
 
     @torch.no_grad()
-    def __call__(self, text: str) -> torch.Tensor:
-        """[L, hidden] for one caption."""
-        ids = self.tokenizer(text, truncation=True, max_length=self.max_tokens - 1).input_ids
-        ids = torch.tensor([ids + [self.tokenizer.eos_token_id]], device=self.language_model.device)
-        return self.language_model(input_ids=ids, output_hidden_states=True).hidden_states[self.layer][0]
+    def __call__(self, texts: list[str]) -> list[torch.Tensor]:
+        """[L_i, hidden] for each caption, read in one padded batch (padding after each caption, so the
+        causal model gives its tokens what it gives them alone)."""
+        rows = [self.tokenizer(t, truncation=True, max_length=self.max_tokens - 1).input_ids + [self.tokenizer.eos_token_id]
+                for t in texts]
+        longest = max(map(len, rows))
+        ids = torch.full((len(rows), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, : len(row)] = torch.tensor(row)
+            mask[b, : len(row)] = 1
+        device = self.language_model.device
+        states = self.language_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     output_hidden_states=True).hidden_states[self.layer]
+        return [states[b, : len(row)] for b, row in enumerate(rows)]
 
 
 class Trainee(nn.Module):
@@ -54,9 +64,9 @@ class Trainee(nn.Module):
     def read(self, contexts) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Text tokens [B, L, text_dim] (padded), their mask [B, L] and per-sample boundary tokens."""
         if self.native is not None:
-            states, boundary = [self.native(c.text) for c in contexts], [None] * len(contexts)
+            states, boundary = self.native([c.text for c in contexts]), [None] * len(contexts)
         else:
-            encoded = [self.encoder.encode(c.text, c.images, c.video, c.video_fps) for c in contexts]
+            encoded = self.encoder.encode_many([(c.text, c.images, c.video, c.video_fps) for c in contexts])
             states = [e.text_states for e in encoded]
             boundary = [e.boundary_tokens if e.boundary_tokens.shape[0] else None for e in encoded]
         dtype = self.transformer.proj_out.weight.dtype
@@ -145,7 +155,8 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
     else:
         base = preset(m.preset)
         try:
-            config = dataclasses.replace(base, mmdit=dataclasses.replace(base.mmdit, **m.mmdit))
+            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in m.mmdit.items()}  # TOML lists
+            config = dataclasses.replace(base, mmdit=dataclasses.replace(base.mmdit, **fields))
         except TypeError as err:
             raise VinoInputError(f"model.mmdit has a key that MMDiTConfig lacks ({err})") from err
         mmdit = fresh_mmdit(config.mmdit, seed)

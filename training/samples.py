@@ -31,7 +31,7 @@ def native_generation(trainee: Trainee, vae, entry, cfg, device) -> tuple:
     frames = 1 if task.output == "image" else cfg.frames
     dtype = trainee.transformer.proj_out.weight.dtype
     prompts = {"cond": entry.caption, "uncond": ""}
-    branches = {name: Branch(trainee.native(text).to(dtype)) for name, text in prompts.items()}
+    branches = {name: Branch(trainee.native([text])[0].to(dtype)) for name, text in prompts.items()}
     shape = (1, vae.latent_channels, (frames - 1) // vae.temporal_compression + 1,
              cfg.height // vae.spatial_compression, cfg.width // vae.spatial_compression)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(cfg.seed)).to(device)

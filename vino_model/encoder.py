@@ -251,6 +251,56 @@ class InterleavedEncoder(nn.Module):
             has_video=has_video,
         )
 
+    def encode_many(self, contexts) -> list[EncodedContext]:
+        """`encode` for several (text, images, video, video_fps) contexts in one padded pass of the VLM
+        (padding after each prompt, masked), for training batches; each result matches `encode` alone."""
+        contexts = list(contexts)
+        if len(contexts) == 1:
+            return [self.encode(*contexts[0])]
+        inputs = [self.prepare_inputs(*context) for context in contexts]
+        model, device = self.vlm.model, self.vlm.device
+        lengths = [x["input_ids"].shape[1] for x in inputs]
+        longest, count = max(lengths), len(inputs)
+        pad = self.processor.tokenizer.pad_token_id
+        ids = torch.full((count, longest), pad, dtype=torch.long, device=device)
+        types = torch.zeros((count, longest), dtype=inputs[0]["mm_token_type_ids"].dtype, device=device)
+        mask = torch.zeros((count, longest), dtype=torch.long, device=device)
+        positions = torch.zeros((3, count, longest), dtype=torch.long, device=device)
+        for b, (x, length) in enumerate(zip(inputs, lengths)):
+            ids[b, :length], types[b, :length], mask[b, :length] = x["input_ids"][0], x["mm_token_type_ids"][0], 1
+            positions[:, b, :length] = model.get_rope_index(
+                x["input_ids"], x["mm_token_type_ids"], image_grid_thw=x.get("image_grid_thw"),
+                video_grid_thw=x.get("video_grid_thw"))[0][:, 0]
+
+        def cat(key):
+            parts = [x[key] for x in inputs if x.get(key) is not None]
+            return torch.cat(parts) if parts else None
+
+        with torch.no_grad():
+            prompt = model(input_ids=ids, attention_mask=mask, position_ids=positions, mm_token_type_ids=types,
+                           pixel_values=cat("pixel_values"), image_grid_thw=cat("image_grid_thw"),
+                           pixel_values_videos=cat("pixel_values_videos"), video_grid_thw=cat("video_grid_thw"),
+                           use_cache=True, output_hidden_states=True)
+        metaquery = self.mm_encoder.metaquery.to(device, self.vlm.dtype)
+        last = positions[:, torch.arange(count, device=device), torch.tensor(lengths, device=device) - 1]  # [3, B]
+        queries = model.language_model(
+            inputs_embeds=metaquery[None].expand(count, -1, -1),
+            position_ids=last[:, :, None] + torch.arange(metaquery.shape[0], device=device),
+            attention_mask=torch.cat([mask, mask.new_ones(count, metaquery.shape[0])], dim=1),
+            past_key_values=prompt.past_key_values, use_cache=True, output_hidden_states=True)
+        config, results = self.vlm.config, []
+        for b, (context, length) in enumerate(zip(contexts, lengths)):
+            hidden = torch.cat([prompt.hidden_states[-2][b, :length], queries.hidden_states[-2][b]])
+            hidden = hidden.to(self.mm_encoder.metaquery.dtype)
+            num_images, has_video = len(context[1]), context[2] is not None
+            marks = boundary_positions(ids[b, :length], config.vision_start_token_id, config.vision_end_token_id,
+                                       num_images, has_video)
+            results.append(EncodedContext(
+                text_states=self.mm_encoder.connector(hidden),
+                boundary_tokens=self.mm_encoder.connector_vae_branch(hidden[marks.to(hidden.device)]),
+                num_images=num_images, has_video=has_video))
+        return results
+
     @torch.no_grad()
     def rewrite(
         self, text: str, images=(), video=None, video_fps: float | None = None, max_new_tokens: int = 256
