@@ -393,7 +393,8 @@ def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
     """Score the outputs in `results_dir` of the entries of release-format task files.
 
     An entry's output is `{index}.png|.mp4` (the release's names) or `{index}_{task}.png|.mp4`
-    (`vino_model.generate`'s); a missing one scores 0 and is flagged. Returns one dict per entry:
+    (`vino_model.generate`'s); a missing one scores 0 and is flagged. results_dir None scores the
+    manifest's own targets (the ground truth). Returns one dict per entry:
     {"index", "task", "score", "checks", "missing"}."""
     manifest = manifest or os.path.join(os.path.dirname(os.path.abspath(task_files[0])), "manifest.jsonl")
     records = list(read_manifest(manifest))
@@ -403,7 +404,8 @@ def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
             record = records[int(entry.index)]
             names = [f"{entry.index}{ext}" for ext in (".png", ".mp4")] + \
                 [f"{entry.index}_{entry.task}{ext}" for ext in (".png", ".mp4")]
-            found = [p for p in (os.path.join(results_dir, n) for n in names) if os.path.isfile(p)]
+            found = [record.target] if results_dir is None else \
+                [p for p in (os.path.join(results_dir, n) for n in names) if os.path.isfile(p)]
             if found:
                 result = {**score(record.meta, load_media(found[0]), tol), "missing": False}
             else:
@@ -438,7 +440,9 @@ def format_table(results):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", required=True, help="release-format task files (training.world writes them)")
-    parser.add_argument("--results", required=True, help="folder of outputs named {index}.png|.mp4 or {index}_{task}.png|.mp4")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", help="folder of outputs named {index}.png|.mp4 or {index}_{task}.png|.mp4")
+    source.add_argument("--ground-truth", action="store_true", help="score the manifest's own target renders")
     parser.add_argument("--manifest", help="ground truth (default: manifest.jsonl beside the first task file)")
     parser.add_argument("--json", help="also write the per-sample scores here")
     for f in fields(Tolerances):

@@ -41,15 +41,17 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", type=Path, help="vino.ckpt, our .safetensors file or a sharded folder")
     p.add_argument("--qwen", type=Path, help="Qwen3-VL folder (Qwen3-VL-4B-Instruct for the official weights)")
     p.add_argument("--vae", type=Path, help="HunyuanVideo VAE: diffusers folder or one .safetensors file")
+    p.add_argument("--model", type=Path, help="a bundle folder (vino.safetensors, qwen3vl/, vae.safetensors, defaults.json), "
+                   "e.g. vino_model/embedded: sets --checkpoint/--qwen/--vae and its sampling defaults")
     p.add_argument("--out", type=Path, default=Path("output"), help="output folder (default: output/)")
     p.add_argument("--demo", action="store_true", help="tiny random model + demo tasks, small sizes, few steps")
     p.add_argument("--width", type=int, help="output width (default 640 for images, 848 for videos)")
     p.add_argument("--height", type=int, help="output height (default 640 for images, 480 for videos)")
     p.add_argument("--frames", type=int, help="output frames, 4k+1 (default 85; 81 for video edits)")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, help="sampling steps (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg", type=float, help="text CFG (default 5 for images, 7 for videos)")
-    p.add_argument("--image-cfg", type=float, default=1.0, help="image CFG; 1 is off, 1-3 for reference tasks")
+    p.add_argument("--image-cfg", type=float, help="image CFG; 1 (the default) is off, 1-3 for reference tasks")
     p.add_argument("--shift", type=float, help="schedule shift (default 5 for images, 7 for videos)")
     p.add_argument("--negative-image", help="negative prompt for image tasks ('' for none)")
     p.add_argument("--negative-video", help="negative prompt for video tasks ('' for none)")
@@ -121,6 +123,26 @@ def write_demo(folder: Path) -> tuple[Path, Path]:
 
 # ---------------------------------------------------------------- running a task file
 
+BUNDLE_DEFAULTS = ("width", "height", "frames", "steps", "cfg", "image_cfg", "shift", "negative_image", "negative_video")
+
+
+def apply_bundle(args) -> None:
+    """--model DIR: the bundle's three parts, and its defaults.json for every option left unset."""
+    folder = args.model
+    parts = {"checkpoint": folder / "vino.safetensors", "qwen": folder / "qwen3vl", "vae": folder / "vae.safetensors"}
+    missing = [str(p) for p in parts.values() if not p.exists()]
+    if missing:
+        raise VinoInputError(f"--model {folder} is not a VINO bundle: missing {', '.join(missing)}")
+    for name, path in parts.items():
+        if getattr(args, name) is None:
+            setattr(args, name, path)
+    defaults_file = folder / "defaults.json"
+    defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else {}
+    for name in BUNDLE_DEFAULTS:
+        if getattr(args, name) is None and name in defaults:
+            setattr(args, name, defaults[name])
+
+
 
 def run(args) -> list[Path]:
     parallel, device = init_from_env(args.device)  # several GPUs under torchrun: sequence parallel
@@ -133,8 +155,12 @@ def run(args) -> list[Path]:
         bundle, args.tasks = DEMO_DIR / "model", DEMO_DIR / "demo_tasks.json"
         args.checkpoint, args.qwen, args.vae = bundle / "vino.safetensors", bundle / "qwen3vl", bundle / "vae.safetensors"
         args.width, args.height, args.frames = args.width or 64, args.height or 64, args.frames or 9
-        args.steps = 4 if args.steps == 50 else args.steps
+        args.steps = args.steps or 4
         log.info("demo: a tiny RANDOM model (not trained): the outputs are noise-like by design")
+    if args.model:
+        apply_bundle(args)
+    args.steps = args.steps or 50
+    args.image_cfg = 1.0 if args.image_cfg is None else args.image_cfg
     for name in ("tasks", "checkpoint", "qwen", "vae"):
         if getattr(args, name) is None:
             raise VinoInputError(f"--{name} is required (or use --demo)")
