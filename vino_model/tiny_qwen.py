@@ -101,23 +101,31 @@ def _train_tokenizer(corpus: list[str]) -> Qwen2TokenizerFast:
     return tokenizer
 
 
-def _tiny_config(tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig:
+# The language model's size; `make_tiny_qwen3vl(text=...)` overrides any of these.
+TEXT_SIZE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "head_dim": 16}
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Qwen3-VL's split of the rotary half-dimension over (t, h, w): about 3:2.5:2.5, summing to head_dim / 2."""
+    half = head_dim // 2
+    spatial = (half - half * 3 // 8) // 2
+    return [half - 2 * spatial, spatial, spatial]
+
+
+def _tiny_config(tokenizer: Qwen2TokenizerFast, text: dict | None = None) -> Qwen3VLConfig:
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    size = {**TEXT_SIZE, **(text or {})}
     return Qwen3VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
+            **size,
             "max_position_embeddings": 8192,
             # mrope_section sums to head_dim / 2, interleaved as in Qwen3-VL
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 5_000_000.0,
-                "mrope_section": [4, 2, 2],
+                "mrope_section": _mrope_section(size["head_dim"]),
                 "mrope_interleaved": True,
             },
             "bos_token_id": ids["<|endoftext|>"],
@@ -132,7 +140,7 @@ def _tiny_config(tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig:
             "patch_size": 16,
             "temporal_patch_size": 2,
             "spatial_merge_size": 2,
-            "out_hidden_size": 64,  # = text hidden_size
+            "out_hidden_size": size["hidden_size"],
             "num_position_embeddings": 64,  # a perfect square: an 8x8 learned grid
             "deepstack_visual_indexes": [0],
         },
@@ -144,8 +152,10 @@ def _tiny_config(tokenizer: Qwen2TokenizerFast) -> Qwen3VLConfig:
     )
 
 
-def make_tiny_qwen3vl(folder, seed: int = 0, corpus: list[str] | None = None) -> Path:
-    """Write a complete tiny Qwen3-VL folder that `from_pretrained` loads; returns its path."""
+def make_tiny_qwen3vl(folder, seed: int = 0, corpus: list[str] | None = None, text: dict | None = None) -> Path:
+    """Write a complete tiny random Qwen3-VL folder that `from_pretrained` loads; returns its path.
+
+    corpus: the texts its byte-level BPE tokenizer is trained on; text: language-model sizes over TEXT_SIZE."""
     folder = Path(folder)
     tokenizer = _train_tokenizer(DEFAULT_CORPUS if corpus is None else corpus)
     # Qwen3-VL's patching (16-pixel patches, 2 frames, 2x2 merge: tokens of 32x32 pixels); small
@@ -160,7 +170,7 @@ def make_tiny_qwen3vl(folder, seed: int = 0, corpus: list[str] | None = None) ->
         chat_template=CHAT_TEMPLATE,
     )
 
-    config = _tiny_config(tokenizer)
+    config = _tiny_config(tokenizer, text)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen3VLForConditionalGeneration(config)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The embedded default, from nothing: the procedural world, the tiny Qwen3-VL's language, the tiny VAE,
+# VINO stages 0-3, the bundle (vino_model/embedded/) and its benchmark on held-out prompts. One GPU,
+# about 40 minutes on an H100. Every step skips what is already done, so a stopped run picks up
+# where it was (a stage resumes from its last checkpoint).
+#
+#   bash scripts/train_embedded.sh            # PY=python3 WORKERS=16 ... to change the defaults below
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+WORKERS=${WORKERS:-$(nproc)}
+BASE_PER_TASK=${BASE_PER_TASK:-4000}   # t2i and t2v samples for stages 0-2
+TASK_PER_TASK=${TASK_PER_TASK:-800}    # samples of each of the nine task kinds for stage 3
+HELDOUT_PER_TASK=${HELDOUT_PER_TASK:-24}
+LM_STEPS=${LM_STEPS:-1500}
+VAE_STEPS=${VAE_STEPS:-3000}
+VAE_POOL=${VAE_POOL:-4000}            # world samples rendered for the VAE
+STAGE_ARGS=${STAGE_ARGS:-}             # key=value overrides for every stage (run.steps=2 for a smoke run);
+                                       # STAGE0_ARGS .. STAGE3_ARGS for one stage
+BUNDLE=${BUNDLE:-vino_model/embedded}
+SRC=models/embedded-src
+
+step() { echo "=== $(date +%T) $*"; }
+
+world() {  # out, extra args...
+  local out=$1; shift
+  [ -f "$out/manifest.jsonl" ] || "$PY" -m training.world --out "$out" --workers "$WORKERS" "$@"
+}
+
+step "world (train split) and the tiny VLM's language, the VAE, in parallel"
+world data/embedded/base --per-task "$BASE_PER_TASK" --tasks t2i,t2v --seed 0 &
+world_base=$!
+world data/embedded/tasks --per-task "$TASK_PER_TASK" --seed 1 &
+world_tasks=$!
+[ -d "$SRC/qwen3vl" ] || "$PY" -m training.language --out "$SRC/qwen3vl" --steps "$LM_STEPS"
+[ -f "$SRC/vae.safetensors" ] || "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" --steps "$VAE_STEPS" --pool "$VAE_POOL" \
+  --workers "$WORKERS"
+wait "$world_base" "$world_tasks"
+step "the VAE's round-trip ceiling on held-out renders (must reach VAE_CEILING=${VAE_CEILING:=0.95})"
+"$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --require "$VAE_CEILING"
+
+for stage in 0 1 2 3; do
+  if [ -f "runs/embedded/stage$stage/export/vino.safetensors" ]; then continue; fi
+  step "stage $stage"
+  extra_var="STAGE${stage}_ARGS"
+  # shellcheck disable=SC2086
+  "$PY" -m training.run "training/configs/embedded/stage$stage.toml" $STAGE_ARGS ${!extra_var:-}
+done
+
+step "bundle -> $BUNDLE"
+"$PY" -m training.bundle --checkpoint runs/embedded/stage3/export/vino-ema.safetensors --qwen "$SRC/qwen3vl" \
+  --vae "$SRC/vae.safetensors" --out "$BUNDLE"
+
+step "benchmark on held-out prompts"
+world data/embedded/heldout --per-task "$HELDOUT_PER_TASK" --split heldout --seed 0
+MODEL="$BUNDLE" bash scripts/bench_embedded.sh data/embedded/heldout output/embedded-bench

@@ -1,0 +1,141 @@
+"""The embedded default's recipe at toy sizes: the world in parallel, the VLM's language, the VAE and its
+round-trip ceiling, the batched native text encoder, the bundle and `generate --model`."""
+
+import json
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+from training import autoencoder, bench, language
+from training.bundle import DEFAULTS, write_bundle
+from training.model import NativeTextEncoder
+from training.world import write_split
+from vino_model.checkpoint import load_vino_weights, save_vino
+from vino_model.errors import VinoInputError
+from vino_model.generate import apply_bundle
+from vino_model.pipeline import VinoPipeline
+from vino_model.tiny import make_tiny_bundle
+from vino_model.vae import VinoVAE
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_bundle(tmp_path_factory.mktemp("tiny"))
+
+
+def test_world_in_parallel_writes_what_one_process_writes(tmp_path):
+    one = write_split(str(tmp_path / "one"), per_task=2, width=32, height=32, frames=5, tasks=("t2i", "tv2v"))
+    two = write_split(str(tmp_path / "two"), per_task=2, width=32, height=32, frames=5, tasks=("t2i", "tv2v"),
+                      workers=2)
+    assert [r.task for r in one] == ["t2i", "t2i", "tv2v", "tv2v"]
+    assert [r.meta for r in one] == [r.meta for r in two]
+    for a, b in zip(one, two):
+        assert Path(a.target).read_bytes() == Path(b.target).read_bytes()
+    with pytest.raises(VinoInputError, match="expected a non-empty list"):
+        write_split(str(tmp_path / "bad"), per_task=1, tasks=("t2i", "inpaint"))
+
+
+def test_language_model_learns_the_world_captions(tmp_path):
+    out = tmp_path / "qwen3vl"
+    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "head_dim": 16}
+    captions = language.world_captions(36, seed=0)
+    assert len(captions) == 36 and len(set(captions)) > 20
+    language.train(out, steps=30, batch_size=8, lr=3e-3, text=size, captions=36, seed=0, device="cpu")
+    model = Qwen3VLForConditionalGeneration.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    assert model.config.text_config.hidden_size == 32
+    assert not (tmp_path / "qwen3vl.partial").exists()
+    ids = torch.tensor([language.chat_ids(processor.tokenizer, c) for c in captions[:1]])
+    trained = model(input_ids=ids, labels=ids).loss.item()
+    assert trained < 0.8 * np.log(len(processor.tokenizer))  # well under a uniform guess after 30 steps
+    with pytest.raises(VinoInputError, match="exists"):
+        language.train(out, 1, 2, 1e-3, size, 8, 0, "cpu")
+
+
+def test_object_pixels_weigh_more_than_the_grey_background():
+    pixels = torch.zeros(1, 3, 1, 2, 2)
+    pixels[0, :, 0, 0, 0] = torch.tensor([0.8, -0.8, -0.8])  # a red pixel; the rest mid-grey
+    weights = autoencoder.object_weights(pixels, 8.0)
+    assert weights[0, 0, 0, 0, 0] == 8.0 and weights.flatten()[1:].eq(1.0).all()
+
+
+def test_vae_trains_and_its_round_trip_ceiling_is_scored(tmp_path):
+    out = autoencoder.train(tmp_path / "vae.safetensors", steps=2, batch_size=1, lr=1e-3, channels=(8, 8, 8, 8),
+                            pool_size=9, size=32, frames=5, seed=0, workers=1, device="cpu")
+    vae = VinoVAE.load(out)
+    assert vae.scaling_factor != pytest.approx(0.476986)  # its own, measured on held clips
+    ceiling = autoencoder.ceiling(vae, count=2, size=32, frames=5)
+    assert set(ceiling) == {"t2i", "t2v"} and all(0.0 <= v <= 1.0 for v in ceiling.values())
+    # a VAE that returns its input exactly would score the ground truth's 1.0
+    identity = Namespace(encode=lambda pixels, sample=False: pixels, decode=lambda latents: latents)
+    assert autoencoder.ceiling(identity, count=2, size=32, frames=5) == {"t2i": 1.0, "t2v": 1.0}
+
+
+def test_native_text_encoder_reads_a_batch_as_it_reads_each_caption(tiny):
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny / "qwen3vl")
+    tokenizer = AutoProcessor.from_pretrained(tiny / "qwen3vl").tokenizer
+    native = NativeTextEncoder(model.model.language_model, tokenizer, layer=-3, max_tokens=64)
+    captions = ["a red star", "", "two large striped blue squares move slowly to the left"]
+    batch = native(captions)
+    for caption, states in zip(captions, batch):
+        alone = native([caption])[0]
+        assert states.shape == alone.shape
+        torch.testing.assert_close(states, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_bundle_is_half_precision_complete_and_loads(tiny, tmp_path):
+    out = write_bundle(tiny / "vino.safetensors", tiny / "qwen3vl", tiny / "vae.safetensors", tmp_path / "bundle",
+                       {**DEFAULTS, "steps": 7})
+    for name in ("vino.safetensors", "vae.safetensors", "qwen3vl/model.safetensors"):
+        with safe_open(str(out / name), "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}, name
+    assert json.loads((out / "defaults.json").read_text())["steps"] == 7
+    pipe = VinoPipeline.load(out / "vino.safetensors", out / "qwen3vl", out / "vae.safetensors")
+    result = pipe.generate("t2i", "a red star", width=32, height=32, steps=2, seed=0)
+    assert result.frames.shape == (1, 32, 32, 3)
+    # a second bundle replaces the first as a whole
+    write_bundle(tiny / "vino.safetensors", tiny / "qwen3vl", tiny / "vae.safetensors", out, DEFAULTS)
+    assert json.loads((out / "defaults.json").read_text())["steps"] == DEFAULTS["steps"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no .partial or .old left behind
+    config, transformer, _ = load_vino_weights(tiny / "vino.safetensors")
+    save_vino(tmp_path / "base.safetensors", {f"transformer.{k}": v for k, v in transformer.items()}, config)
+    with pytest.raises(VinoInputError, match="no mm_encoder"):
+        write_bundle(tmp_path / "base.safetensors", tiny / "qwen3vl", tiny / "vae.safetensors", tmp_path / "b2", DEFAULTS)
+
+
+def test_generate_model_fills_paths_and_unset_options_from_the_bundle(tiny, tmp_path):
+    out = write_bundle(tiny / "vino.safetensors", tiny / "qwen3vl", tiny / "vae.safetensors", tmp_path / "bundle",
+                       {**DEFAULTS, "width": 32, "cfg": 2.5})
+    args = Namespace(model=out, checkpoint=None, qwen=None, vae=None, width=None, height=48, frames=None, steps=None,
+                     cfg=None, image_cfg=None, shift=None, negative_image=None, negative_video=None)
+    apply_bundle(args)
+    assert (args.checkpoint, args.qwen, args.vae) == (out / "vino.safetensors", out / "qwen3vl", out / "vae.safetensors")
+    assert (args.width, args.height, args.cfg, args.negative_image) == (32, 48, 2.5, "")  # the user's height stays
+    (out / "vae.safetensors").unlink()
+    with pytest.raises(VinoInputError, match="not a VINO bundle"):
+        apply_bundle(Namespace(**{**vars(args), "vae": None}))
+
+
+def test_bench_scores_the_ground_truth_itself(tmp_path):
+    write_split(str(tmp_path), per_task=1, width=32, height=32, frames=5)
+    results = bench.evaluate([str(tmp_path / "tasks_image.json"), str(tmp_path / "tasks_video.json")], None)
+    assert len(results) == 9 and all(r["score"] > 0.95 and not r["missing"] for r in results)
+    printed = subprocess.run([sys.executable, "-m", "training.bench", "--tasks", str(tmp_path / "tasks_image.json"),
+                              "--ground-truth"], capture_output=True, text=True, check=True).stdout
+    assert "t2i" in printed and "1.000" in printed
+
+
+def test_a_vae_below_the_required_ceiling_is_refused():
+    identity = Namespace(encode=lambda pixels, sample=False: pixels, decode=lambda latents: latents)
+    assert autoencoder.check_ceiling(identity, 0.95, size=32, frames=5) == {"t2i": 1.0, "t2v": 1.0}
+    grey = Namespace(encode=lambda pixels, sample=False: pixels, decode=lambda latents: latents * 0)
+    with pytest.raises(VinoInputError, match="below 0.95"):
+        autoencoder.check_ceiling(grey, 0.95, size=32, frames=5)

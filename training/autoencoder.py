@@ -1,0 +1,204 @@
+"""Train a tiny HunyuanVideo VAE (the real diffusers class, VINO's 16 channels and 4x/8x compression)
+on the procedural world, for the embedded default.
+
+Clips and stills are rendered in memory from `training.world` (train split, every task kind's targets
+and references), flipped and reversed at random. The loss is L1 + MSE on pixels plus a small KL term,
+with the posterior sampled as in training a latent diffusion VAE. The scaling factor is set so that
+the posterior means have unit standard deviation over a held batch, and goes into the file's metadata
+(`VinoVAE.save`), so every reader scales the same way.
+
+    python -m training.autoencoder --out models/embedded-src/vae.safetensors --steps 4000
+    python -m training.autoencoder --score models/embedded-src/vae.safetensors   (the round-trip ceiling)
+
+Training ends by scoring held-out renders after a VAE round trip with `training.bench`: that is the
+ceiling of any model on this VAE, and the first number to check (a VAE that blurs colours caps every task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLHunyuanVideo
+
+from vino_model.errors import VinoInputError, run_cli
+from vino_model.vae import VinoVAE
+
+from .bench import score
+from .manifest import IMAGE_TASKS, TASKS
+from .world import render, sample
+
+log = logging.getLogger("vino.train")
+
+VIDEO_TASKS = tuple(t for t in TASKS if t not in IMAGE_TASKS)
+
+
+def _scenes(job):
+    """Rendered uint8 frames of one sample's target and references: a list of [T, H, W, 3]."""
+    task, index, seed, size, frames = job
+    meta, _, _ = sample(task, seed, index, size, size, frames)
+    scenes = [meta["scene"], *meta["ref_images"]] + ([meta["ref_video"]] if meta["ref_video"] else [])
+    return [render(scene) for scene in scenes]
+
+
+def render_pool(count: int, seed: int, size: int, frames: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` samples' renders: (clips [N, T, H, W, 3], stills [M, H, W, 3]) as uint8."""
+    jobs = [(TASKS[i % len(TASKS)], i // len(TASKS), seed, size, frames) for i in range(count)]
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            rendered = pool.map(_scenes, jobs, chunksize=16)
+    else:
+        rendered = [_scenes(job) for job in jobs]
+    clips = [r for group in rendered for r in group if r.shape[0] == frames]
+    stills = [r[0] for group in rendered for r in group if r.shape[0] == 1] + [c[0] for c in clips[::4]]
+    return np.stack(clips), np.stack(stills)
+
+
+def to_pixels(frames: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """uint8 [B, T, H, W, 3] -> [B, 3, T, H, W] in [-1, 1], each sample flipped / reversed at random."""
+    out = []
+    for clip in frames:
+        if rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        if rng.random() < 0.5:
+            clip = clip[:, ::-1]
+        if clip.shape[0] > 1 and rng.random() < 0.5:
+            clip = clip[::-1]
+        out.append(np.ascontiguousarray(clip))
+    return torch.from_numpy(np.stack(out)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
+def object_weights(pixels: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, T, H, W]: `weight` on saturated (object) pixels, 1 on the grey background.
+    Objects cover a tenth of a frame; unweighted, a small VAE settles for the background and averages hues."""
+    saturation = pixels.amax(dim=1, keepdim=True) - pixels.amin(dim=1, keepdim=True)  # in [0, 2]
+    return 1 + (weight - 1) * (saturation > 0.3).float()
+
+
+def step_loss(model, pixels: torch.Tensor, kl_weight: float, object_weight: float) -> tuple[torch.Tensor, float]:
+    posterior = model.encode(pixels).latent_dist
+    recon = model.decode(posterior.sample()).sample
+    error = recon.float() - pixels
+    weights = object_weights(pixels, object_weight)
+    l1 = error.abs().mean()
+    loss = ((error.abs() + error.pow(2)) * weights).mean() / weights.mean() \
+        + kl_weight * posterior.kl().mean() / pixels[0].numel()
+    return loss, l1.item()
+
+
+@torch.no_grad()
+def ceiling(vae: VinoVAE, count: int = 16, seed: int = 1, size: int = 64, frames: int = 17) -> dict[str, float]:
+    """The benchmark's score of ground-truth t2i / t2v renders after a round trip through the VAE (posterior
+    mode): the best a latent model using this VAE can score. A VAE that loses colours or shapes shows here."""
+    means = {}
+    for task in ("t2i", "t2v"):
+        scores = []
+        for index in range(count):
+            meta, _, _ = sample(task, seed, index, size, size, frames, split="heldout")
+            pixels = torch.from_numpy(render(meta["scene"])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+            decoded = vae.decode(vae.encode(pixels, sample=False))
+            frames_out = ((decoded[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
+            scores.append(score(meta, frames_out)["score"])
+        means[task] = float(np.mean(scores))
+    return means
+
+
+def check_ceiling(vae: VinoVAE, require: float, size: int = 64, frames: int = 17) -> dict[str, float]:
+    """`ceiling`, failing with a clear error when a task's round-trip score is below `require`."""
+    scores = ceiling(vae, size=size, frames=frames)
+    low = {task: value for task, value in scores.items() if value < require}
+    if low:
+        raise VinoInputError(f"the VAE's round trip scores {low} on held-out ground truth, below {require}: every "
+                             "model on it is capped there; train the VAE longer or wider before the stages")
+    return scores
+
+
+def train(out: Path, steps: int, batch_size: int, lr: float, channels: tuple, pool_size: int, size: int,
+          frames: int, seed: int, workers: int, device: str, object_weight: float = 8.0, init: Path | None = None) -> Path:
+    if out.suffix != ".safetensors":
+        raise VinoInputError(f"--out {out}: expected a .safetensors file")
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    clips, stills = render_pool(pool_size, seed, size, frames, workers)
+    log.info("rendered %d clips and %d stills in %.0f s", len(clips), len(stills), time.perf_counter() - started)
+    if init is not None:  # go on from a trained VAE (its own architecture)
+        model = VinoVAE.load(init).model.requires_grad_(True).to(device)
+    else:
+        model = AutoencoderKLHunyuanVideo(block_out_channels=channels, layers_per_block=1,
+                                          norm_num_groups=math.gcd(*channels, 8)).to(device)
+    model.use_tiling = False
+    log.info("VAE: %s parameters", f"{sum(p.numel() for p in model.parameters()):,}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    warmup = max(1, steps // 50)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))))
+    rng = np.random.default_rng(seed)
+    autocast = dict(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=device != "cpu")
+    model.train()
+    for step in range(1, steps + 1):
+        source = clips if step % 2 else stills[:, None]  # alternate: videos, then still images (more of them)
+        pixels = to_pixels(source[rng.integers(len(source), size=batch_size if step % 2 else 4 * batch_size)], rng)
+        with torch.autocast(**autocast):
+            loss, l1 = step_loss(model, pixels.to(device), kl_weight=1e-3, object_weight=object_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps:
+            log.info("step %d/%d: loss %.4f, L1 %.4f (%.0f s)", step, steps, loss.item(), l1,
+                     time.perf_counter() - started)
+    model.eval()
+    with torch.no_grad():
+        held = to_pixels(clips[:batch_size], np.random.default_rng(seed + 1)).to(device)
+        means = model.encode(held).latent_dist.mode().float()
+        error = (model.decode(means).sample.float().clamp(-1, 1) - held).abs().mean().item()
+    scaling = 1.0 / means.std().item()
+    log.info("held batch: L1 %.4f (pixels in [-1, 1]); scaling factor %.4f", error, scaling)
+    vae = VinoVAE(model, scaling_factor=scaling)
+    log.info("benchmark score of held-out renders after the VAE round trip: %s", ceiling(vae, size=size, frames=frames))
+    vae.model.to("cpu")
+    return vae.save(out)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(prog="python -m training.autoencoder", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, help="the .safetensors file to write")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=16, help="clips per video step (4x as many stills)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--channels", default="32,48,64,64", help="block_out_channels, 4 of them")
+    p.add_argument("--pool", type=int, default=4000, help="world samples rendered for training")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--frames", type=int, default=17)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count() - 2))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--object-weight", type=float, default=8.0, help="loss weight of object pixels over background")
+    p.add_argument("--init", type=Path, help="continue training this VAE file")
+    p.add_argument("--score", type=Path, metavar="VAE", help="only print the round-trip benchmark score of this VAE")
+    p.add_argument("--require", type=float, default=0.0, help="with --score: fail when a task scores below this")
+    args = p.parse_args(argv)
+    if args.score:
+        return run_cli(lambda: print(check_ceiling(VinoVAE.load(args.score, device=args.device), args.require,
+                                                   args.size, args.frames)))
+    if args.out is None:
+        raise SystemExit("--out is required (or --score VAE)")
+    channels = tuple(int(c) for c in args.channels.split(","))
+    if len(channels) != 4:
+        raise SystemExit(f"--channels {args.channels}: expected 4 comma-separated widths (8x spatial, 4x temporal)")
+    return run_cli(lambda: print(train(args.out, args.steps, args.batch_size, args.lr, channels, args.pool, args.size,
+                                       args.frames, args.seed, args.workers, args.device,
+                                       args.object_weight, args.init)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

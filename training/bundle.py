@@ -1,0 +1,86 @@
+"""Assemble a trained VINO into a bundle folder, the layout Load VINO (embedded default) and
+`python -m vino_model.generate --model` read:
+
+    vino.safetensors   transformer.* and mm_encoder.* (config in the metadata)
+    qwen3vl/           the Qwen3-VL folder (config, weights, tokenizer, processors)
+    vae.safetensors    the VAE with its config and scaling factor
+    defaults.json      the sampling defaults the model was trained for (size, frames, steps, guidance)
+
+Weights are stored in float16 (the readers cast to the dtype they run in). The folder is built beside
+the target and swapped in only when complete.
+
+    python -m training.bundle --checkpoint runs/embedded/stage3/export/vino-ema.safetensors \
+        --qwen models/embedded-src/qwen3vl --vae models/embedded-src/vae.safetensors --out vino_model/embedded
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vino_model.checkpoint import load_vino_weights, save_vino
+from vino_model.errors import VinoInputError, run_cli
+from vino_model.vae import VinoVAE
+
+# 64x64 and 17 frames: what the world renders; guidance chosen on the training split (scripts/bench_embedded.sh).
+DEFAULTS = {"width": 64, "height": 64, "frames": 17, "steps": 30, "cfg": 4.0, "image_cfg": 1.0, "shift": 3.0,
+            "negative_image": "", "negative_video": ""}
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
+
+
+def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: dict) -> Path:
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    config, transformer, mm_encoder = load_vino_weights(checkpoint)
+    if mm_encoder is None:
+        raise VinoInputError(f"--checkpoint {checkpoint} has no mm_encoder.* weights; expected a stage 1-3 export")
+    state = {f"transformer.{k}": v for k, v in transformer.items()}
+    state.update({f"mm_encoder.{k}": v for k, v in mm_encoder.items()})
+    save_vino(partial / "vino.safetensors", _half(state), config)
+
+    if not (qwen / "config.json").is_file():
+        raise VinoInputError(f"--qwen {qwen} is not a Qwen3-VL folder (no config.json)")
+    shutil.copytree(qwen, partial / "qwen3vl", ignore=shutil.ignore_patterns("*.safetensors", "*.partial"))
+    for weights in qwen.glob("*.safetensors"):
+        save_file(_half(load_file(weights)), str(partial / "qwen3vl" / weights.name), metadata={"format": "pt"})
+
+    model = VinoVAE.load(vae)
+    model.model.to(torch.float16)
+    model.save(partial / "vae.safetensors")
+    (partial / "defaults.json").write_text(json.dumps(defaults, indent=1) + "\n")
+
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        partial.rename(out)
+        shutil.rmtree(old)
+    else:
+        partial.rename(out)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m training.bundle", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", type=Path, required=True, help="a stage 1-3 export (vino.safetensors)")
+    p.add_argument("--qwen", type=Path, required=True, help="the Qwen3-VL folder it was trained with")
+    p.add_argument("--vae", type=Path, required=True, help="the VAE it was trained with")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder (replaced when complete)")
+    p.add_argument("--defaults", type=json.loads, default={}, help="JSON object: sampling defaults over DEFAULTS")
+    args = p.parse_args(argv)
+    return run_cli(lambda: print(write_bundle(args.checkpoint, args.qwen, args.vae, args.out,
+                                              {**DEFAULTS, **args.defaults})))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Teach a tiny Qwen3-VL the procedural world's language before VINO freezes it.
+
+No pre-trained small VLM exists here, and a random frozen language model turns captions into poor
+features. This writes a tiny Qwen3-VL folder (real transformers classes, a byte-level BPE tokenizer
+trained on the world's captions) and trains its language model on those captions, read as the VLM
+reads them at generation time (a user turn of the chat template), with next-token prediction. The
+vision tower stays as initialised. Captions come from `training.world.sample` in the train split, so
+no held-out colour x shape pair is ever seen.
+
+    python -m training.language --out models/embedded-src/qwen3vl --steps 1500 [--hidden 128 --layers 4]
+
+The folder appears only when training has finished (written beside it, then renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+from vino_model.errors import VinoInputError, run_cli
+from vino_model.tiny_qwen import make_tiny_qwen3vl
+
+from .manifest import TASKS
+from .world import sample
+
+log = logging.getLogger("vino.train")
+
+
+def world_captions(count: int, seed: int) -> list[str]:
+    """`count` long and short captions of train-split samples, every task kind in turn."""
+    captions = []
+    for index in range(math.ceil(count / (2 * len(TASKS)))):
+        for task in TASKS:
+            _, long, short = sample(task, seed, index, frames=5)
+            captions += [long, short]
+    return captions[:count]
+
+
+def chat_ids(tokenizer, caption: str) -> list[int]:
+    """The caption as the VLM's user turn, as `vino_model.encoder` renders it (without the system turn)."""
+    return tokenizer(f"<|im_start|>user\n{caption}<|im_end|>\n<|im_start|>assistant\n").input_ids
+
+
+def batches(ids: list[list[int]], batch_size: int, pad: int, rng: np.random.Generator):
+    """Endless shuffled batches: (input ids [B, L], labels with -100 on the padding, attention mask)."""
+    while True:
+        order = rng.permutation(len(ids))
+        for start in range(0, len(ids) - batch_size + 1, batch_size):
+            chosen = [ids[i] for i in order[start:start + batch_size]]
+            longest = max(map(len, chosen))
+            x = torch.full((batch_size, longest), pad, dtype=torch.long)
+            mask = torch.zeros((batch_size, longest), dtype=torch.long)
+            for b, row in enumerate(chosen):
+                x[b, : len(row)] = torch.tensor(row)
+                mask[b, : len(row)] = 1
+            yield x, x.masked_fill(mask == 0, -100), mask
+
+
+def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, captions: int, seed: int,
+          device: str) -> Path:
+    if out.exists():
+        raise VinoInputError(f"--out {out} exists; remove it or choose another folder")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    corpus = world_captions(captions, seed)
+    make_tiny_qwen3vl(partial, seed=seed, corpus=corpus, text=text)
+    processor = AutoProcessor.from_pretrained(partial)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(partial, dtype=torch.float32).to(device)
+    tokenizer = processor.tokenizer
+    ids = [chat_ids(tokenizer, c) for c in corpus]
+    log.info("language model: %s parameters, %d captions, %.1f tokens each",
+             f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", len(ids), np.mean(list(map(len, ids))))
+    params = [p for n, p in model.named_parameters() if "visual" not in n]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))))
+    model.train()
+    started = time.perf_counter()
+    stream = batches(ids, batch_size, tokenizer.pad_token_id, np.random.default_rng(seed))
+    for step in range(1, steps + 1):
+        x, labels, mask = (t.to(device) for t in next(stream))
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=device != "cpu"):
+            loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == steps:
+            log.info("step %d/%d: loss %.4f (%.0f s)", step, steps, loss.item(), time.perf_counter() - started)
+    model.eval().to("cpu").save_pretrained(partial, safe_serialization=True)
+    partial.rename(out)
+    return out
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(prog="python -m training.language", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="the Qwen3-VL folder to write (must not exist)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--captions", type=int, default=40000, help="captions drawn from the world's train split")
+    p.add_argument("--hidden", type=int, default=128, help="language model width")
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if args.hidden % args.heads:
+        raise SystemExit(f"--hidden {args.hidden} must be a multiple of --heads {args.heads}")
+    text = {"hidden_size": args.hidden, "intermediate_size": 3 * args.hidden, "num_hidden_layers": args.layers,
+            "num_attention_heads": args.heads, "num_key_value_heads": max(1, args.heads // 2),
+            "head_dim": args.hidden // args.heads}
+    return run_cli(lambda: print(train(args.out, args.steps, args.batch_size, args.lr, text, args.captions,
+                                       args.seed, args.device)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
