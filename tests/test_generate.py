@@ -74,6 +74,8 @@ def test_same_seed_same_output_and_image_cfg_changes_it(demo):
         ({"task": "i2v", "ref_image_paths": ["tiny.png"]}, None, "Image 1: reference image is 8x8"),
         ({"task": "tv2v"}, None, "needs a reference video"),
         ({"task": "clone", "ref_image_paths": ["tiny.png", "tiny.png"]}, None, "exactly 1 reference images"),
+        ({"task": "ti2v"}, ["--negative-video", "Image 1 is blurry", "--image-cfg", "2"], "image-free guidance branch"),
+        ({"task": "ti2v"}, ["--negative-video", "Image 3 is blurry"], "negative prompt: "),
     ],
 )
 def test_bad_input_is_a_clear_error(demo, tmp_path, capsys, task, change, message):

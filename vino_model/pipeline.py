@@ -81,6 +81,16 @@ class Generation:
     task: str
 
 
+def check_negative(branch: str, negative: str, n_images: int, has_video: bool) -> None:
+    """The negative prompt may only name the inputs its guidance branch shows."""
+    try:
+        check_labels(negative, n_images, has_video)
+    except VinoInputError as err:
+        hint = (" The image-free guidance branch (image_cfg > 1) leaves the reference images out: take the"
+                " Image labels out of the negative prompt, or set image_cfg to 1.") if branch == "uncond_img" else ""
+        raise VinoInputError(f"negative prompt: {err}.{hint}") from err
+
+
 class VinoPipeline:
     def __init__(self, mmdit: VinoMMDiT, encoder: InterleavedEncoder, vae: VinoVAE, config: VinoConfig,
                  device="cpu", dtype=torch.float32):
@@ -177,9 +187,13 @@ class VinoPipeline:
             "uncond": (negative, all_images),
             "uncond_img": (negative, kept_without_references(n_images, have_base)),
         }
+        branches = needed_branches(text_cfg, image_cfg)
+        for name in branches:  # before any VLM work: a negative prompt must fit each branch it conditions
+            if name != "cond":
+                check_negative(name, wanted[name][0], len(wanted[name][1]), has_video)
         contexts, kept = {}, {}
         with self.visiting(self.encoder):
-            for name in needed_branches(text_cfg, image_cfg):
+            for name in branches:
                 text, indices = wanted[name]
                 same = next((done for done in contexts if wanted[done] == wanted[name]), None)  # e.g. nothing to drop
                 contexts[name] = contexts[same] if same else self.encoder.encode(
