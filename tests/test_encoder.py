@@ -328,3 +328,17 @@ def test_encode_many_matches_encode_one_by_one(encoder):
         torch.testing.assert_close(many.text_states, one.text_states, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(many.boundary_tokens, one.boundary_tokens, atol=1e-5, rtol=1e-4)
         assert (many.num_images, many.has_video) == (one.num_images, one.has_video)
+
+
+def test_keyed_contexts_run_the_processor_once(encoder, monkeypatch):
+    contexts = [("a red circle", [], None, None), ("Image 1 turns", [Image.new("RGB", (64, 64), "red")], None, None)]
+    expected = encoder.encode_many(contexts)
+    calls = []
+    prepare = encoder.prepare_inputs
+    monkeypatch.setattr(encoder, "prepare_inputs", lambda *a: calls.append(a[0]) or prepare(*a))
+    monkeypatch.setattr(encoder, "prepared", {})
+    for _ in range(3):
+        got = encoder.encode_many(contexts, keys=[("s0", "short"), ("s1", "short")])
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a.text_states, b.text_states)
+    assert calls == ["a red circle", "Image 1 turns"]  # once per key, then from the memo

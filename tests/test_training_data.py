@@ -206,3 +206,19 @@ def test_config_files_extend_and_take_overrides(tmp_path):
 def test_every_shipped_stage_config_loads(path):
     cfg = train_config.load(path)
     assert f"stage{cfg.run.stage}" == path.stem and cfg.run.out.endswith(f"{path.parent.name}/{path.stem}")
+
+
+def test_kept_in_memory_references_are_what_the_files_give(world):
+    records, vae_file, cache, samples, _ = world
+    plain = TrainData(samples, cache, data_config(), REFERENCE_AREA, 0, 0, 1, read_media=True)
+    memo = TrainData(samples, cache, data_config(keep_in_memory=True), REFERENCE_AREA, 0, 0, 1, read_media=True)
+    for sample in samples:
+        for _ in range(2):  # the second read comes from memory
+            a = plain.load(sample, np.random.default_rng(1), dropout=False)[2]
+            b = memo.load(sample, np.random.default_rng(1), dropout=False)[2]
+            assert [np.asarray(i).tolist() for i in a.images] == [np.asarray(i).tolist() for i in b.images]
+            assert (a.video is None) == (b.video is None) and a.video_fps == b.video_fps
+            if a.video is not None:
+                assert all((np.asarray(x) == np.asarray(y)).all() for x, y in zip(a.video, b.video))
+        assert a.key is None and b.key[0] == sample.record.id
+    assert len(memo.fitted) == sum(len(s.images) + (s.video is not None) for s in samples)

@@ -67,7 +67,7 @@ class DataConfig:
     drop_video: float = 0.0
     vae_dtype: str = "float32"
     cache_batch: int = 16  # media of one pixel shape the VAE encodes at once when filling the cache
-    keep_in_memory: bool = False  # latents stay in RAM once loaded (small models: the disk is the bottleneck)
+    keep_in_memory: bool = False  # latents, fitted references and VLM inputs stay in RAM once made (small models)
 
 
 @dataclass

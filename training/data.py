@@ -307,6 +307,7 @@ class Context:
     images: list  # letterboxed PIL images, prompt order
     video: list | None  # prepared PIL frames
     video_fps: float | None
+    key: tuple | None = None  # names this exact context (sample, caption, kept inputs) when reads are memoised
 
 
 @dataclass
@@ -376,6 +377,7 @@ class TrainData:
         self.samples, self.cache, self.cfg, self.reference_area = samples, cache, cfg, reference_area
         self.sampler = Sampler(samples, cfg.tasks, cfg.batch_size, seed, rank, world)
         self.read_media = read_media  # the VLM sees the references (stages 1-3)
+        self.fitted = {} if cfg.keep_in_memory else None  # fitted reference media, kept with the latents
         self.skipped = 0  # samples left out at loading
 
     def next_batch(self, rng: np.random.Generator) -> Batch:
@@ -420,12 +422,24 @@ class TrainData:
         references = [self.cache.load(sample.images[i]) for i in images]
         if keep_video:
             references.append(self.cache.load(sample.video))
-        context = Context(caption, [], None, None)
+        key = (record.id, caption, tuple(images), keep_video) if self.fitted is not None else None
+        context = Context(caption, [], None, None, key)
         if self.read_media:
-            context.images = [letterbox(read_image(record.ref_images[i]), self.reference_area) for i in images]
+            context.images = [self.media(record.ref_images[i], None) for i in images]
             if keep_video:
-                context.video, context.video_fps = read_fitted(record.ref_video, sample.video_spec)
+                context.video, context.video_fps = self.media(record.ref_video, sample.video_spec)
         return self.cache.load(sample.target), references, context, record.task
+
+
+    def media(self, path: str, video_spec: dict | None):
+        """A reference as the VLM reads it: a letterboxed image, or (video frames, fps); memoised with the latents."""
+        memo_key = (path, json.dumps(video_spec, sort_keys=True))
+        if self.fitted is not None and memo_key in self.fitted:
+            return self.fitted[memo_key]
+        fitted = letterbox(read_image(path), self.reference_area) if video_spec is None else read_fitted(path, video_spec)
+        if self.fitted is not None:
+            self.fitted[memo_key] = fitted
+        return fitted
 
 
 def collate(loaded) -> Batch:

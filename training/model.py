@@ -66,7 +66,8 @@ class Trainee(nn.Module):
         if self.native is not None:
             states, boundary = self.native([c.text for c in contexts]), [None] * len(contexts)
         else:
-            encoded = self.encoder.encode_many([(c.text, c.images, c.video, c.video_fps) for c in contexts])
+            keys = [c.key for c in contexts] if all(c.key is not None for c in contexts) else None
+            encoded = self.encoder.encode_many([(c.text, c.images, c.video, c.video_fps) for c in contexts], keys)
             states = [e.text_states for e in encoded]
             boundary = [e.boundary_tokens if e.boundary_tokens.shape[0] else None for e in encoded]
         dtype = self.transformer.proj_out.weight.dtype
@@ -177,6 +178,8 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
     if stage == 0:
         native = NativeTextEncoder(encoder.vlm.model.language_model, encoder.processor.tokenizer,
                                    m.native_layer, m.native_max_tokens)
+    if cfg.data.keep_in_memory:
+        encoder.prepared = {}  # the processor runs once per distinct context
     trainee = Trainee(mmdit.to(dtype), encoder, native)
     set_trainable(trainee, m.trainable)
     return trainee, config

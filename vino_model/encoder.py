@@ -126,6 +126,7 @@ class InterleavedEncoder(nn.Module):
         self.vlm = vlm.eval().requires_grad_(False)
         self.processor = processor
         self.mm_encoder = mm_encoder
+        self.prepared = None  # a dict turns on memoised processor outputs for keyed contexts (training)
 
     @classmethod
     def from_folder(cls, qwen_folder, mm_encoder: MMEncoder, device="cpu", dtype=torch.float32):
@@ -175,6 +176,14 @@ class InterleavedEncoder(nn.Module):
         if video is not None:
             kwargs["videos"], kwargs["videos_kwargs"] = self._video_for_vlm(video, video_fps)
         return self.processor(**kwargs).to(self.vlm.device)
+
+    def prepared_inputs(self, context, key=None):
+        """prepare_inputs of a (text, images, video, video_fps) context, memoised by key in `self.prepared`."""
+        if key is None or self.prepared is None:
+            return self.prepare_inputs(*context)
+        if key not in self.prepared:
+            self.prepared[key] = self.prepare_inputs(*context).to("cpu")
+        return self.prepared[key].to(self.vlm.device)
 
     def _video_for_vlm(self, video: list[Image.Image], video_fps: float):
         """Frames sampled at VIDEO_FPS with their source indices, and the per-frame size bounds."""
@@ -251,13 +260,16 @@ class InterleavedEncoder(nn.Module):
             has_video=has_video,
         )
 
-    def encode_many(self, contexts) -> list[EncodedContext]:
+    def encode_many(self, contexts, keys=None) -> list[EncodedContext]:
         """`encode` for several (text, images, video, video_fps) contexts in one padded pass of the VLM
-        (padding after each prompt, masked), for training batches; each result matches `encode` alone."""
+        (padding after each prompt, masked), for training batches; each result matches `encode` alone.
+
+        keys: optional hashable names of the contexts; while `self.prepared` is a dict, the processor's output
+        for a named context is kept there (on the CPU) and reused, so training pays for it once."""
         contexts = list(contexts)
-        if len(contexts) == 1:
+        if len(contexts) == 1 and keys is None:
             return [self.encode(*contexts[0])]
-        inputs = [self.prepare_inputs(*context) for context in contexts]
+        inputs = [self.prepared_inputs(context, key) for context, key in zip(contexts, keys or [None] * len(contexts))]
         model, device = self.vlm.model, self.vlm.device
         lengths = [x["input_ids"].shape[1] for x in inputs]
         longest, count = max(lengths), len(inputs)
