@@ -12,6 +12,7 @@ import torch
 from training import config as train_config
 from training.config import DataConfig
 from training.data import LatentCache, Sampler, TrainData, bucket_size, build_index, target_spec
+from training.engine import deepspeed_config
 from training.manifest import read_manifest
 from training.world import write_split
 from vino_model.errors import VinoInputError
@@ -199,6 +200,11 @@ def test_config_files_extend_and_take_overrides(tmp_path):
         train_config.load(tmp_path / "stage.toml", ["data.frames=[1, 8]"])
     with pytest.raises(VinoInputError, match="set model.init"):
         train_config.load(tmp_path / "stage.toml", ["run.stage=1"])
+    offloaded = deepspeed_config(train_config.load(tmp_path / "stage.toml", ["optim.offload_optimizer=true"]))
+    assert offloaded["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert "offload_optimizer" not in deepspeed_config(cfg)["zero_optimization"]
+    with pytest.raises(VinoInputError, match="offload_optimizer needs optim.zero_stage 1 or 2"):
+        train_config.load(tmp_path / "stage.toml", ["optim.offload_optimizer=true", "optim.zero_stage=0"])
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("training/configs/*/stage*.toml")),

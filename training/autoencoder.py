@@ -125,6 +125,7 @@ def train(out: Path, steps: int, batch_size: int, lr: float, channels: tuple, po
     if out.suffix != ".safetensors":
         raise VinoInputError(f"--out {out}: expected a .safetensors file")
     torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = True  # fixed clip and still shapes: let cuDNN pick its 3D convolutions
     started = time.perf_counter()
     clips, stills = render_pool(pool_size, seed, size, frames, workers)
     log.info("rendered %d clips and %d stills in %.0f s", len(clips), len(stills), time.perf_counter() - started)

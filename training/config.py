@@ -92,6 +92,7 @@ class OptimConfig:
     zero_stage: int = 2  # DeepSpeed ZeRO: 2 shards gradients and optimizer states over the GPUs
     bf16: bool = True
     ema: float = 0.0  # EMA decay of the trained weights (0: off)
+    offload_optimizer: bool = False  # Adam states and steps in CPU memory (ZeRO-Offload): 13B on 2 GPUs
 
 
 @dataclass
@@ -225,6 +226,8 @@ def check(cfg: TrainConfig) -> None:
         )
     if model.init and model.mmdit:
         raise VinoInputError("model.mmdit shapes a random init only; model.init brings its own architecture")
+    if cfg.optim.offload_optimizer and cfg.optim.zero_stage == 0:
+        raise VinoInputError("optim.offload_optimizer needs optim.zero_stage 1 or 2 (the offloaded states are ZeRO's)")
     if cfg.optim.zero_stage not in (0, 1, 2):
         raise VinoInputError(
             f"optim.zero_stage={cfg.optim.zero_stage}; expected 0, 1 or 2 (ZeRO-3 shards the weights the export reads)"

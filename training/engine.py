@@ -85,7 +85,10 @@ def deepspeed_config(cfg) -> dict:
         "gradient_accumulation_steps": optim.accumulation,
         "gradient_clipping": optim.grad_clip,
         "bf16": {"enabled": optim.bf16},
-        "zero_optimization": {"stage": optim.zero_stage, "contiguous_gradients": True, "overlap_comm": False},
+        "zero_optimization": {
+            "stage": optim.zero_stage, "contiguous_gradients": True, "overlap_comm": False,
+            **({"offload_optimizer": {"device": "cpu", "pin_memory": True}} if optim.offload_optimizer else {}),
+        },
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
@@ -99,7 +102,13 @@ def build_engine(cfg, trainee: Trainee):
         if p.requires_grad:
             (decay if p.ndim >= 2 and not name.endswith("metaquery") else no_decay).append(p)
     groups = [{"params": ps, "weight_decay": wd} for ps, wd in ((decay, cfg.optim.weight_decay), (no_decay, 0.0)) if ps]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+    if cfg.optim.offload_optimizer:  # ZeRO-Offload steps on the CPU with DeepSpeed's vectorised AdamW
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                     adamw_mode=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
     scheduler = LambdaLR(optimizer, lr_factor(cfg.optim, cfg.run.steps))
     engine, *_ = deepspeed.initialize(model=trainee, optimizer=optimizer, lr_scheduler=scheduler,
                                       config=deepspeed_config(cfg))
