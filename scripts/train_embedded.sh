@@ -38,8 +38,12 @@ wait "$world_base" "$world_tasks"
 step "the VAE's round-trip ceiling on held-out renders (must reach VAE_CEILING=${VAE_CEILING:=0.95})"
 "$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --require "$VAE_CEILING"
 
+done_up_to=-1  # the last stage with an export: earlier ones are done even when their files were not kept
 for stage in 0 1 2 3; do
-  if [ -f "runs/embedded/stage$stage/export/vino.safetensors" ]; then continue; fi
+  [ -f "runs/embedded/stage$stage/export/vino.safetensors" ] && done_up_to=$stage
+done
+for stage in 0 1 2 3; do
+  if [ "$stage" -le "$done_up_to" ]; then continue; fi
   step "stage $stage"
   extra_var="STAGE${stage}_ARGS"
   # shellcheck disable=SC2086
