@@ -121,7 +121,8 @@ def check_ceiling(vae: VinoVAE, require: float, size: int = 64, frames: int = 17
 
 
 def train(out: Path, steps: int, batch_size: int, lr: float, channels: tuple, pool_size: int, size: int,
-          frames: int, seed: int, workers: int, device: str, object_weight: float = 8.0, init: Path | None = None) -> Path:
+          frames: int, seed: int, workers: int, device: str, object_weight: float = 8.0, init: Path | None = None,
+          clip_every: int = 2) -> Path:
     if out.suffix != ".safetensors":
         raise VinoInputError(f"--out {out}: expected a .safetensors file")
     torch.manual_seed(seed)
@@ -144,8 +145,9 @@ def train(out: Path, steps: int, batch_size: int, lr: float, channels: tuple, po
     autocast = dict(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=device != "cpu")
     model.train()
     for step in range(1, steps + 1):
-        source = clips if step % 2 else stills[:, None]  # alternate: videos, then still images (more of them)
-        pixels = to_pixels(source[rng.integers(len(source), size=batch_size if step % 2 else 4 * batch_size)], rng)
+        on_clips = clip_every > 0 and (step - 1) % clip_every == 0  # otherwise 4x as many still images
+        source = clips if on_clips else stills[:, None]
+        pixels = to_pixels(source[rng.integers(len(source), size=batch_size if on_clips else 4 * batch_size)], rng)
         with torch.autocast(**autocast):
             loss, l1 = step_loss(model, pixels.to(device), kl_weight=1e-3, object_weight=object_weight)
         optimizer.zero_grad(set_to_none=True)
@@ -185,6 +187,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--object-weight", type=float, default=8.0, help="loss weight of object pixels over background")
     p.add_argument("--init", type=Path, help="continue training this VAE file")
+    p.add_argument("--clip-every", type=int, default=2, help="a video step every N steps, stills between (0: stills only)")
     p.add_argument("--score", type=Path, metavar="VAE", help="only print the round-trip benchmark score of this VAE")
     p.add_argument("--require", type=float, default=0.0, help="with --score: fail when a task scores below this")
     args = p.parse_args(argv)
@@ -198,7 +201,7 @@ def main(argv=None):
         raise SystemExit(f"--channels {args.channels}: expected 4 comma-separated widths (8x spatial, 4x temporal)")
     return run_cli(lambda: print(train(args.out, args.steps, args.batch_size, args.lr, channels, args.pool, args.size,
                                        args.frames, args.seed, args.workers, args.device,
-                                       args.object_weight, args.init)))
+                                       args.object_weight, args.init, args.clip_every)))
 
 
 if __name__ == "__main__":
