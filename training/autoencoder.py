@@ -29,6 +29,7 @@ import torch
 from diffusers import AutoencoderKLHunyuanVideo
 
 from vino_model.errors import VinoInputError, run_cli
+from vino_model.preprocess import frames_to_tensor, tensor_to_frames
 from vino_model.vae import VinoVAE
 
 from .bench import score
@@ -102,10 +103,9 @@ def ceiling(vae: VinoVAE, count: int = 16, seed: int = 1, size: int = 64, frames
         scores = []
         for index in range(count):
             meta, _, _ = sample(task, seed, index, size, size, frames, split="heldout")
-            pixels = torch.from_numpy(render(meta["scene"])).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+            pixels = frames_to_tensor(render(meta["scene"]))[None]
             decoded = vae.decode(vae.encode(pixels, sample=False))
-            frames_out = ((decoded[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().cpu().numpy()
-            scores.append(score(meta, frames_out)["score"])
+            scores.append(score(meta, tensor_to_frames(decoded.cpu()))["score"])
         means[task] = float(np.mean(scores))
     return means
 

@@ -163,10 +163,13 @@ class LatentCache:
         frames, _ = read_fitted(path, spec)
         pixels = frames_to_tensor(frames)[None]  # [1, 3, T, H, W]
         latent = self.vae.encode(pixels, sample=False)[0].float().cpu()  # [C, T', H', W']
-        with atomic_output(file) as partial:
+        self._store(key, latent, path, spec)
+        return key, tuple(latent.shape)
+
+    def _store(self, key: str, latent: torch.Tensor, path, spec: dict) -> None:
+        with atomic_output(self.file(key)) as partial:
             metadata = {"source": str(path), "fit": json.dumps(spec)}
             save_file({"latent": latent.contiguous()}, str(partial), metadata=metadata)
-        return key, tuple(latent.shape)
 
     def fill(self, items, batch_size: int = 32, workers: int = 8) -> int:
         """Encode the misses among (path, spec) items in batches of one pixel shape (media read by
@@ -204,9 +207,7 @@ class LatentCache:
     def _encode_group(self, group) -> int:
         latents = self.vae.encode(torch.stack([pixels for *_, pixels in group]), sample=False).float().cpu()
         for (key, path, spec, _), latent in zip(group, latents):
-            with atomic_output(self.file(key)) as partial:
-                save_file({"latent": latent.contiguous()}, str(partial),
-                          metadata={"source": str(path), "fit": json.dumps(spec)})
+            self._store(key, latent, path, spec)
         return len(group)
 
     def load(self, key: str) -> torch.Tensor:
@@ -238,16 +239,22 @@ class Sample:
 
 
 def media_specs(record: Record, cfg, reference_area: int) -> list[tuple[str, dict]]:
-    """(path, fit spec) of every medium of a record that goes through the VAE (none when it cannot be fitted)."""
-    try:
-        spec = target_spec(record, cfg, reference_area)
-    except VinoInputError:
-        return []
+    """(path, fit spec) of every medium of a record that goes through the VAE: the target, each reference
+    image, then the reference video (cut to the target's frame count). Raises when the target cannot be fitted."""
+    spec = target_spec(record, cfg, reference_area)
     items = [(record.target, spec)] + [(p, {"fit": "letterbox", "area": reference_area, "frames": 1})
                                        for p in record.ref_images]
     if record.ref_video:
         items.append((record.ref_video, {"fit": "video", "area": reference_area, "frames": spec["frames"]}))
     return items
+
+
+def fillable(record: Record, cfg, reference_area: int) -> list[tuple[str, dict]]:
+    """media_specs, or nothing for a record `index_record` will reject and report."""
+    try:
+        return media_specs(record, cfg, reference_area)
+    except VinoInputError:
+        return []
 
 
 def index_record(position: int, record: Record, cfg, cache: LatentCache, reference_area: int) -> Sample:
@@ -256,14 +263,14 @@ def index_record(position: int, record: Record, cfg, cache: LatentCache, referen
         if "<|" in caption:
             raise VinoInputError(f"caption {caption[:60]!r} holds a chat control token (<|...|>)")
         check_labels(caption, len(record.ref_images), record.ref_video is not None)
-    spec = target_spec(record, cfg, reference_area)
-    target, shape = cache.ensure(record.target, spec)
-    image_spec = {"fit": "letterbox", "area": reference_area, "frames": 1}
-    images = [cache.ensure(path, image_spec)[0] for path in record.ref_images]
+    (target_path, spec), *image_items = media_specs(record, cfg, reference_area)
+    video_item = image_items.pop() if record.ref_video else None  # only video targets have one
+    target, shape = cache.ensure(target_path, spec)
+    images = [cache.ensure(path, image_spec)[0] for path, image_spec in image_items]
     video_spec = video = None
-    if record.ref_video:  # only video targets have one: cut to the target's frame count
-        video_spec = {"fit": "video", "area": reference_area, "frames": spec["frames"]}
-        video, video_shape = cache.ensure(record.ref_video, video_spec)
+    if video_item:
+        video_spec = video_item[1]
+        video, video_shape = cache.ensure(*video_item)
         if video_shape[1] < 2:
             raise VinoInputError(f"reference video {record.ref_video} has fewer than 5 frames")
     return Sample(position, record, target, shape, images, video, video_spec)
@@ -278,7 +285,7 @@ def build_index(records: list[Record], cfg, cache: LatentCache, reference_area: 
     """
     wanted = [(i, r) for i, r in enumerate(records) if cfg.tasks.get(r.task, 0) > 0]
     mine = wanted[rank::world]
-    cache.fill([item for _, record in mine for item in media_specs(record, cfg, reference_area)], cfg.cache_batch)
+    cache.fill([item for _, record in mine for item in fillable(record, cfg, reference_area)], cfg.cache_batch)
     samples, skipped = [], Counter()
     for position, record in tqdm(mine, desc="latent cache", disable=rank != 0, leave=False):
         try:
@@ -429,7 +436,6 @@ class TrainData:
             if keep_video:
                 context.video, context.video_fps = self.media(record.ref_video, sample.video_spec)
         return self.cache.load(sample.target), references, context, record.task
-
 
     def media(self, path: str, video_spec: dict | None):
         """A reference as the VLM reads it: a letterboxed image, or (video frames, fps); memoised with the latents."""

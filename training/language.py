@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
+from vino_model.encoder import right_pad
 from vino_model.errors import VinoInputError, run_cli
 from vino_model.tiny_qwen import make_tiny_qwen3vl
 
@@ -55,13 +56,7 @@ def batches(ids: list[list[int]], batch_size: int, pad: int, rng: np.random.Gene
     while True:
         order = rng.permutation(len(ids))
         for start in range(0, len(ids) - batch_size + 1, batch_size):
-            chosen = [ids[i] for i in order[start:start + batch_size]]
-            longest = max(map(len, chosen))
-            x = torch.full((batch_size, longest), pad, dtype=torch.long)
-            mask = torch.zeros((batch_size, longest), dtype=torch.long)
-            for b, row in enumerate(chosen):
-                x[b, : len(row)] = torch.tensor(row)
-                mask[b, : len(row)] = 1
+            x, mask = right_pad([ids[i] for i in order[start:start + batch_size]], pad)
             yield x, x.masked_fill(mask == 0, -100), mask
 
 

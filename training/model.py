@@ -18,7 +18,7 @@ from transformers import AutoConfig
 
 from vino_model.checkpoint import load_vino_weights
 from vino_model.config import EncoderConfig, VinoConfig, preset
-from vino_model.encoder import InterleavedEncoder, MMEncoder
+from vino_model.encoder import InterleavedEncoder, MMEncoder, right_pad
 from vino_model.errors import VinoInputError
 from vino_model.mmdit import AdaModulation, VinoMMDiT
 from vino_model.pipeline import build_mm_encoder, build_mmdit
@@ -40,12 +40,7 @@ class NativeTextEncoder:
         causal model gives its tokens what it gives them alone)."""
         rows = [self.tokenizer(t, truncation=True, max_length=self.max_tokens - 1).input_ids + [self.tokenizer.eos_token_id]
                 for t in texts]
-        longest = max(map(len, rows))
-        ids = torch.full((len(rows), longest), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for b, row in enumerate(rows):
-            ids[b, : len(row)] = torch.tensor(row)
-            mask[b, : len(row)] = 1
+        ids, mask = right_pad(rows, self.tokenizer.pad_token_id)
         device = self.language_model.device
         states = self.language_model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                      output_hidden_states=True).hidden_states[self.layer]

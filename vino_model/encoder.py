@@ -80,6 +80,20 @@ def boundary_positions(
     return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
 
 
+def right_pad(rows, value) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (sequences or tensors [L_i, ...]) stacked into [B, L_max, ...] with `value` after each row,
+    and the mask [B, L_max] (1 on real entries). Padding after a row leaves a causal model's reading of it
+    unchanged."""
+    rows = [torch.as_tensor(row) for row in rows]
+    longest = max(row.shape[0] for row in rows)
+    out = rows[0].new_full((len(rows), longest, *rows[0].shape[1:]), value)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for b, row in enumerate(rows):
+        out[b, : row.shape[0]] = row
+        mask[b, : row.shape[0]] = 1
+    return out, mask
+
+
 class Connector(nn.Module):
     """RMSNorm -> Linear(in, 4z) -> GELU(tanh) -> Linear(4z, z): VLM hidden states to MMDiT width z."""
 
@@ -248,10 +262,14 @@ class InterleavedEncoder(nn.Module):
         images = list(images)
         num_images, has_video = len(images), video is not None
         inputs = self.prepare_inputs(text, images, video, video_fps)
-        hidden = self.hidden_states(inputs).to(self.mm_encoder.metaquery.dtype)
+        return self._encoded(self.hidden_states(inputs), inputs["input_ids"][0], num_images, has_video)
+
+    def _encoded(self, hidden: torch.Tensor, input_ids: torch.Tensor, num_images: int, has_video: bool) -> EncodedContext:
+        """The connectors over one context's VLM hidden states (prompt, then queries): text and boundary tokens."""
+        hidden = hidden.to(self.mm_encoder.metaquery.dtype)
         config = self.vlm.config
         positions = boundary_positions(
-            inputs["input_ids"][0], config.vision_start_token_id, config.vision_end_token_id, num_images, has_video
+            input_ids, config.vision_start_token_id, config.vision_end_token_id, num_images, has_video
         )
         return EncodedContext(
             text_states=self.mm_encoder.connector(hidden),
@@ -272,17 +290,14 @@ class InterleavedEncoder(nn.Module):
         inputs = [self.prepared_inputs(context, key) for context, key in zip(contexts, keys or [None] * len(contexts))]
         model, device = self.vlm.model, self.vlm.device
         lengths = [x["input_ids"].shape[1] for x in inputs]
-        longest, count = max(lengths), len(inputs)
-        pad = self.processor.tokenizer.pad_token_id
-        ids = torch.full((count, longest), pad, dtype=torch.long, device=device)
-        types = torch.zeros((count, longest), dtype=inputs[0]["mm_token_type_ids"].dtype, device=device)
-        mask = torch.zeros((count, longest), dtype=torch.long, device=device)
-        positions = torch.zeros((3, count, longest), dtype=torch.long, device=device)
-        for b, (x, length) in enumerate(zip(inputs, lengths)):
-            ids[b, :length], types[b, :length], mask[b, :length] = x["input_ids"][0], x["mm_token_type_ids"][0], 1
-            positions[:, b, :length] = model.get_rope_index(
-                x["input_ids"], x["mm_token_type_ids"], image_grid_thw=x.get("image_grid_thw"),
-                video_grid_thw=x.get("video_grid_thw"))[0][:, 0]
+        count = len(inputs)
+        ids, mask = right_pad([x["input_ids"][0] for x in inputs], self.processor.tokenizer.pad_token_id)
+        types, _ = right_pad([x["mm_token_type_ids"][0] for x in inputs], 0)
+        positions, _ = right_pad([model.get_rope_index(x["input_ids"], x["mm_token_type_ids"],
+                                                       image_grid_thw=x.get("image_grid_thw"),
+                                                       video_grid_thw=x.get("video_grid_thw"))[0][:, 0].T
+                                  for x in inputs], 0)  # [B, L, 3]
+        ids, types, mask, positions = ids.to(device), types.to(device), mask.to(device), positions.permute(2, 0, 1).to(device)
 
         def cat(key):
             parts = [x[key] for x in inputs if x.get(key) is not None]
@@ -300,18 +315,11 @@ class InterleavedEncoder(nn.Module):
             position_ids=last[:, :, None] + torch.arange(metaquery.shape[0], device=device),
             attention_mask=torch.cat([mask, mask.new_ones(count, metaquery.shape[0])], dim=1),
             past_key_values=prompt.past_key_values, use_cache=True, output_hidden_states=True)
-        config, results = self.vlm.config, []
-        for b, (context, length) in enumerate(zip(contexts, lengths)):
-            hidden = torch.cat([prompt.hidden_states[-2][b, :length], queries.hidden_states[-2][b]])
-            hidden = hidden.to(self.mm_encoder.metaquery.dtype)
-            num_images, has_video = len(context[1]), context[2] is not None
-            marks = boundary_positions(ids[b, :length], config.vision_start_token_id, config.vision_end_token_id,
-                                       num_images, has_video)
-            results.append(EncodedContext(
-                text_states=self.mm_encoder.connector(hidden),
-                boundary_tokens=self.mm_encoder.connector_vae_branch(hidden[marks.to(hidden.device)]),
-                num_images=num_images, has_video=has_video))
-        return results
+        return [
+            self._encoded(torch.cat([prompt.hidden_states[-2][b, :length], queries.hidden_states[-2][b]]),
+                          ids[b, :length], len(context[1]), context[2] is not None)
+            for b, (context, length) in enumerate(zip(contexts, lengths))
+        ]
 
     @torch.no_grad()
     def rewrite(
