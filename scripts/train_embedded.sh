@@ -13,7 +13,9 @@ TASK_PER_TASK=${TASK_PER_TASK:-800}    # samples of each of the nine task kinds 
 HELDOUT_PER_TASK=${HELDOUT_PER_TASK:-24}
 LM_STEPS=${LM_STEPS:-1500}
 VAE_STEPS=${VAE_STEPS:-3000}
+VAE_INIT=${VAE_INIT:-}                # a VAE file to go on from instead of starting from scratch
 VAE_POOL=${VAE_POOL:-4000}            # world samples rendered for the VAE
+DECODER_STEPS=${DECODER_STEPS:-5000}  # then the decoder alone, beside the stages (the encoder stays fixed)
 STAGE_ARGS=${STAGE_ARGS:-}             # key=value overrides for every stage (run.steps=2 for a smoke run);
                                        # STAGE0_ARGS .. STAGE3_ARGS for one stage
 BUNDLE=${BUNDLE:-vino_model/embedded}
@@ -33,10 +35,19 @@ world data/embedded/tasks --per-task "$TASK_PER_TASK" --seed 1 &
 world_tasks=$!
 [ -d "$SRC/qwen3vl" ] || "$PY" -m training.language --out "$SRC/qwen3vl" --steps "$LM_STEPS"
 [ -f "$SRC/vae.safetensors" ] || "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" --steps "$VAE_STEPS" --pool "$VAE_POOL" \
-  --workers "$WORKERS"
+  --workers "$WORKERS" ${VAE_INIT:+--init "$VAE_INIT" --lr 5e-4}
 wait "$world_base" "$world_tasks"
-step "the VAE's round-trip ceiling on held-out renders (must reach VAE_CEILING=${VAE_CEILING:=0.95})"
-"$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --require "$VAE_CEILING"
+step "the VAE's round-trip ceiling on held-out renders (the encoder must keep colours and layout: VAE_EARLY_CEILING=${VAE_EARLY_CEILING:=0.25})"
+"$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --require "$VAE_EARLY_CEILING"
+
+# The stages train on this encoder's latents; the decoder goes on sharpening beside them on the same GPU
+# (the bundle pairs the two: the encoder, hence every latent, is unchanged).
+decoder_pid=
+if [ ! -f "$SRC/vae-decoder.safetensors" ]; then
+  "$PY" -m training.autoencoder --init "$SRC/vae.safetensors" --decoder-only --out "$SRC/vae-decoder.safetensors" \
+    --steps "$DECODER_STEPS" --pool "$VAE_POOL" --workers "$WORKERS" > "$SRC/vae-decoder.log" 2>&1 &
+  decoder_pid=$!
+fi
 
 done_up_to=-1  # the last stage with an export: earlier ones are done even when their files were not kept
 for stage in 0 1 2 3; do
@@ -50,9 +61,13 @@ for stage in 0 1 2 3; do
   "$PY" -m training.run "training/configs/embedded/stage$stage.toml" $STAGE_ARGS ${!extra_var:-}
 done
 
+step "the tuned decoder's round-trip ceiling (must reach VAE_CEILING=${VAE_CEILING:=0.95})"
+[ -z "$decoder_pid" ] || wait "$decoder_pid" || { tail -n 20 "$SRC/vae-decoder.log"; exit 1; }
+"$PY" -m training.autoencoder --score "$SRC/vae-decoder.safetensors" --require "$VAE_CEILING"
+
 step "bundle -> $BUNDLE"
 "$PY" -m training.bundle --checkpoint runs/embedded/stage3/export/vino-ema.safetensors --qwen "$SRC/qwen3vl" \
-  --vae "$SRC/vae.safetensors" --out "$BUNDLE"
+  --vae "$SRC/vae-decoder.safetensors" --out "$BUNDLE"
 
 step "benchmark on held-out prompts"
 world data/embedded/heldout --per-task "$HELDOUT_PER_TASK" --split heldout --seed 0

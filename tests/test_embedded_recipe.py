@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
 from training import autoencoder, bench, language
@@ -65,6 +66,71 @@ def test_object_pixels_weigh_more_than_the_grey_background():
     pixels[0, :, 0, 0, 0] = torch.tensor([0.8, -0.8, -0.8])  # a red pixel; the rest mid-grey
     weights = autoencoder.object_weights(pixels, 8.0)
     assert weights[0, 0, 0, 0, 0] == 8.0 and weights.flatten()[1:].eq(1.0).all()
+
+
+def test_edge_term_charges_a_blurred_outline_more_than_an_even_shift():
+    sharp = torch.zeros(1, 3, 1, 8, 8)
+    sharp[..., 2:6, 2:6] = 1.0
+    blurred = torch.nn.functional.avg_pool3d(sharp, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+    shifted = sharp + (blurred - sharp).abs().mean()  # the same mean pixel error, spread evenly
+    assert autoencoder.edge_error(shifted - sharp) == pytest.approx(0.0)
+    assert autoencoder.edge_error(blurred - sharp) > 0.05
+
+
+def test_augmentation_flips_whole_samples_and_keeps_stills_still():
+    clip = torch.randint(0, 256, (1, 5, 4, 6, 3), dtype=torch.uint8)
+    seen = set()
+    for seed in range(24):
+        out = autoencoder.to_pixels(clip.expand(2, -1, -1, -1, -1), torch.Generator().manual_seed(seed))
+        assert out.shape == (2, 3, 5, 4, 6) and out.min() >= -1 and out.max() <= 1
+        base = clip.permute(0, 4, 1, 2, 3).float()[0] / 127.5 - 1
+        variants = {(t, h, w): base.flip([d for d, f in zip((1, 2, 3), (t, h, w)) if f])
+                    for t in (0, 1) for h in (0, 1) for w in (0, 1)}
+        for sample in out:  # each sample is the clip under one combination of flips
+            match = [k for k, v in variants.items() if torch.equal(v, sample)]
+            assert match
+            seen.add(match[0])
+    assert len(seen) == 8
+    still = autoencoder.to_pixels(clip[:, :1], torch.Generator().manual_seed(0))
+    assert still.shape == (1, 3, 1, 4, 6)
+
+
+def _tiny_vae_run(out, **kw):
+    return autoencoder.train(out, steps=4, batch_size=1, lr=1e-3, channels=(8, 8, 8, 8), pool_size=9, size=32,
+                             frames=5, seed=0, workers=1, device="cpu", **kw)
+
+
+def test_a_stopped_vae_run_goes_on_to_the_same_weights(tmp_path, monkeypatch):
+    straight = load_file(_tiny_vae_run(tmp_path / "straight.safetensors", save_every=2))
+    real_save = autoencoder.save_state
+
+    def save_then_stop(*args):
+        real_save(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(autoencoder, "save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_vae_run(tmp_path / "resumed.safetensors", save_every=2)
+    assert not (tmp_path / "resumed.safetensors").exists()
+    assert (tmp_path / "resumed.train-state.safetensors").exists()
+    monkeypatch.setattr(autoencoder, "save_state", real_save)
+    resumed = load_file(_tiny_vae_run(tmp_path / "resumed.safetensors", save_every=2))
+    assert not (tmp_path / "resumed.train-state.safetensors").exists()
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], msg=key)
+
+
+def test_decoder_only_training_keeps_the_encoder_and_scaling(tmp_path):
+    first = _tiny_vae_run(tmp_path / "vae.safetensors")
+    tuned = _tiny_vae_run(tmp_path / "tuned.safetensors", init=first, decoder_only=True)
+    before, after = load_file(first), load_file(tuned)
+    assert VinoVAE.load(tuned).scaling_factor == VinoVAE.load(first).scaling_factor
+    for key in before:
+        same = torch.equal(before[key], after[key])
+        assert same == key.startswith(("encoder.", "quant_conv.")), key
+    with pytest.raises(VinoInputError, match="--decoder-only needs --init"):
+        _tiny_vae_run(tmp_path / "x.safetensors", decoder_only=True)
 
 
 def test_vae_trains_and_its_round_trip_ceiling_is_scored(tmp_path):
