@@ -6,9 +6,11 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
+from tiny_demo import write_demo
 from vino_model import media
-from vino_model.generate import main, write_demo
+from vino_model.generate import main
 from vino_model.pipeline import VinoPipeline
+from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE
 
 SIZE = ["--width", "48", "--height", "32", "--frames", "5", "--steps", "2"]
 
@@ -101,3 +103,21 @@ def test_task_file_is_parsed_never_evaluated(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps([{"task": "i2v", "caption": "x", "ref_image_paths": "__import__('os')"}]))
     with pytest.raises(VinoInputError, match="not a JSON list"):
         read_task_file(tmp_path / "t.json")
+
+
+def test_demo_runs_every_task_kind_of_the_shipped_demo(tmp_path, monkeypatch):
+    """The README's main command: the shipped demo tasks (one held-out world prompt per task kind) at the
+    embedded default's 64x64 and 17 frames; without the trained weights in the checkout, on a tiny random model."""
+    monkeypatch.chdir(tmp_path)
+    main(["--demo", "--out", "out", "--steps", "1", "--device", "cpu"])
+    entries = [e for name in DEMO_TASK_FILES for e in json.loads((SHIPPED_BUNDLE / name).read_text())]
+    assert len(entries) == 9 and len({e["task"] for e in entries}) == 8  # ti2i twice: with and without a base
+    for entry in entries:
+        image = entry["task"] in ("t2i", "ti2i")
+        path = tmp_path / "out" / f"{entry['index']}_{entry['task']}.{'png' if image else 'mp4'}"
+        if image:
+            with Image.open(path) as picture:
+                assert picture.size == (64, 64)
+        else:
+            frames, _ = media.read_video(path)
+            assert len(frames) == 17 and frames[0].size == (64, 64)

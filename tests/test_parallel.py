@@ -60,7 +60,7 @@ def test_two_ranks_match_one(tmp_path):
 
 
 def test_cli_under_torchrun_matches_one_process(tmp_path):
-    from vino_model.generate import write_demo
+    from tiny_demo import write_demo
 
     bundle, tasks = write_demo(tmp_path / "demo")
     (tmp_path / "two.json").write_text(

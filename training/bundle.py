@@ -5,6 +5,7 @@
     qwen3vl/           the Qwen3-VL folder (config, weights, tokenizer, processors)
     vae.safetensors    the VAE with its config and scaling factor
     defaults.json      the sampling defaults the model was trained for (size, frames, steps, guidance)
+    demo/              one held-out world sample per task kind: task files, references, ground truth
 
 Weights are stored in float16 (the readers cast to the dtype they run in). The folder is built beside
 the target and swapped in only when complete.
@@ -28,9 +29,14 @@ from vino_model.checkpoint import load_vino_weights, save_vino
 from vino_model.errors import VinoInputError, run_cli
 from vino_model.vae import VinoVAE
 
+from .world import write_split
+
 # 64x64 and 17 frames: what the world renders; guidance chosen on the training split (scripts/bench_embedded.sh).
 DEFAULTS = {"width": 64, "height": 64, "frames": 17, "steps": 30, "cfg": 4.0, "image_cfg": 1.0, "shift": 3.0,
             "negative_image": "", "negative_video": ""}
+
+
+DEMO_SEED = 7  # held-out prompts, apart from the benchmark's (seed 0)
 
 
 def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -58,6 +64,8 @@ def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: d
     model.model.to(torch.float16)
     model.save(partial / "vae.safetensors")
     (partial / "defaults.json").write_text(json.dumps(defaults, indent=1) + "\n")
+    write_split(partial / "demo", seed=DEMO_SEED, per_task=1, width=defaults["width"], height=defaults["height"],
+                frames=defaults["frames"], split="heldout")  # --demo's and the workflows' example inputs
 
     if out.exists():
         old = out.with_name(out.name + ".old")

@@ -5,8 +5,9 @@
     torchrun --nproc-per-node 2 -m vino_model.generate ...   (sequence parallel over 2 GPUs)
 
 A task file is a JSON list of {index, task, caption, ref_image_paths?, ref_video_path?, ref_image_have_base?}.
-`--demo` builds a tiny random model and a demo task file covering every task kind: it shows the
-whole path runs, not what a trained model draws.
+`--demo` runs the embedded default (vino_model/embedded, a small VINO trained by `training/` on the
+procedural world) on its demo tasks, one held-out prompt per task kind, at 64x64 and 17 frames. Where
+the trained weights are not in the checkout, it runs those tasks on a tiny random model (noise out).
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
 from . import media
@@ -28,11 +27,11 @@ from .errors import VinoInputError, run_cli
 from .parallel import init_from_env
 from .pipeline import DTYPES, VinoPipeline
 from .tasks import TASKS, read_task_file
+from .tiny import BUNDLE_FILES, DEMO_TASK_FILES, SHIPPED_BUNDLE, is_bundle, make_tiny_bundle
 
 log = logging.getLogger("vino")
 
-DEMO_DIR = Path(".cache/vino-demo")
-
+DEMO_MODEL = Path(".cache/vino-demo/model")  # --demo's stand-in while the trained default is not checked out
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m vino_model.generate", description=__doc__,
@@ -44,7 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--model", type=Path, help="a bundle folder (vino.safetensors, qwen3vl/, vae.safetensors, defaults.json), "
                    "e.g. vino_model/embedded: sets --checkpoint/--qwen/--vae and its sampling defaults")
     p.add_argument("--out", type=Path, default=Path("output"), help="output folder (default: output/)")
-    p.add_argument("--demo", action="store_true", help="tiny random model + demo tasks, small sizes, few steps")
+    p.add_argument("--demo", action="store_true",
+                   help="the embedded default on its demo tasks (every task kind), at the size it was trained for")
     p.add_argument("--width", type=int, help="output width (default 640 for images, 848 for videos)")
     p.add_argument("--height", type=int, help="output height (default 640 for images, 480 for videos)")
     p.add_argument("--frames", type=int, help="output frames, 4k+1 (default 85; 81 for video edits)")
@@ -70,55 +70,6 @@ def parse_args(argv=None):
     p.add_argument("--max-gpu-memory", type=float, metavar="GB",
                    help="fit a GPU of this size: stream blocks from CPU memory, visit the VLM and VAE")
     return p.parse_args(argv)
-
-
-# ---------------------------------------------------------------- the demo
-
-
-def demo_media(folder: Path) -> dict[str, Path]:
-    """Two object images, a scene and a 17-frame clip of a moving square (for the demo tasks)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, colour, box in [("red_circle", (220, 40, 40), None), ("blue_square", (40, 70, 220), None),
-                              ("scene", (40, 180, 60), (30, 30, 90, 90))]:
-        image = Image.new("RGB", (128, 128), (235, 235, 235) if name == "scene" else (255, 255, 255))
-        draw = ImageDraw.Draw(image)
-        shape = draw.ellipse if "circle" in name else draw.rectangle
-        shape(box or (24, 24, 104, 104), fill=colour)
-        paths[name] = folder / f"{name}.png"
-        image.save(paths[name])
-    frames = []
-    for t in range(17):
-        frame = np.full((64, 96, 3), 230, np.uint8)
-        frame[20:44, 4 + 4 * t : 28 + 4 * t] = (200, 160, 30)
-        frames.append(frame)
-    paths["clip"] = media.write_video(folder / "clip.mp4", np.stack(frames), fps=8)
-    return paths
-
-
-def write_demo(folder: Path) -> tuple[Path, Path]:
-    from .tiny import make_tiny_bundle
-
-    bundle = make_tiny_bundle(folder / "model")
-    m = {k: str(v.resolve()) for k, v in demo_media(folder / "media").items()}
-    tasks = [
-        {"index": 0, "task": "t2i", "caption": "a red circle on a white background"},
-        {"index": 1, "task": "t2v", "caption": "a blue square moves to the right"},
-        {"index": 2, "task": "i2v", "caption": "the circle bounces", "ref_image_paths": [m["red_circle"]]},
-        {"index": 3, "task": "ti2v", "caption": "the object in Image 1 and the object in Image 2 move apart",
-         "ref_image_paths": [m["red_circle"], m["blue_square"]]},
-        {"index": 4, "task": "ti2i", "caption": "make the square yellow", "ref_image_paths": [m["scene"]]},
-        {"index": 5, "task": "ti2i", "caption": "replace the square with the object in Image 1",
-         "ref_image_paths": [m["red_circle"], m["scene"]], "ref_image_have_base": True},
-        {"index": 6, "task": "tv2v", "caption": "make the moving square green", "ref_video_path": m["clip"]},
-        {"index": 7, "task": "tiv2v", "caption": "replace the moving square with the object in Image 1",
-         "ref_image_paths": [m["blue_square"]], "ref_video_path": m["clip"]},
-        {"index": 8, "task": "clone", "caption": "the object in Image 1 moves like the square in Video 1",
-         "ref_image_paths": [m["red_circle"]], "ref_video_path": m["clip"]},
-    ]
-    task_file = folder / "demo_tasks.json"
-    task_file.write_text(json.dumps(tasks, indent=1))
-    return bundle, task_file
 
 
 # ---------------------------------------------------------------- running a task file
@@ -147,24 +98,30 @@ def apply_bundle(args) -> None:
 def run(args) -> list[Path]:
     parallel, device = init_from_env(args.device)  # several GPUs under torchrun: sequence parallel
     is_writer = parallel is None or parallel.rank == 0
+    task_files = [args.tasks]
     if args.demo:
-        if is_writer:
-            write_demo(DEMO_DIR)
-        if parallel is not None:
-            torch.distributed.barrier()
-        bundle, args.tasks = DEMO_DIR / "model", DEMO_DIR / "demo_tasks.json"
-        args.checkpoint, args.qwen, args.vae = bundle / "vino.safetensors", bundle / "qwen3vl", bundle / "vae.safetensors"
-        args.width, args.height, args.frames = args.width or 64, args.height or 64, args.frames or 9
-        args.steps = args.steps or 4
-        log.info("demo: a tiny RANDOM model (not trained): the outputs are noise-like by design")
+        task_files = [SHIPPED_BUNDLE / name for name in DEMO_TASK_FILES]
+        if is_bundle(SHIPPED_BUNDLE):
+            args.model = args.model or SHIPPED_BUNDLE
+        else:  # the trained weights are not in this checkout: the same tasks on a tiny random model
+            if is_writer and not is_bundle(DEMO_MODEL):
+                make_tiny_bundle(DEMO_MODEL)
+            if parallel is not None:
+                torch.distributed.barrier()
+            args.checkpoint, args.qwen, args.vae = (DEMO_MODEL / part for part in BUNDLE_FILES)
+            args.width, args.height, args.frames, args.steps = 64, 64, 17, args.steps or 4
+            log.warning("demo: no trained embedded default in %s; running a tiny RANDOM model instead (its "
+                        "outputs are noise: they show the path runs)", SHIPPED_BUNDLE)
     if args.model:
         apply_bundle(args)
     args.steps = args.steps or 50
     args.image_cfg = 1.0 if args.image_cfg is None else args.image_cfg
-    for name in ("tasks", "checkpoint", "qwen", "vae"):
+    if task_files == [None]:
+        raise VinoInputError("--tasks is required (or use --demo)")
+    for name in ("checkpoint", "qwen", "vae"):
         if getattr(args, name) is None:
-            raise VinoInputError(f"--{name} is required (or use --demo)")
-    entries = read_task_file(args.tasks)
+            raise VinoInputError(f"--{name} is required (or --model, or --demo)")
+    entries = [entry for file in task_files for entry in read_task_file(file)]
     dtype = args.dtype or ("bfloat16" if str(device).startswith("cuda") else "float32")
     started = time.perf_counter()
     pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, device, dtype, args.attention, args.compile,

@@ -20,6 +20,14 @@ from .tiny_qwen import make_tiny_qwen3vl
 from .vae import make_tiny_vae
 
 BUNDLE_FILES = ("vino.safetensors", "qwen3vl", "vae.safetensors")
+# The trained embedded default that ships with the project (training/bundle.py writes it; `demo/` holds
+# one held-out world sample per task kind, its task files and references).
+SHIPPED_BUNDLE = Path(__file__).resolve().parent / "embedded"
+DEMO_TASK_FILES = ("demo/tasks_image.json", "demo/tasks_video.json")
+
+
+def is_bundle(folder: Path) -> bool:
+    return all((folder / part).exists() for part in BUNDLE_FILES)
 
 
 def random_vino_state(config: VinoConfig, seed: int = 0) -> dict[str, torch.Tensor]:
