@@ -11,6 +11,10 @@ from .video import LoadVideo, VideoCombine
 from .wrap import ReferenceLatentWrap
 
 register.register_folders()
+try:
+    register.install_examples()
+except OSError as err:  # a read-only input folder costs the examples, never the pack
+    register.log.warning("VINO: could not copy the example inputs into ComfyUI's input folder: %s", err)
 
 NODES = {  # node id (prefixed, never a core id) -> (class, display name)
     "VINO_Load": (LoadVino, "Load VINO"),

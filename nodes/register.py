@@ -1,8 +1,8 @@
 """The pack's model folders, registered once with ComfyUI's folder_paths, and what the loaders list from them.
 
     models/vino/            VINO checkpoints: the official vino.ckpt, our .safetensors files, sharded folders;
-                            models/vino/embedded/ holds the embedded default (vino.safetensors, qwen3vl/,
-                            vae.safetensors)
+                            a bundle in models/vino/embedded/ (vino.safetensors, qwen3vl/, vae.safetensors)
+                            replaces the embedded default that ships in the pack (vino_model/embedded/)
     models/text_encoders/   Qwen3-VL folders, each the whole folder (Qwen3-VL-4B-Instruct); models/vino/ is searched too
 
 Extra model paths (extra_model_paths.yaml, key `vino`) add folders to `vino` as for any core folder.
@@ -11,13 +11,15 @@ Extra model paths (extra_model_paths.yaml, key `vino`) add folders to `vino` as 
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import folder_paths
 
 from ..vino_model.checkpoint import INDEX_NAME
 from ..vino_model.errors import VinoInputError
-from ..vino_model.tiny import BUNDLE_FILES
+from ..vino_model.files import atomic_output
+from ..vino_model.tiny import BUNDLE_FILES, SHIPPED_BUNDLE, is_bundle
 
 log = logging.getLogger("vino")
 
@@ -39,6 +41,28 @@ def register_folders() -> None:
                  "vino.safetensors there, or use Load VINO (embedded default)", default)
     if not qwen_folder_names():
         log.info("VINO: no Qwen3-VL folder in models/text_encoders; put the whole Qwen3-VL-4B-Instruct folder there")
+
+
+EXAMPLE_PREFIX = "vino_demo_"  # the embedded workflows' example inputs, in ComfyUI's input folder
+
+
+def install_examples() -> list[Path]:
+    """Copy the shipped demo's reference images and videos into ComfyUI's input folder (as vino_demo_*),
+    where the *_embedded workflows' Load Image / Load Video nodes find them. Existing files are kept.
+    Returns the files written."""
+    media_folder = SHIPPED_BUNDLE / "demo" / "media"
+    if not media_folder.is_dir():
+        return []
+    target = Path(folder_paths.get_input_directory())
+    written = []
+    for source in sorted(media_folder.glob("*-image*.png")) + sorted(media_folder.glob("*-video.mp4")):
+        path = target / f"{EXAMPLE_PREFIX}{source.name}"
+        if not path.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            with atomic_output(path) as partial:
+                shutil.copyfile(source, partial)
+            written.append(path)
+    return written
 
 
 def _roots(folder_name: str) -> list[Path]:
@@ -105,13 +129,14 @@ def qwen_folder(name: str) -> Path:
 
 
 def embedded_bundle() -> Path:
-    """models/vino/embedded, when it holds the whole bundle."""
-    roots = _roots(VINO_FOLDER)
-    for root in roots:
-        if all((root / EMBEDDED / part).exists() for part in BUNDLE_FILES):
+    """models/vino/embedded when it holds a whole bundle (a user's own), else the trained default that ships
+    inside the pack (vino_model/embedded)."""
+    for root in _roots(VINO_FOLDER):
+        if is_bundle(root / EMBEDDED):
             return root / EMBEDDED
-    where = roots[0] / EMBEDDED if roots else Path("models", VINO_FOLDER, EMBEDDED)
+    if is_bundle(SHIPPED_BUNDLE):
+        return SHIPPED_BUNDLE
     raise VinoInputError(
-        f"no embedded default model in {where} (expected {', '.join(BUNDLE_FILES)}). Until the trained default "
-        f"ships, make the tiny random one (outputs are noise), in the pack's folder: python -m vino_model.tiny {where}"
+        f"no embedded default model: neither models/{VINO_FOLDER}/{EMBEDDED} nor the pack's {SHIPPED_BUNDLE} holds "
+        f"{', '.join(BUNDLE_FILES)}; restore the pack's copy (git checkout vino_model/embedded)"
     )

@@ -18,8 +18,9 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from comfy_host import REPO, ComfyError, ComfyServer, PromptRejected, screenshot_workflows
-from vino_model.generate import demo_media
-from vino_model.tiny import make_tiny_bundle
+from tiny_demo import demo_media
+from training.bundle import DEFAULTS
+from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE, make_tiny_bundle
 
 PACK = "ComfyUI-VINO"
 WORKFLOWS = REPO / "workflows"
@@ -29,13 +30,10 @@ FRONTEND_ONLY = {"MarkdownNote", "Note"}  # drawn by the frontend, never sent to
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SAMPLER, OUTPUT = "22", "24"  # node ids in every workflow
 
-# What each twin writes: (kind, width, height, frames). The tiny model letterboxes reference images onto
-# 64x64 canvases; the 96x64 demo clip becomes 64x48, cut to its first 9 frames.
-TWIN_OUTPUTS = {
-    "t2i": ("png", 64, 64, 1), "t2v": ("mp4", 64, 64, 9), "i2v": ("mp4", 64, 64, 9), "ti2v": ("mp4", 64, 64, 9),
-    "ti2i": ("png", 64, 64, 1), "ti2i_reference": ("png", 64, 64, 1),
-    "tv2v": ("mp4", 64, 48, 9), "tiv2v": ("mp4", 64, 48, 9), "clone": ("mp4", 64, 48, 9),
-}
+# What each twin writes: (kind, width, height, frames): the embedded default's 64x64 and 17 frames; edits
+# keep their 64x64 world references.
+TWIN_OUTPUTS = {task: ("png" if task in ("t2i", "ti2i", "ti2i_reference") else "mp4", 64, 64,
+                       1 if task in ("t2i", "ti2i", "ti2i_reference") else 17) for task in TASKS}
 
 NODES = {  # node id: (display name, required inputs, optional inputs, outputs)
     "VINO_Load": ("Load VINO", ["checkpoint", "qwen3vl", "dtype", "attention"], [], ["VINO_MODEL"]),
@@ -173,18 +171,31 @@ def test_workflows_appear_in_the_template_browser(comfy):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_twin_mirrors_its_real_workflow(task):
-    """Same graph: only the loaders, sizes, steps, frame caps, output names and the note differ."""
+    """Same graph: only the loaders, the prompt (a held-out one of the embedded default's demo), sizes, steps,
+    guidance, frame caps, example inputs, output names and the note differ."""
     real, twin = load_workflow(task), load_workflow(f"{task}_embedded")
     assert node_types(real, loaders=False) == node_types(twin, loaders=False)
     assert node_types(real, loaders=True) == {(1, "VINO_Load"), (2, "VAELoader")}
     assert node_types(twin, loaders=True) == {(1, "VINO_LoadEmbedded")}
-    assert widgets(real, 20)[:5] == widgets(twin, 20)[:5]  # task, prompt, negative prompt, base
-    assert widgets(real, int(SAMPLER))[4:] == widgets(twin, int(SAMPLER))[4:]  # guidance, shift, seed
+    assert widgets(real, 20)[0] == widgets(twin, 20)[0] and widgets(real, 20)[2:5] == widgets(twin, 20)[2:5]
+    demo = [e for f in DEMO_TASK_FILES for e in json.loads((SHIPPED_BUNDLE / f).read_text())]
+    assert widgets(twin, 20)[1] in {e["caption"] for e in demo}
+    assert widgets(twin, int(SAMPLER))[3:7] == [DEFAULTS[k] for k in ("steps", "cfg", "image_cfg", "shift")]
+    assert widgets(real, int(SAMPLER))[7:] == widgets(twin, int(SAMPLER))[7:]  # seed
+
+
+def test_the_pack_copies_the_twins_example_inputs_into_the_input_folder(comfy):
+    wanted = {node["widgets_values"][0] for task in TASKS for node in load_workflow(f"{task}_embedded")["nodes"]
+              if node["type"] in ("LoadImage", "VINO_LoadVideo")}
+    assert len(wanted) >= 10 and all(name.startswith("vino_demo_") for name in wanted)
+    assert wanted <= {path.name for path in comfy.input_dir.iterdir()}
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_embedded_twin_runs_and_writes_its_output(comfy, object_info, task):
-    entry, events = run(comfy, ui_to_api(load_workflow(f"{task}_embedded"), object_info))
+    graph = ui_to_api(load_workflow(f"{task}_embedded"), object_info)
+    graph[SAMPLER]["inputs"]["steps"] = 2  # the tiny random model here: the path, not the picture
+    entry, events = run(comfy, graph)
     kind, width, height, frames = TWIN_OUTPUTS[task]
     saved = entry["outputs"][OUTPUT]["images"]
     assert len(saved) == 1

@@ -149,3 +149,21 @@ def test_vino_model_and_the_pack_import_without_comfyui():
         "assert not [m for m in sys.modules if m.split('.')[0] in ('comfy', 'folder_paths', 'comfy_api')]\n"
     )
     subprocess.run([str(PYTHON), "-c", script], cwd=REPO, check=True, timeout=300)
+
+
+def test_embedded_default_is_the_shipped_bundle_unless_models_vino_embedded_holds_one(tmp_path, monkeypatch):
+    from vino_pack.nodes import register
+    from vino_pack.vino_model.tiny import make_tiny_bundle
+
+    shipped = make_tiny_bundle(tmp_path / "pack" / "embedded")  # stands in for vino_model/embedded
+    monkeypatch.setattr(register, "SHIPPED_BUNDLE", shipped)
+    monkeypatch.setattr(register, "_roots", lambda folder: [tmp_path / "models"])
+    assert register.embedded_bundle() == shipped
+    (tmp_path / "models" / "embedded").mkdir(parents=True)  # an incomplete folder does not count
+    assert register.embedded_bundle() == shipped
+    own = make_tiny_bundle(tmp_path / "models" / "embedded")
+    assert register.embedded_bundle() == own
+    (own / "vae.safetensors").unlink()
+    (shipped / "vae.safetensors").unlink()
+    with pytest.raises(VinoInputError, match="no embedded default model"):
+        register.embedded_bundle()
