@@ -120,6 +120,7 @@ def test_stage0_base_model_learns_from_the_native_text_encoder(curriculum):
     log = records(export.parent.parent)
     evals = [r["eval_loss"] for r in log if "eval_loss" in r]
     assert len(evals) == 2 and evals[-1] < 0.75 * evals[0]  # overfitting four samples
+    assert len([r["eval_text_gap"] for r in log if "eval_text_gap" in r]) == 2
     steps = [r for r in log if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 41))
     assert all(r["tokens_per_s"] > 0 and r["steps_per_s"] > 0 and r["grad_norm"] is not None for r in steps)
@@ -201,3 +202,34 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(curriculum, tmp_path
     for name in ("vino.safetensors", "vino-ema.safetensors"):
         a, b = load_file(straight / "export" / name), load_file(killed / "export" / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
+    """A trainee whose loss is 1 when the caption is its sample's own and 3 otherwise has a gap of 2 over the
+    text-only samples; one that ignores the text has 0; samples with references are left out of the gap."""
+    from types import SimpleNamespace
+
+    from training import engine
+    from training.data import Context
+    from training.loop import evaluate
+
+    monkeypatch.setattr(engine, "mean", lambda values, device: values)  # one rank, no process group
+
+    own = {"a": 0.0, "b": 1.0, "c": 2.0}  # each caption's x0 value
+    samples = [SimpleNamespace(record=SimpleNamespace(caption_long=c), refs=r) for c, r in
+               (("a", []), ("b", []), ("c", [torch.zeros(16, 1, 2, 2)]))]
+
+    class Data:
+        def load(self, sample, rng, dropout):
+            x0 = torch.full((16, 1, 2, 2), own[sample.record.caption_long])
+            return x0, sample.refs, Context(sample.record.caption_long, [], None, None), "t2i"
+
+    def reads_text(x0, noise, t, references, contexts):
+        matches = own[contexts[0].text] == float(x0.flatten()[0])
+        return torch.tensor([1.0 if matches else 3.0]), 0
+
+    cfg = SimpleNamespace(run=SimpleNamespace(seed=0))
+    result = evaluate(reads_text, Data(), samples, cfg, 0, 1, "cpu")
+    assert result == {"eval_loss": 1.0, "eval_text_gap": 2.0}
+    blind = evaluate(lambda *inputs: (torch.tensor([1.0]), 0), Data(), samples, cfg, 0, 1, "cpu")
+    assert blind == {"eval_loss": 1.0, "eval_text_gap": 0.0}

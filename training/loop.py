@@ -21,7 +21,7 @@ from vino_model.pipeline import parse_dtype
 from vino_model.vae import VinoVAE
 
 from . import checkpoint, engine, model
-from .data import MEDIA_ERRORS, Batch, LatentCache, TrainData, build_index, collate
+from .data import MEDIA_ERRORS, Batch, Context, LatentCache, TrainData, build_index, collate
 from .logs import Logger
 from .manifest import read_manifest
 from .samples import write_samples
@@ -52,9 +52,12 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device) -> tuple[
 
 
 @torch.no_grad()
-def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, device) -> float:
-    """Flow-matching loss over a fixed set: no dropout, fixed noise, t spread evenly over (0, 1)."""
-    total, count = 0.0, 0
+def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, device) -> dict[str, float]:
+    """Flow-matching loss over a fixed set: no dropout, fixed noise, t spread evenly over (0, 1).
+
+    Also `eval_text_gap`: over the set's text-only samples (t2i, t2v), the loss with another sample's
+    caption minus the loss with its own. Near 0, the model ignores its text, however low the loss."""
+    total, count, gap, gaps = 0.0, 0, 0.0, 0
     for i in range(rank, len(samples), world):
         rng = np.random.default_rng([cfg.run.seed, len(samples), i])
         try:
@@ -66,8 +69,13 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
         t = torch.tensor([(i + 0.5) / len(samples)])
         loss, _ = trainee(*model_inputs(batch, noise, t, device))
         total, count = total + loss.item(), count + 1
-    total, count = engine.mean([total, count], device)
-    return total / max(count, 1)
+        if not batch.references[0]:
+            other = samples[(i + 1) % len(samples)].record
+            batch.contexts = [Context(other.caption_long, [], None, None)]
+            wrong, _ = trainee(*model_inputs(batch, noise, t, device))
+            gap, gaps = gap + wrong.item() - loss.item(), gaps + 1
+    total, count, gap, gaps = engine.mean([total, count, gap, gaps], device)
+    return {"eval_loss": total / max(count, 1), "eval_text_gap": gap / max(gaps, 1)}
 
 
 def train(cfg) -> Path:
@@ -108,7 +116,7 @@ def train(cfg) -> Path:
     ds.train()
     while step < cfg.run.steps:
         if eval_set and step % cfg.eval.every == 0:
-            logger.write(step, eval_loss=evaluate(ds.module, data, eval_set, cfg, rank, world, device))
+            logger.write(step, **evaluate(ds.module, data, eval_set, cfg, rank, world, device))
         started = time.perf_counter()
         loss, tokens = train_step(ds, data, cfg, step, rank, device)
         step += 1
@@ -125,7 +133,7 @@ def train(cfg) -> Path:
             trainer = {"sampler": data.sampler.state, "skipped": round(skipped * world), "stage": cfg.run.stage}
             checkpoint.save(ds, folder, step, trainer, ema, cfg.checkpoint.keep, rank)
     if eval_set:
-        logger.write(step, eval_loss=evaluate(ds.module, data, eval_set, cfg, rank, world, device))
+        logger.write(step, **evaluate(ds.module, data, eval_set, cfg, rank, world, device))
 
     exported = out / "export" / "vino.safetensors"
     if rank == 0:
