@@ -233,3 +233,15 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
     assert result == {"eval_loss": 1.0, "eval_text_gap": 2.0}
     blind = evaluate(lambda *inputs: (torch.tensor([1.0]), 0), Data(), samples, cfg, 0, 1, "cpu")
     assert blind == {"eval_loss": 1.0, "eval_text_gap": 0.0}
+
+
+def test_compiled_blocks_train_the_same_steps_and_export_the_same_layout(curriculum, tmp_path):
+    runs = {}
+    for compiled in (False, True):
+        out = tmp_path / f"compiled-{compiled}"
+        changes = {"run.steps": 3, "model.compile": compiled, "samples.every": 0}
+        runs[compiled] = (train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(0, out, **changes))),
+                          [r["loss"] for r in records(out) if "loss" in r])
+    (plain, plain_losses), (compiled, compiled_losses) = runs[False], runs[True]
+    assert compiled_losses == pytest.approx(plain_losses, rel=1e-3)
+    assert load_file(compiled).keys() == load_file(plain).keys()

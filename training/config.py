@@ -48,6 +48,7 @@ class ModelConfig:
     native_max_tokens: int = 256  # ... over at most this many caption tokens
     gradient_checkpointing: bool = True
     attention: str = "auto"  # SDPA kernel family: auto, math, flash, efficient, cudnn
+    compile: bool = False  # torch.compile each MMDiT block (small models' steps are bound by kernel launches)
 
 
 @dataclass

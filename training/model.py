@@ -21,6 +21,7 @@ from vino_model.config import EncoderConfig, VinoConfig, preset
 from vino_model.encoder import InterleavedEncoder, MMEncoder, right_pad
 from vino_model.errors import VinoInputError
 from vino_model.mmdit import AdaModulation, VinoMMDiT
+from vino_model.speedups import compile_blocks
 from vino_model.pipeline import build_mm_encoder, build_mmdit
 from vino_model.sampler import GUIDANCE_INPUT, TIMESTEP_SCALE
 
@@ -168,6 +169,8 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
         )
     mmdit.gradient_checkpointing = m.gradient_checkpointing
     mmdit.attention_backend = m.attention
+    if m.compile:
+        compile_blocks(mmdit, dynamic=True)  # text lengths and buckets vary from batch to batch
     encoder = InterleavedEncoder.from_folder(m.qwen, mm_encoder.to(dtype), dtype=dtype)
     native = None
     if stage == 0:
