@@ -37,12 +37,10 @@ from vino_model.preprocess import frames_to_tensor, tensor_to_frames
 from vino_model.vae import CONFIG_METADATA_KEY, VinoVAE
 
 from .bench import score
-from .manifest import IMAGE_TASKS, TASKS
+from .manifest import TASKS
 from .world import render, sample
 
 log = logging.getLogger("vino.train")
-
-VIDEO_TASKS = tuple(t for t in TASKS if t not in IMAGE_TASKS)
 
 
 def _scenes(job):
@@ -209,14 +207,6 @@ def train(out: Path, steps: int, batch_size: int, lr: float, channels: tuple, po
         step = load_state(state_file, model, optimizer, generator)
         log.info("resumed from %s at step %d", state_file, step)
     warmup = max(1, min(steps // 50, 200))
-
-    def factor(s):
-        return min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    schedule.last_epoch = step
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * factor(step)
     autocast = dict(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=device != "cpu")
     model.train()
     if decoder_only:
@@ -233,8 +223,9 @@ def train(out: Path, steps: int, batch_size: int, lr: float, channels: tuple, po
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        for group in optimizer.param_groups:  # warm-up, then cosine to 0 at `steps`
+            group["lr"] = lr * min(step / warmup, 0.5 * (1 + math.cos(math.pi * min((step - 1) / steps, 1.0))))
         optimizer.step()
-        schedule.step()
         if step % 100 == 0:
             log.info("step %d/%d: loss %.4f, L1 %.4f (%.0f s)", step, steps, loss.item(), l1.item(),
                      time.perf_counter() - started)

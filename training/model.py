@@ -21,9 +21,9 @@ from vino_model.config import EncoderConfig, VinoConfig, preset
 from vino_model.encoder import InterleavedEncoder, MMEncoder, right_pad
 from vino_model.errors import VinoInputError
 from vino_model.mmdit import AdaModulation, VinoMMDiT
-from vino_model.speedups import compile_blocks
 from vino_model.pipeline import build_mm_encoder, build_mmdit
 from vino_model.sampler import GUIDANCE_INPUT, TIMESTEP_SCALE
+from vino_model.speedups import compile_blocks
 
 EXPORTED = ("transformer.", "mm_encoder.")  # the prefixes of the layout Load VINO reads
 

@@ -33,6 +33,7 @@ log = logging.getLogger("vino")
 
 DEMO_MODEL = Path(".cache/vino-demo/model")  # --demo's stand-in while the trained default is not checked out
 
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m vino_model.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +81,7 @@ BUNDLE_DEFAULTS = ("width", "height", "frames", "steps", "cfg", "image_cfg", "sh
 def apply_bundle(args) -> None:
     """--model DIR: the bundle's three parts, and its defaults.json for every option left unset."""
     folder = args.model
-    parts = {"checkpoint": folder / "vino.safetensors", "qwen": folder / "qwen3vl", "vae": folder / "vae.safetensors"}
+    parts = {name: folder / part for name, part in zip(("checkpoint", "qwen", "vae"), BUNDLE_FILES)}
     missing = [str(p) for p in parts.values() if not p.exists()]
     if missing:
         raise VinoInputError(f"--model {folder} is not a VINO bundle: missing {', '.join(missing)}")
@@ -92,7 +93,6 @@ def apply_bundle(args) -> None:
     for name in BUNDLE_DEFAULTS:
         if getattr(args, name) is None and name in defaults:
             setattr(args, name, defaults[name])
-
 
 
 def run(args) -> list[Path]:
@@ -108,7 +108,7 @@ def run(args) -> list[Path]:
                 make_tiny_bundle(DEMO_MODEL)
             if parallel is not None:
                 torch.distributed.barrier()
-            args.checkpoint, args.qwen, args.vae = (DEMO_MODEL / part for part in BUNDLE_FILES)
+            args.model = DEMO_MODEL
             args.width, args.height, args.frames, args.steps = 64, 64, 17, args.steps or 4
             log.warning("demo: no trained embedded default in %s; running a tiny RANDOM model instead (its "
                         "outputs are noise: they show the path runs)", SHIPPED_BUNDLE)
