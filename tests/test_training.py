@@ -216,8 +216,9 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
     monkeypatch.setattr(engine, "mean", lambda values, device: values)  # one rank, no process group
 
     own = {"a": 0.0, "b": 1.0, "c": 2.0}  # each caption's x0 value
-    samples = [SimpleNamespace(record=SimpleNamespace(caption_long=c), refs=r) for c, r in
-               (("a", []), ("b", []), ("c", [torch.zeros(16, 1, 2, 2)]))]
+    samples = [SimpleNamespace(record=SimpleNamespace(caption_long=c), images=i, video=None,
+                               refs=[torch.zeros(16, 1, 2, 2) for _ in i]) for c, i in
+               (("a", []), ("c", ["ref"]), ("b", []))]  # the edit between the two text-only samples is skipped
 
     class Data:
         def load(self, sample, rng, dropout):

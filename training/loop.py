@@ -58,6 +58,7 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
     Also `eval_text_gap`: over the set's text-only samples (t2i, t2v), the loss with another sample's
     caption minus the loss with its own. Near 0, the model ignores its text, however low the loss."""
     total, count, gap, gaps = 0.0, 0, 0.0, 0
+    text_only = [j for j, s in enumerate(samples) if not s.images and s.video is None]
     for i in range(rank, len(samples), world):
         rng = np.random.default_rng([cfg.run.seed, len(samples), i])
         try:
@@ -69,8 +70,8 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
         t = torch.tensor([(i + 0.5) / len(samples)])
         loss, _ = trainee(*model_inputs(batch, noise, t, device))
         total, count = total + loss.item(), count + 1
-        if not batch.references[0]:
-            other = samples[(i + 1) % len(samples)].record
+        if i in text_only and len(text_only) > 1:  # the next text-only sample's caption
+            other = samples[text_only[(text_only.index(i) + 1) % len(text_only)]].record
             batch.contexts = [Context(other.caption_long, [], None, None)]
             wrong, _ = trainee(*model_inputs(batch, noise, t, device))
             gap, gaps = gap + wrong.item() - loss.item(), gaps + 1
