@@ -236,6 +236,26 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
     assert blind == {"eval_loss": 1.0, "eval_text_gap": 0.0}
 
 
+def test_ema_forgets_the_starting_weights():
+    """The EMA's decay warms up: after 2,000 updates at decay 0.999 the starting weights keep under 1e-6 of
+    the average (a flat decay would keep 0.999^2000 = 13.5%), and the first update already moves 90% of the way."""
+    from training import engine
+
+    module = torch.nn.Module()
+    module.transformer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.transformer.weight.fill_(0.0)
+    ema = engine.EMA(module, 0.999)
+    with torch.no_grad():
+        module.transformer.weight.fill_(1.0)
+    ema.update(0)
+    assert ema.shadow["transformer.weight"].item() == pytest.approx(0.9)
+    for n in range(1, 2000):
+        ema.update(n)
+    assert 1 - ema.shadow["transformer.weight"].item() < 1e-6
+    assert ema.decay_after(10**6) == 0.999  # the configured decay, once warm
+
+
 def test_compiled_blocks_train_the_same_steps_and_export_the_same_layout(curriculum, tmp_path):
     runs = {}
     for compiled in (False, True):

@@ -120,9 +120,9 @@ def train(cfg) -> Path:
             logger.write(step, **evaluate(ds.module, data, eval_set, cfg, rank, world, device))
         started = time.perf_counter()
         loss, tokens = train_step(ds, data, cfg, step, rank, device)
-        step += 1
         if ema is not None:
-            ema.update()
+            ema.update(step)
+        step += 1
         loss, tokens, skipped = engine.mean([loss, tokens, data.skipped], device)  # tokens, skipped: sums below
         grad_norm = ds.get_global_grad_norm()
         logger.step(step, loss, round(tokens * world), time.perf_counter() - started, lr=ds.get_lr()[0],
