@@ -236,6 +236,41 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
     assert blind == {"eval_loss": 1.0, "eval_text_gap": 0.0}
 
 
+def test_native_align_pulls_the_text_connector_to_the_native_states(curriculum, tmp_path):
+    """model.native_align compares the connector's output at exactly the caption's tokens with the native
+    encoder's states of the caption (0 when they match there, whatever the other tokens; 0 without a caption),
+    and its gradient moves the connector towards them."""
+    from training.data import Context
+    from training.model import build, find_last
+
+    overrides = curriculum.overrides(1, tmp_path / "s1", **{"model.native_align": 1.0, "optim.bf16": False})
+    trainee, _ = build(train_config.load(CONFIGS / "stage1.toml", overrides))
+    trainee.train()
+    contexts = [Context("a big red circle moves left", [], None, None), Context("", [], None, None)]
+
+    def align():
+        encoded = trainee.encoder.encode_many([(c.text, c.images, c.video, c.video_fps) for c in contexts])
+        return trainee.alignment(contexts, encoded), encoded
+
+    before, encoded = align()
+    assert before[0] > 0.05 and before[1] == 0
+    ids = trainee.teacher.caption_ids(contexts[0].text)
+    start = find_last(encoded[0].input_ids.tolist(), ids)
+    assert start is not None and start > 0  # the system turn comes first
+    states = torch.randn_like(encoded[0].text_states) * 10
+    states[start: start + len(ids)] = trainee.teacher([contexts[0].text])[0][: len(ids)]
+    encoded[0].text_states = states
+    assert trainee.alignment(contexts[:1], encoded[:1]).item() == pytest.approx(0.0, abs=1e-6)
+
+    connector = trainee.encoder.mm_encoder.connector
+    optimizer = torch.optim.Adam(connector.parameters(), lr=3e-3)
+    for _ in range(30):
+        optimizer.zero_grad()
+        align()[0].sum().backward()
+        optimizer.step()
+    assert align()[0][0].item() < 0.5 * before[0].item()
+
+
 def test_ema_forgets_the_starting_weights():
     """The EMA's decay warms up: after 2,000 updates at decay 0.999 the starting weights keep under 1e-6 of
     the average (a flat decay would keep 0.999^2000 = 13.5%), and the first update already moves 90% of the way."""

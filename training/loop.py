@@ -79,6 +79,15 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
     return {"eval_loss": total / max(count, 1), "eval_text_gap": gap / max(gaps, 1)}
 
 
+def evaluate_in_eval_mode(ds, data: TrainData, samples, cfg, rank: int, world: int, device) -> dict[str, float]:
+    """`evaluate` with the trainee in eval mode (training-only terms off), back in train mode after."""
+    ds.eval()
+    try:
+        return evaluate(ds.module, data, samples, cfg, rank, world, device)
+    finally:
+        ds.train()
+
+
 def train(cfg) -> Path:
     """Run the stage of `cfg` to cfg.run.steps (resuming from its latest checkpoint); returns the export."""
     rank, world, device = engine.init_distributed()
@@ -117,7 +126,7 @@ def train(cfg) -> Path:
     ds.train()
     while step < cfg.run.steps:
         if eval_set and step % cfg.eval.every == 0:
-            logger.write(step, **evaluate(ds.module, data, eval_set, cfg, rank, world, device))
+            logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
         started = time.perf_counter()
         loss, tokens = train_step(ds, data, cfg, step, rank, device)
         if ema is not None:
@@ -134,7 +143,7 @@ def train(cfg) -> Path:
             trainer = {"sampler": data.sampler.state, "skipped": round(skipped * world), "stage": cfg.run.stage}
             checkpoint.save(ds, folder, step, trainer, ema, cfg.checkpoint.keep, rank)
     if eval_set:
-        logger.write(step, **evaluate(ds.module, data, eval_set, cfg, rank, world, device))
+        logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
 
     exported = out / "export" / "vino.safetensors"
     if rank == 0:

@@ -35,12 +35,15 @@ class NativeTextEncoder:
     def __init__(self, language_model: nn.Module, tokenizer, layer: int, max_tokens: int):
         self.language_model, self.tokenizer, self.layer, self.max_tokens = language_model, tokenizer, layer, max_tokens
 
+    def caption_ids(self, text: str) -> list[int]:
+        """The caption's tokens, without the end-of-turn token the encoder appends."""
+        return self.tokenizer(text, truncation=True, max_length=self.max_tokens - 1).input_ids
+
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> list[torch.Tensor]:
         """[L_i, hidden] for each caption, read in one padded batch (padding after each caption, so the
         causal model gives its tokens what it gives them alone)."""
-        rows = [self.tokenizer(t, truncation=True, max_length=self.max_tokens - 1).input_ids + [self.tokenizer.eos_token_id]
-                for t in texts]
+        rows = [self.caption_ids(t) + [self.tokenizer.eos_token_id] for t in texts]
         ids, mask = right_pad(rows, self.tokenizer.pad_token_id)
         device = self.language_model.device
         states = self.language_model(input_ids=ids.to(device), attention_mask=mask.to(device),
@@ -48,17 +51,45 @@ class NativeTextEncoder:
         return [states[b, : len(row)] for b, row in enumerate(rows)]
 
 
-class Trainee(nn.Module):
-    """The MMDiT and the context reader; forward returns the flow-matching loss of each sample."""
+def find_last(sequence: list[int], part: list[int]) -> int | None:
+    """Where `part` last starts in `sequence` (None if nowhere or empty)."""
+    for start in range(len(sequence) - len(part), -1, -1):
+        if part and sequence[start: start + len(part)] == part:
+            return start
+    return None
 
-    def __init__(self, transformer: VinoMMDiT, encoder: InterleavedEncoder, native: NativeTextEncoder | None):
+
+class Trainee(nn.Module):
+    """The MMDiT and the context reader; forward returns the training loss of each sample: flow matching,
+    plus `align` x the connector's distance to the native text encoder when that is on (model.native_align)."""
+
+    def __init__(self, transformer: VinoMMDiT, encoder: InterleavedEncoder, native: NativeTextEncoder | None,
+                 teacher: NativeTextEncoder | None = None, align: float = 0.0):
         super().__init__()
         self.transformer = transformer
         self.encoder = encoder
-        self.native = native
+        self.native = native  # stage 0: feeds the MMDiT
+        self.teacher, self.align = teacher, align  # stages 1+: the connector's alignment target
 
-    def read(self, contexts) -> tuple[torch.Tensor, torch.Tensor, list]:
-        """Text tokens [B, L, text_dim] (padded), their mask [B, L] and per-sample boundary tokens."""
+    def alignment(self, contexts, encoded) -> torch.Tensor:
+        """Per sample: mean squared distance between the text connector's output at the caption's tokens and
+        the native encoder's states of the caption, over the states' mean square; 0 without a caption."""
+        targets = self.teacher([c.text for c in contexts])
+        out = []
+        for context, e, target in zip(contexts, encoded, targets):
+            ids = self.teacher.caption_ids(context.text)
+            start = find_last(e.input_ids.tolist(), ids)
+            if start is None:
+                out.append(e.text_states.new_zeros((), dtype=torch.float32))
+                continue
+            got, want = e.text_states[start: start + len(ids)].float(), target[: len(ids)].float()
+            out.append((got - want).pow(2).mean() / want.pow(2).mean().clamp_min(1e-6))
+        return torch.stack(out)
+
+    def read(self, contexts) -> tuple[torch.Tensor, torch.Tensor, list, torch.Tensor | None]:
+        """Text tokens [B, L, text_dim] (padded), their mask [B, L], per-sample boundary tokens and the
+        per-sample alignment term (None when off)."""
+        aligned = None
         if self.native is not None:
             states, boundary = self.native([c.text for c in contexts]), [None] * len(contexts)
         else:
@@ -66,6 +97,8 @@ class Trainee(nn.Module):
             encoded = self.encoder.encode_many([(c.text, c.images, c.video, c.video_fps) for c in contexts], keys)
             states = [e.text_states for e in encoded]
             boundary = [e.boundary_tokens if e.boundary_tokens.shape[0] else None for e in encoded]
+            if self.teacher is not None and self.align and self.training:  # a training term: not in eval_loss
+                aligned = self.alignment(contexts, encoded)
         dtype = self.transformer.proj_out.weight.dtype
         longest = max(s.shape[0] for s in states)
         text = states[0].new_zeros(len(states), longest, states[0].shape[-1], dtype=dtype)
@@ -73,16 +106,18 @@ class Trainee(nn.Module):
         for b, s in enumerate(states):
             text[b, : s.shape[0]] = s
             mask[b, : s.shape[0]] = True
-        return text, mask, boundary
+        return text, mask, boundary, aligned
 
     def forward(self, x0, noise, t, references, contexts):
         """x0, noise: [B, C, T, H, W]; t: [B] in (0, 1). Returns (loss [B], tokens through the MMDiT)."""
-        text, mask, boundary = self.read(contexts)
+        text, mask, boundary, aligned = self.read(contexts)
         t5 = t.view(-1, 1, 1, 1, 1)
         noisy = (1 - t5) * x0 + t5 * noise  # x_t
         guidance = torch.full_like(t, GUIDANCE_INPUT)
         velocity = self.transformer(noisy, t * TIMESTEP_SCALE, text, mask, references, boundary, guidance)
         loss = (velocity.float() - (noise - x0)).pow(2).mean(dim=(1, 2, 3, 4))  # target v = noise - x0
+        if aligned is not None:
+            loss = loss + self.align * aligned.to(loss.device)
         return loss, image_tokens(self.transformer.cfg.patch_size, x0, references) + int(mask.sum())
 
     def export_state(self) -> dict[str, torch.Tensor]:
@@ -167,18 +202,26 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
             f"stage 0 feeds the native text encoder (width {hidden}, the VLM's hidden size) to the MMDiT, whose "
             f"text_dim is {config.mmdit.text_dim}; set model.mmdit.text_dim = {hidden}"
         )
+    if stage > 0 and m.native_align and config.mmdit.text_dim != hidden:
+        raise VinoInputError(
+            f"model.native_align compares the text connector's output (width {config.mmdit.text_dim}) with the native "
+            f"text encoder's states (width {hidden}); it needs them equal, or model.native_align = 0"
+        )
     mmdit.gradient_checkpointing = m.gradient_checkpointing
     mmdit.attention_backend = m.attention
     if m.compile:
         compile_blocks(mmdit, dynamic=True)  # text lengths and buckets vary from batch to batch
     encoder = InterleavedEncoder.from_folder(m.qwen, mm_encoder.to(dtype), dtype=dtype)
     native = None
-    if stage == 0:
+    if stage == 0 or m.native_align:
         native = NativeTextEncoder(encoder.vlm.model.language_model, encoder.processor.tokenizer,
                                    m.native_layer, m.native_max_tokens)
     if cfg.data.keep_in_memory:
         encoder.prepared = {}  # the processor runs once per distinct context
-    trainee = Trainee(mmdit.to(dtype), encoder, native)
+    if stage == 0:
+        trainee = Trainee(mmdit.to(dtype), encoder, native)
+    else:
+        trainee = Trainee(mmdit.to(dtype), encoder, None, teacher=native, align=m.native_align)
     set_trainable(trainee, m.trainable)
     return trainee, config
 

@@ -124,6 +124,7 @@ class EncodedContext:
     boundary_tokens: torch.Tensor  # [n_visual, 2, boundary_dim]: (start, end) per input, images then video
     num_images: int
     has_video: bool
+    input_ids: torch.Tensor | None = None  # [L_prompt]: the prompt's token ids (the queries follow them)
 
 
 class InterleavedEncoder(nn.Module):
@@ -276,6 +277,7 @@ class InterleavedEncoder(nn.Module):
             boundary_tokens=self.mm_encoder.connector_vae_branch(hidden[positions.to(hidden.device)]),
             num_images=num_images,
             has_video=has_video,
+            input_ids=input_ids,
         )
 
     def encode_many(self, contexts, keys=None) -> list[EncodedContext]:
