@@ -46,10 +46,8 @@ class ModelConfig:
     trainable: list = field(default_factory=lambda: ["transformer."])
     native_layer: int = -3  # stage 0 reads the VLM's language model at this hidden state ...
     native_max_tokens: int = 256  # ... over at most this many caption tokens
-    # Stages 1+: weight of the alignment term, the mean squared distance (relative to the target's mean square)
-    # between the text connector's output at the caption's tokens and the native encoder's states of the
-    # caption, the paper's stage-1 alignment. The flow-matching loss through the MMDiT alone barely carries
-    # the caption's content across (embedded stage 1: eval_text_gap 0.006 after stage 0's 0.088).
+    # Stages 1+: weight of the paper's stage-1 alignment, the mean squared distance (relative to the target's
+    # mean square) between the text connector's output at the caption's tokens and the native encoder's states
     native_align: float = 0.0
     gradient_checkpointing: bool = True
     attention: str = "auto"  # SDPA kernel family: auto, math, flash, efficient, cudnn

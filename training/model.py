@@ -53,8 +53,10 @@ class NativeTextEncoder:
 
 def find_last(sequence: list[int], part: list[int]) -> int | None:
     """Where `part` last starts in `sequence` (None if nowhere or empty)."""
+    if not part:
+        return None
     for start in range(len(sequence) - len(part), -1, -1):
-        if part and sequence[start: start + len(part)] == part:
+        if sequence[start: start + len(part)] == part:
             return start
     return None
 
@@ -117,7 +119,7 @@ class Trainee(nn.Module):
         velocity = self.transformer(noisy, t * TIMESTEP_SCALE, text, mask, references, boundary, guidance)
         loss = (velocity.float() - (noise - x0)).pow(2).mean(dim=(1, 2, 3, 4))  # target v = noise - x0
         if aligned is not None:
-            loss = loss + self.align * aligned.to(loss.device)
+            loss = loss + self.align * aligned
         return loss, image_tokens(self.transformer.cfg.patch_size, x0, references) + int(mask.sum())
 
     def export_state(self) -> dict[str, torch.Tensor]:
@@ -212,16 +214,15 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
     if m.compile:
         compile_blocks(mmdit, dynamic=True)  # text lengths and buckets vary from batch to batch
     encoder = InterleavedEncoder.from_folder(m.qwen, mm_encoder.to(dtype), dtype=dtype)
-    native = None
+    native = None  # stage 0 feeds it to the MMDiT; later stages may align the connector to it
     if stage == 0 or m.native_align:
         native = NativeTextEncoder(encoder.vlm.model.language_model, encoder.processor.tokenizer,
                                    m.native_layer, m.native_max_tokens)
     if cfg.data.keep_in_memory:
         encoder.prepared = {}  # the processor runs once per distinct context
-    if stage == 0:
-        trainee = Trainee(mmdit.to(dtype), encoder, native)
-    else:
-        trainee = Trainee(mmdit.to(dtype), encoder, None, teacher=native, align=m.native_align)
+    feeds = stage == 0
+    trainee = Trainee(mmdit.to(dtype), encoder, native if feeds else None, teacher=None if feeds else native,
+                      align=m.native_align)
     set_trainable(trainee, m.trainable)
     return trainee, config
 
