@@ -47,16 +47,21 @@ def test_language_model_learns_the_world_captions(tmp_path):
     out = tmp_path / "qwen3vl"
     size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
             "num_key_value_heads": 1, "head_dim": 16}
-    captions = language.world_captions(36, seed=0)
-    assert len(captions) == 36 and len(set(captions)) > 20
+    pairs = language.world_captions(36, seed=0)
+    assert len(pairs) == 36 and len({caption for caption, _ in pairs}) > 20
+    caption, objects = pairs[0]
+    assert objects.split(" ")[0] in caption  # the reply starts with a shape the caption names
     language.train(out, steps=30, batch_size=8, lr=3e-3, text=size, captions=36, seed=0, device="cpu")
     model = Qwen3VLForConditionalGeneration.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
     assert model.config.text_config.hidden_size == 32
     assert not (tmp_path / "qwen3vl.partial").exists()
-    ids = torch.tensor([language.chat_ids(processor.tokenizer, c) for c in captions[:1]])
+    ids = torch.tensor([language.chat_ids(processor.tokenizer, caption, objects)])
+    assert processor.tokenizer.decode(ids[0]).endswith(f"assistant\n{objects}<|im_end|>\n")
     trained = model(input_ids=ids, labels=ids).loss.item()
     assert trained < 0.8 * np.log(len(processor.tokenizer))  # well under a uniform guess after 30 steps
+    separation = language.attribute_separation(out)
+    assert set(separation) == {"shape", "color", "size"} and all(0 < v < 10 for v in separation.values())
     with pytest.raises(VinoInputError, match="exists"):
         language.train(out, 1, 2, 1e-3, size, 8, 0, "cpu")
 

@@ -3,8 +3,10 @@
 No pre-trained small VLM exists here, and a random frozen language model turns captions into poor
 features. This writes a tiny Qwen3-VL folder (real transformers classes, a byte-level BPE tokenizer
 trained on the world's captions) and trains its language model on those captions, read as the VLM
-reads them at generation time (a user turn of the chat template), with next-token prediction. The
-vision tower stays as initialised. Captions come from `training.world.sample` in the train split, so
+reads them at generation time (a user turn of the chat template), with next-token prediction. Each
+caption is followed by an assistant reply that lists its scene's objects, shape first, so the states keep
+every attribute the caption names (`--captions-only` leaves the reply out). The vision tower stays as
+initialised. Captions come from `training.world.sample` in the train split, so
 no held-out colour x shape pair is ever seen.
 
     python -m training.language --out models/embedded-src/qwen3vl --steps 1500 [--hidden 128 --layers 4]
@@ -15,6 +17,7 @@ The folder appears only when training has finished (written beside it, then rena
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
 import shutil
@@ -31,24 +34,31 @@ from vino_model.errors import VinoInputError, run_cli
 from vino_model.tiny_qwen import make_tiny_qwen3vl
 
 from .manifest import TASKS
-from .world import sample
+from .model import NativeTextEncoder
+from .world import COLORS, SHAPES, SIZE_WORDS, SIZES, sample
 
 log = logging.getLogger("vino.train")
 
 
-def world_captions(count: int, seed: int) -> list[str]:
-    """`count` long and short captions of train-split samples, every task kind in turn."""
-    captions = []
+def world_captions(count: int, seed: int) -> list[tuple[str, str]]:
+    """`count` (caption, objects) pairs of train-split samples, long and short captions of every task kind in
+    turn. `objects` lists the output scene's objects, shape first ("circle red large striped; ..."): the
+    reply the language model learns to give, so that every attribute the caption names must stay readable in
+    its states (next-token prediction alone keeps only what predicts the caption's next words)."""
+    pairs = []
     for index in range(math.ceil(count / (2 * len(TASKS)))):
         for task in TASKS:
-            _, long, short = sample(task, seed, index, frames=5)
-            captions += [long, short]
-    return captions[:count]
+            meta, long, short = sample(task, seed, index, frames=5)
+            objects = "; ".join(f"{o['shape']} {o['color']} {o['size']} {o['texture']}" for o in meta["scene"]["objects"])
+            pairs += [(long, objects), (short, objects)]
+    return pairs[:count]
 
 
-def chat_ids(tokenizer, caption: str) -> list[int]:
-    """The caption as the VLM's user turn, as `vino_model.encoder` renders it (without the system turn)."""
-    return tokenizer(f"<|im_start|>user\n{caption}<|im_end|>\n<|im_start|>assistant\n").input_ids
+def chat_ids(tokenizer, caption: str, reply: str = "") -> list[int]:
+    """The caption as the VLM's user turn, as `vino_model.encoder` renders it (without the system turn),
+    followed by the assistant's reply when there is one."""
+    ended = f"{reply}<|im_end|>\n" if reply else ""
+    return tokenizer(f"<|im_start|>user\n{caption}<|im_end|>\n<|im_start|>assistant\n{ended}").input_ids
 
 
 def batches(ids: list[list[int]], batch_size: int, pad: int, rng: np.random.Generator):
@@ -61,17 +71,17 @@ def batches(ids: list[list[int]], batch_size: int, pad: int, rng: np.random.Gene
 
 
 def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, captions: int, seed: int,
-          device: str) -> Path:
+          device: str, list_objects: bool = True) -> Path:
     if out.exists():
         raise VinoInputError(f"--out {out} exists; remove it or choose another folder")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    corpus = world_captions(captions, seed)
-    make_tiny_qwen3vl(partial, seed=seed, corpus=corpus, text=text)
+    pairs = world_captions(captions, seed)
+    make_tiny_qwen3vl(partial, seed=seed, corpus=[part for pair in pairs for part in pair], text=text)
     processor = AutoProcessor.from_pretrained(partial)
     model = Qwen3VLForConditionalGeneration.from_pretrained(partial, dtype=torch.float32).to(device)
     tokenizer = processor.tokenizer
-    ids = [chat_ids(tokenizer, c) for c in corpus]
+    ids = [chat_ids(tokenizer, caption, objects if list_objects else "") for caption, objects in pairs]
     log.info("language model: %s parameters, %d captions, %.1f tokens each",
              f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", len(ids), np.mean(list(map(len, ids))))
     params = [p for n, p in model.named_parameters() if "visual" not in n]
@@ -94,8 +104,33 @@ def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, caption
         if step % 100 == 0 or step == steps:
             log.info("step %d/%d: loss %.4f (%.0f s)", step, steps, loss.item(), time.perf_counter() - started)
     model.eval().to("cpu").save_pretrained(partial, safe_serialization=True)
+    separation = attribute_separation(partial)
+    log.info("text states at hidden_states[-3] move %s when one word changes",
+             ", ".join(f"{v:.3f} for {k}" for k, v in separation.items()))
     partial.rename(out)
     return out
+
+
+SEPARATION_PROMPT = "a picture of a {size} {color} {shape} in the center on a white background"
+
+
+@torch.no_grad()
+def attribute_separation(folder: Path, layer: int = -3) -> dict[str, float]:
+    """How far the language model's states at `layer` move when one word of a caption changes, for shape,
+    colour and size words: the mean squared difference over the states' mean square, averaged over every
+    pair of values of that attribute. Stage 0 can only learn an attribute its text states tell apart."""
+    processor = AutoProcessor.from_pretrained(folder)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    native = NativeTextEncoder(model.model.language_model, processor.tokenizer, layer, max_tokens=256)
+    base = {"size": "small", "color": "red", "shape": "circle"}
+    values = {"shape": SHAPES, "color": list(COLORS), "size": [SIZE_WORDS[s] for s in SIZES]}
+    separation = {}
+    for attribute, options in values.items():
+        states = native([SEPARATION_PROMPT.format(**{**base, attribute: v}) for v in options])
+        distances = [(a - b).pow(2).mean() / a.pow(2).mean() for a, b in itertools.combinations(states, 2)
+                     if a.shape == b.shape]
+        separation[attribute] = float(torch.stack(distances).mean())
+    return separation
 
 
 def main(argv=None):
@@ -110,6 +145,8 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--captions-only", action="store_true",
+                   help="learn the captions alone, without the reply that lists their objects")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if args.hidden % args.heads:
@@ -118,7 +155,7 @@ def main(argv=None):
             "num_attention_heads": args.heads, "num_key_value_heads": max(1, args.heads // 2),
             "head_dim": args.hidden // args.heads}
     return run_cli(lambda: print(train(args.out, args.steps, args.batch_size, args.lr, text, args.captions,
-                                       args.seed, args.device)))
+                                       args.seed, args.device, not args.captions_only)))
 
 
 if __name__ == "__main__":
