@@ -6,8 +6,8 @@ trained on the world's captions) and trains its language model on those captions
 reads them at generation time (a user turn of the chat template), with next-token prediction. Each
 caption is followed by an assistant reply that lists its scene's objects, shape first, so the states keep
 every attribute the caption names (`--captions-only` leaves the reply out). The vision tower stays as
-initialised. Captions come from `training.world.sample` in the train split, so
-no held-out colour x shape pair is ever seen.
+initialised. Captions come from `training.world.sample` in the train split, so no held-out colour x shape
+pair is ever seen.
 
     python -m training.language --out models/embedded-src/qwen3vl --steps 1500 [--hidden 128 --layers 4]
 
@@ -49,7 +49,8 @@ def world_captions(count: int, seed: int) -> list[tuple[str, str]]:
     for index in range(math.ceil(count / (2 * len(TASKS)))):
         for task in TASKS:
             meta, long, short = sample(task, seed, index, frames=5)
-            objects = "; ".join(f"{o['shape']} {o['color']} {o['size']} {o['texture']}" for o in meta["scene"]["objects"])
+            objects = "; ".join(f"{o['shape']} {o['color']} {o['size']} {o['texture']}"
+                                for o in meta["scene"]["objects"])
             pairs += [(long, objects), (short, objects)]
     return pairs[:count]
 
@@ -104,9 +105,10 @@ def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, caption
         if step % 100 == 0 or step == steps:
             log.info("step %d/%d: loss %.4f (%.0f s)", step, steps, loss.item(), time.perf_counter() - started)
     model.eval().to("cpu").save_pretrained(partial, safe_serialization=True)
-    separation = attribute_separation(partial)
-    log.info("text states at hidden_states[-3] move %s when one word changes",
-             ", ".join(f"{v:.3f} for {k}" for k, v in separation.items()))
+    for layer in (-3, -2):  # what stage 0 reads, what the VLM path reads
+        separation = attribute_separation(partial, layer)
+        log.info("text states at hidden_states[%d] move %s when one word changes", layer,
+                 ", ".join(f"{v:.3f} for {k}" for k, v in separation.items()))
     partial.rename(out)
     return out
 
@@ -118,7 +120,8 @@ SEPARATION_PROMPT = "a picture of a {size} {color} {shape} in the center on a wh
 def attribute_separation(folder: Path, layer: int = -3) -> dict[str, float]:
     """How far the language model's states at `layer` move when one word of a caption changes, for shape,
     colour and size words: the mean squared difference over the states' mean square, averaged over every
-    pair of values of that attribute. Stage 0 can only learn an attribute its text states tell apart."""
+    pair of values of that attribute whose captions have as many tokens. An attribute whose words hardly move
+    the states is one the MMDiT can hardly read."""
     processor = AutoProcessor.from_pretrained(folder)
     model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     native = NativeTextEncoder(model.model.language_model, processor.tokenizer, layer, max_tokens=256)
