@@ -61,9 +61,11 @@ def main(argv=None) -> None:
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--blank", action="store_true", help="condition on the empty prompt instead of the caption")
     p.add_argument("--out", default="output/embedded-probe")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides the export was trained with (model.native_layer=-4)")
     args = p.parse_args(argv)
 
-    cfg = load_config(args.config, [f"model.init={args.init}", "model.mmdit={}"])
+    cfg = load_config(args.config, [f"model.init={args.init}", "model.mmdit={}", *args.set])
     trainee, _ = model.build(cfg)
     trainee.eval()
     vae = VinoVAE.load(args.vae)

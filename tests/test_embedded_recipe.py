@@ -16,7 +16,7 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
 from training import autoencoder, bench, language
 from training.bundle import DEFAULTS, write_bundle
-from training.model import NativeTextEncoder
+from training.model import NativeTextEncoder, unit_rms
 from training.world import write_split
 from vino_model.checkpoint import load_vino_weights, save_vino
 from vino_model.errors import VinoInputError
@@ -62,6 +62,10 @@ def test_language_model_learns_the_world_captions(tmp_path):
     assert trained < 0.8 * np.log(len(processor.tokenizer))  # well under a uniform guess after 30 steps
     separation = language.attribute_separation(out)
     assert set(separation) == {"shape", "color", "size"} and all(0 < v < 10 for v in separation.values())
+    at_word = language.attribute_separation(out, where="word")  # the changed tokens alone move more than the mean
+    assert all(at_word[k] > separation[k] for k in separation), (at_word, separation)
+    with pytest.raises(VinoInputError, match="where must be"):
+        language.attribute_separation(out, where="middle")
     with pytest.raises(VinoInputError, match="exists"):
         language.train(out, 1, 2, 1e-3, size, 8, 0, "cpu")
 
@@ -160,6 +164,22 @@ def test_native_text_encoder_reads_a_batch_as_it_reads_each_caption(tiny):
         alone = native([caption])[0]
         assert states.shape == alone.shape
         torch.testing.assert_close(states, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_native_text_encoder_can_add_the_token_embeddings(tiny):
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny / "qwen3vl")
+    tokenizer = AutoProcessor.from_pretrained(tiny / "qwen3vl").tokenizer
+    language_model = model.model.language_model
+    plain = NativeTextEncoder(language_model, tokenizer, layer=-3, max_tokens=64)
+    mixed = NativeTextEncoder(language_model, tokenizer, layer=-3, max_tokens=64, embeddings=0.5)
+    caption = "a small red star in the center"
+    ids = torch.tensor(plain.caption_ids(caption) + [tokenizer.eos_token_id])
+    with torch.no_grad():
+        embedded = language_model.embed_tokens(ids)
+    states = mixed([caption])[0]
+    torch.testing.assert_close(states, unit_rms(plain([caption])[0]) + 0.5 * unit_rms(embedded), atol=1e-5, rtol=1e-4)
+    size = states.pow(2).mean(-1).sqrt()
+    assert size.min() > 0.5 and size.max() < 1.5  # two unit-RMS parts, the second at half weight
 
 
 def test_bundle_is_half_precision_complete_and_loads(tiny, tmp_path):

@@ -106,9 +106,10 @@ def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, caption
             log.info("step %d/%d: loss %.4f (%.0f s)", step, steps, loss.item(), time.perf_counter() - started)
     model.eval().to("cpu").save_pretrained(partial, safe_serialization=True)
     for layer in (-3, -2):  # what stage 0 reads, what the VLM path reads
-        separation = attribute_separation(partial, layer)
-        log.info("text states at hidden_states[%d] move %s when one word changes", layer,
-                 ", ".join(f"{v:.3f} for {k}" for k, v in separation.items()))
+        for where in ("sequence", "word"):
+            separation = attribute_separation(partial, layer, where)
+            log.info("text states at hidden_states[%d] move %s when one word changes (%s)", layer,
+                     ", ".join(f"{v:.3f} for {k}" for k, v in separation.items()), where)
     partial.rename(out)
     return out
 
@@ -117,11 +118,15 @@ SEPARATION_PROMPT = "a picture of a {size} {color} {shape} in the center on a wh
 
 
 @torch.no_grad()
-def attribute_separation(folder: Path, layer: int = -3) -> dict[str, float]:
+def attribute_separation(folder: Path, layer: int = -3, where: str = "sequence") -> dict[str, float]:
     """How far the language model's states at `layer` move when one word of a caption changes, for shape,
     colour and size words: the mean squared difference over the states' mean square, averaged over every
-    pair of values of that attribute whose captions have as many tokens. An attribute whose words hardly move
-    the states is one the MMDiT can hardly read."""
+    pair of values of that attribute whose captions have as many tokens. `where` is "sequence" (all the
+    caption's tokens: how far the word's meaning spreads) or "word" (only the tokens that differ: whether the
+    word itself stays readable at this layer). An attribute whose words hardly move the states is one the
+    MMDiT can hardly read."""
+    if where not in ("sequence", "word"):
+        raise VinoInputError(f"attribute_separation: where must be 'sequence' or 'word', got {where!r}")
     processor = AutoProcessor.from_pretrained(folder)
     model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     native = NativeTextEncoder(model.model.language_model, processor.tokenizer, layer, max_tokens=256)
@@ -129,9 +134,17 @@ def attribute_separation(folder: Path, layer: int = -3) -> dict[str, float]:
     values = {"shape": SHAPES, "color": list(COLORS), "size": [SIZE_WORDS[s] for s in SIZES]}
     separation = {}
     for attribute, options in values.items():
-        states = native([SEPARATION_PROMPT.format(**{**base, attribute: v}) for v in options])
-        distances = [(a - b).pow(2).mean() / a.pow(2).mean() for a, b in itertools.combinations(states, 2)
-                     if a.shape == b.shape]
+        captions = [SEPARATION_PROMPT.format(**{**base, attribute: v}) for v in options]
+        ids = [torch.tensor(native.caption_ids(c)) for c in captions]
+        states = native(captions)
+        distances = []
+        for (ia, a), (ib, b) in itertools.combinations(zip(ids, states), 2):
+            if a.shape != b.shape:
+                continue
+            if where == "word":
+                changed = torch.cat([ia != ib, torch.zeros(1, dtype=torch.bool)])  # the end token never differs
+                a, b = a[changed], b[changed]
+            distances.append((a - b).pow(2).mean() / a.pow(2).mean())
         separation[attribute] = float(torch.stack(distances).mean())
     return separation
 
