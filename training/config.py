@@ -46,6 +46,9 @@ class ModelConfig:
     trainable: list = field(default_factory=lambda: ["transformer."])
     native_layer: int = -3  # stage 0 reads the VLM's language model at this hidden state ...
     native_max_tokens: int = 256  # ... over at most this many caption tokens
+    # > 0: the native states become unit-RMS(hidden_states[native_layer]) + this x unit-RMS(token embeddings),
+    # so each word stays readable at its own token (a small model's layers can fade a word, as the shape word)
+    native_embeddings: float = 0.0
     # Stages 1+: weight of the paper's stage-1 alignment, the mean squared distance (relative to the target's
     # mean square) between the text connector's output at the caption's tokens and the native encoder's states
     native_align: float = 0.0

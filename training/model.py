@@ -30,10 +30,13 @@ EXPORTED = ("transformer.", "mm_encoder.")  # the prefixes of the layout Load VI
 
 class NativeTextEncoder:
     """Stage 0's text encoder: the VLM's language model over the bare caption and its end-of-turn token
-    (so an empty caption still has a token), read at hidden_states[layer]. Frozen; shares the VLM's weights."""
+    (so an empty caption still has a token), read at hidden_states[layer]. With `embeddings` > 0, each token's
+    state is scaled to unit RMS and `embeddings` x its unit-RMS token embedding is added. Frozen; shares the
+    VLM's weights."""
 
-    def __init__(self, language_model: nn.Module, tokenizer, layer: int, max_tokens: int):
+    def __init__(self, language_model: nn.Module, tokenizer, layer: int, max_tokens: int, embeddings: float = 0.0):
         self.language_model, self.tokenizer, self.layer, self.max_tokens = language_model, tokenizer, layer, max_tokens
+        self.embeddings = embeddings
 
     def caption_ids(self, text: str) -> list[int]:
         """The caption's tokens, without the end-of-turn token the encoder appends."""
@@ -46,9 +49,17 @@ class NativeTextEncoder:
         rows = [self.caption_ids(t) + [self.tokenizer.eos_token_id] for t in texts]
         ids, mask = right_pad(rows, self.tokenizer.pad_token_id)
         device = self.language_model.device
-        states = self.language_model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     output_hidden_states=True).hidden_states[self.layer]
+        hidden = self.language_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     output_hidden_states=True).hidden_states
+        states = hidden[self.layer]
+        if self.embeddings:
+            states = unit_rms(states) + self.embeddings * unit_rms(hidden[0])
         return [states[b, : len(row)] for b, row in enumerate(rows)]
+
+
+def unit_rms(x: torch.Tensor) -> torch.Tensor:
+    """x scaled to a root mean square of 1 over its last dimension."""
+    return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype)
 
 
 def find_last(sequence: list[int], part: list[int]) -> int | None:
@@ -217,7 +228,7 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
     native = None  # stage 0 feeds it to the MMDiT; later stages may align the connector to it
     if stage == 0 or m.native_align:
         native = NativeTextEncoder(encoder.vlm.model.language_model, encoder.processor.tokenizer,
-                                   m.native_layer, m.native_max_tokens)
+                                   m.native_layer, m.native_max_tokens, m.native_embeddings)
     if cfg.data.keep_in_memory:
         encoder.prepared = {}  # the processor runs once per distinct context
     feeds = stage == 0

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Stage-0 A/B on one GPU: arms of the embedded stage 0, each with its own config overrides, train side by side
+# (the 13.7M MMDiT is launch-bound, so arms share a GPU at little cost), then each arm's EMA export is
+# probed on held-out t2i prompts from pure noise (t0 = 1: plain generation) and from t0 = 0.6
+# (benchmarks/embedded_probe.py). Missing inputs are made first, as scripts/train_embedded.sh makes them.
+#
+#   bash scripts/stage0_ab.sh OUT "A=model.native_layer=-3" "B=model.native_layer=-5 data.batch_size=256"
+#
+# LIMIT=seconds stops the arms there (they resume on the next call; the machine must still hold runs/);
+# FINISH=1 exports an unfinished arm from its last checkpoint so the probe can run.
+# STEPS (2000), LM_STEPS (3000), VAE_STEPS (4500), VAE_POOL (4000), BASE_PER_TASK (10000), HELDOUT (24), PY, WORKERS.
+set -uo pipefail
+PY=${PY:-.venv/bin/python}
+WORKERS=${WORKERS:-$(nproc)}
+STEPS=${STEPS:-2000}
+SRC=models/embedded-src
+out=$1; shift
+[ $# -gt 0 ] || { echo "stage0_ab: name at least one arm: NAME=\"key=value ...\"" >&2; exit 2; }
+mkdir -p "$out" "$SRC"
+
+world() {  # out, extra args...
+  local dir=$1; shift
+  [ -f "$dir/manifest.jsonl" ] || "$PY" -m training.world --out "$dir" --workers "$WORKERS" "$@" >> "$out/world.log"
+}
+world data/embedded/base --per-task "${BASE_PER_TASK:-10000}" --tasks t2i,t2v --seed 0 &
+world data/embedded/heldout-t2i --per-task "${HELDOUT:-24}" --tasks t2i --split heldout --seed 0 &
+[ -d "$SRC/qwen3vl" ] || "$PY" -m training.language --out "$SRC/qwen3vl" --steps "${LM_STEPS:-3000}" > "$out/lm.log" 2>&1 &
+[ -f "$SRC/vae.safetensors" ] || "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" --steps "${VAE_STEPS:-4500}" \
+  --pool "${VAE_POOL:-4000}" --workers "$WORKERS" > "$out/vae.log" 2>&1
+wait
+for part in "$SRC/qwen3vl" "$SRC/vae.safetensors" data/embedded/base/manifest.jsonl; do
+  [ -e "$part" ] || { echo "stage0_ab: $part was not made; see the logs in $out" >&2; exit 1; }
+done
+
+pids=()
+for arm in "$@"; do
+  name=${arm%%=*}
+  read -r -a overrides <<< "${arm#*=}"
+  args=(training/configs/embedded/stage0.toml "run.steps=$STEPS" "run.out=runs/ab/$name" eval.samples=64 "${overrides[@]}")
+  echo "$name: ${args[*]}" >> "$out/arms.txt"
+  [ -f "runs/ab/$name/export/vino-ema.safetensors" ] && continue
+  # shellcheck disable=SC2086
+  timeout ${LIMIT:-0} "$PY" -m training.run "${args[@]}" >> "$out/$name.log" 2>&1 &
+  pids+=($!)
+  # the first arm builds the latent cache; the others start once it is there
+  [ ${#pids[@]} -gt 1 ] || until grep -q "samples in" "$out/$name.log" || ! kill -0 "${pids[0]}" 2>/dev/null; do sleep 3; done
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+
+for arm in "$@"; do
+  name=${arm%%=*}
+  read -r -a overrides <<< "${arm#*=}"
+  export_file=runs/ab/$name/export/vino-ema.safetensors
+  if [ ! -f "$export_file" ] && [ "${FINISH:-0}" = 1 ]; then  # run.steps=1 < the checkpoint's step: export only
+    "$PY" -m training.run training/configs/embedded/stage0.toml run.steps=1 "run.out=runs/ab/$name" eval.samples=64 \
+      "${overrides[@]}" >> "$out/$name.log" 2>&1
+  fi
+  cp "runs/ab/$name/logs/train.jsonl" "$out/$name.jsonl" 2>/dev/null
+  if [ -f "$export_file" ]; then
+    vae=$SRC/vae-decoder.safetensors; [ -f "$vae" ] || vae=$SRC/vae.safetensors
+    "$PY" benchmarks/embedded_probe.py --init "$export_file" --vae "$vae" --set "${overrides[@]}" \
+      --data data/embedded/heldout-t2i --t0 0.6 1.0 --out "$out/probe-$name" > "$out/probe-$name.txt" 2>&1 &
+  else
+    echo "$name: not finished (run again, or FINISH=1)"
+  fi
+done
+wait
+for arm in "$@"; do
+  name=${arm%%=*}
+  echo "=== $name: $(grep eval "$out/$name.jsonl" 2>/dev/null | tail -1)"
+  cat "$out/probe-$name.txt" 2>/dev/null | grep -v -i "loading"
+done
