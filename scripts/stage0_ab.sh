@@ -32,41 +32,44 @@ for part in "$SRC/qwen3vl" "$SRC/vae.safetensors" data/embedded/base/manifest.js
   [ -e "$part" ] || { echo "stage0_ab: $part was not made; see the logs in $out" >&2; exit 1; }
 done
 
+arm() {  # NAME="key=value ..." [more overrides]: sets name and args (the arm's stage-0 command line)
+  name=${1%%=*}
+  local overrides
+  read -r -a overrides <<< "${1#*=}"
+  args=(training/configs/embedded/stage0.toml "run.steps=$STEPS" "run.out=runs/ab/$name" eval.samples=64 "${overrides[@]}" "${@:2}")
+  probe_set=("${overrides[@]}")
+}
+
 pids=()
-for arm in "$@"; do
-  name=${arm%%=*}
-  read -r -a overrides <<< "${arm#*=}"
-  args=(training/configs/embedded/stage0.toml "run.steps=$STEPS" "run.out=runs/ab/$name" eval.samples=64 "${overrides[@]}")
+for spec in "$@"; do
+  arm "$spec"
   echo "$name: ${args[*]}" >> "$out/arms.txt"
   [ -f "runs/ab/$name/export/vino-ema.safetensors" ] && continue
-  # shellcheck disable=SC2086
-  timeout ${LIMIT:-0} "$PY" -m training.run "${args[@]}" >> "$out/$name.log" 2>&1 &
+  timeout "${LIMIT:-0}" "$PY" -m training.run "${args[@]}" >> "$out/$name.log" 2>&1 &
   pids+=($!)
   # the first arm builds the latent cache; the others start once it is there
   [ ${#pids[@]} -gt 1 ] || until grep -q "samples in" "$out/$name.log" || ! kill -0 "${pids[0]}" 2>/dev/null; do sleep 3; done
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 
-for arm in "$@"; do
-  name=${arm%%=*}
-  read -r -a overrides <<< "${arm#*=}"
+for spec in "$@"; do
+  arm "$spec" run.steps=1  # run.steps=1 < the checkpoint's step: resuming only exports
   export_file=runs/ab/$name/export/vino-ema.safetensors
-  if [ ! -f "$export_file" ] && [ "${FINISH:-0}" = 1 ]; then  # run.steps=1 < the checkpoint's step: export only
-    "$PY" -m training.run training/configs/embedded/stage0.toml run.steps=1 "run.out=runs/ab/$name" eval.samples=64 \
-      "${overrides[@]}" >> "$out/$name.log" 2>&1
+  if [ ! -f "$export_file" ] && [ "${FINISH:-0}" = 1 ]; then
+    "$PY" -m training.run "${args[@]}" >> "$out/$name.log" 2>&1
   fi
   cp "runs/ab/$name/logs/train.jsonl" "$out/$name.jsonl" 2>/dev/null
   if [ -f "$export_file" ]; then
     vae=$SRC/vae-decoder.safetensors; [ -f "$vae" ] || vae=$SRC/vae.safetensors
-    "$PY" benchmarks/embedded_probe.py --init "$export_file" --vae "$vae" --set "${overrides[@]}" \
+    "$PY" benchmarks/embedded_probe.py --init "$export_file" --vae "$vae" --set "${probe_set[@]}" \
       --data data/embedded/heldout-t2i --t0 0.6 1.0 --out "$out/probe-$name" > "$out/probe-$name.txt" 2>&1 &
   else
     echo "$name: not finished (run again, or FINISH=1)"
   fi
 done
 wait
-for arm in "$@"; do
-  name=${arm%%=*}
+for spec in "$@"; do
+  name=${spec%%=*}
   echo "=== $name: $(grep eval "$out/$name.jsonl" 2>/dev/null | tail -1)"
   cat "$out/probe-$name.txt" 2>/dev/null | grep -v -i "loading"
 done

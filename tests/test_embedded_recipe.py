@@ -16,7 +16,7 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
 from training import autoencoder, bench, language
 from training.bundle import DEFAULTS, write_bundle
-from training.model import NativeTextEncoder, unit_rms
+from training.model import NativeTextEncoder
 from training.world import write_split
 from vino_model.checkpoint import load_vino_weights, save_vino
 from vino_model.errors import VinoInputError
@@ -177,6 +177,9 @@ def test_native_text_encoder_can_add_the_token_embeddings(tiny):
     with torch.no_grad():
         embedded = language_model.embed_tokens(ids)
     states = mixed([caption])[0]
+    def unit_rms(x):
+        return x / x.pow(2).mean(-1, keepdim=True).sqrt()
+
     torch.testing.assert_close(states, unit_rms(plain([caption])[0]) + 0.5 * unit_rms(embedded), atol=1e-5, rtol=1e-4)
     size = states.pow(2).mean(-1).sqrt()
     assert size.min() > 0.5 and size.max() < 1.5  # two unit-RMS parts, the second at half weight

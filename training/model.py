@@ -14,6 +14,7 @@ import dataclasses
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import AutoConfig
 
 from vino_model.checkpoint import load_vino_weights
@@ -53,13 +54,9 @@ class NativeTextEncoder:
                                      output_hidden_states=True).hidden_states
         states = hidden[self.layer]
         if self.embeddings:
-            states = unit_rms(states) + self.embeddings * unit_rms(hidden[0])
+            unit = [F.rms_norm(h, (h.shape[-1],), eps=1e-6) for h in (states, hidden[0])]
+            states = unit[0] + self.embeddings * unit[1]
         return [states[b, : len(row)] for b, row in enumerate(rows)]
-
-
-def unit_rms(x: torch.Tensor) -> torch.Tensor:
-    """x scaled to a root mean square of 1 over its last dimension."""
-    return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype)
 
 
 def find_last(sequence: list[int], part: list[int]) -> int | None:
