@@ -70,6 +70,32 @@ def test_language_model_learns_the_world_captions(tmp_path):
         language.train(out, 1, 2, 1e-3, size, 8, 0, "cpu")
 
 
+def test_identity_term_keeps_each_token_readable_at_the_layers_vino_reads(tmp_path):
+    """identity_loss is low when each state points at its own token's embedding and high when the states are
+    another token's; a language model trained with it reads its tokens back from those layers far better than
+    one trained on next-token prediction alone."""
+    embeddings = torch.randn(50, 16)
+    tokens = torch.randint(0, 50, (2, 7))
+    labels = tokens.masked_fill(torch.arange(7) >= 5, -100)  # two padded positions
+    own = [embeddings[tokens] * 3] * 3  # at every layer, each state is its token's embedding (any scale)
+    other = [embeddings[(tokens + 1) % 50]] * 3
+    assert language.identity_loss(own, embeddings, labels) < 0.5 * language.identity_loss(other, embeddings, labels)
+
+    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "head_dim": 16}
+    readback = {}
+    for weight in (0.0, 1.0):
+        out = language.train(tmp_path / f"lm-{weight}", steps=40, batch_size=8, lr=3e-3, text=size, captions=48,
+                             seed=0, device="cpu", identity=weight)
+        model = Qwen3VLForConditionalGeneration.from_pretrained(out)
+        tokenizer = AutoProcessor.from_pretrained(out).tokenizer
+        ids = torch.tensor([language.chat_ids(tokenizer, caption, objects)
+                            for caption, objects in language.world_captions(48, seed=1)[:1]])
+        hidden = model.model.language_model(input_ids=ids, output_hidden_states=True).hidden_states
+        readback[weight] = language.identity_loss(hidden, model.get_input_embeddings().weight, ids).item()
+    assert readback[1.0] < 0.5 * readback[0.0], readback
+
+
 def test_object_pixels_weigh_more_than_the_grey_background():
     pixels = torch.zeros(1, 3, 1, 2, 2)
     pixels[0, :, 0, 0, 0] = torch.tensor([0.8, -0.8, -0.8])  # a red pixel; the rest mid-grey

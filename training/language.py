@@ -5,9 +5,12 @@ features. This writes a tiny Qwen3-VL folder (real transformers classes, a byte-
 trained on the world's captions) and trains its language model on those captions, read as the VLM
 reads them at generation time (a user turn of the chat template), with next-token prediction. Each
 caption is followed by an assistant reply that lists its scene's objects, shape first, so the states keep
-every attribute the caption names (`--captions-only` leaves the reply out). The vision tower stays as
-initialised. Captions come from `training.world.sample` in the train split, so no held-out colour x shape
-pair is ever seen.
+every attribute the caption names (`--captions-only` leaves the reply out). An identity term
+(`--identity`) asks each token's state at the layers VINO reads (hidden_states[-3] and [-2]) to point
+at its own token embedding, so a word stays readable there: next-token prediction alone lets a word the
+continuation does not need (the shape, in "a red circle in the center") fade to a faint trace after the
+first layer. The vision tower stays as initialised. Captions come from `training.world.sample` in the
+train split, so no held-out colour x shape pair is ever seen.
 
     python -m training.language --out models/embedded-src/qwen3vl --steps 1500 [--hidden 128 --layers 4]
 
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
 from vino_model.encoder import right_pad
@@ -71,8 +75,24 @@ def batches(ids: list[list[int]], batch_size: int, pad: int, rng: np.random.Gene
             yield x, x.masked_fill(mask == 0, -100), mask
 
 
+READ_LAYERS = (-3, -2)  # what stage 0's native text encoder and the VLM path read
+
+
+def identity_loss(hidden_states, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of reading each token back from its own state at READ_LAYERS: the unit-RMS state against
+    every unit-norm token embedding (cosine x sqrt(hidden)), over the tokens that are not padding."""
+    keep = labels != -100
+    directions = F.normalize(embeddings, dim=-1)  # [vocab, hidden]
+    losses = []
+    for layer in READ_LAYERS:
+        h = hidden_states[layer][keep].float()
+        logits = F.rms_norm(h, (h.shape[-1],)) @ directions.float().T
+        losses.append(F.cross_entropy(logits, labels[keep]))
+    return torch.stack(losses).mean()
+
+
 def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, captions: int, seed: int,
-          device: str, list_objects: bool = True) -> Path:
+          device: str, list_objects: bool = True, identity: float = 0.0) -> Path:
     if out.exists():
         raise VinoInputError(f"--out {out} exists; remove it or choose another folder")
     partial = out.with_name(out.name + ".partial")
@@ -96,16 +116,20 @@ def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, caption
     for step in range(1, steps + 1):
         x, labels, mask = (t.to(device) for t in next(stream))
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=device != "cpu"):
-            loss = model(input_ids=x, attention_mask=mask, labels=labels).loss
+            result = model(input_ids=x, attention_mask=mask, labels=labels, output_hidden_states=identity > 0)
+            readback = identity_loss(result.hidden_states, model.get_input_embeddings().weight, labels) \
+                if identity else torch.zeros(())
+            loss = result.loss + identity * readback
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         if step % 100 == 0 or step == steps:
-            log.info("step %d/%d: loss %.4f (%.0f s)", step, steps, loss.item(), time.perf_counter() - started)
+            log.info("step %d/%d: next-token loss %.4f, identity loss %.4f (%.0f s)", step, steps, result.loss.item(),
+                     readback.item(), time.perf_counter() - started)
     model.eval().to("cpu").save_pretrained(partial, safe_serialization=True)
-    for layer in (-3, -2):  # what stage 0 reads, what the VLM path reads
+    for layer in READ_LAYERS:
         for where in ("sequence", "word"):
             separation = attribute_separation(partial, layer, where)
             log.info("text states at hidden_states[%d] move %s when one word changes (%s)", layer,
@@ -163,6 +187,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--captions-only", action="store_true",
                    help="learn the captions alone, without the reply that lists their objects")
+    p.add_argument("--identity", type=float, default=1.0,
+                   help="weight of reading each token back from its own state at the layers VINO reads (0: off)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if args.hidden % args.heads:
@@ -171,7 +197,7 @@ def main(argv=None):
             "num_attention_heads": args.heads, "num_key_value_heads": max(1, args.heads // 2),
             "head_dim": args.hidden // args.heads}
     return run_cli(lambda: print(train(args.out, args.steps, args.batch_size, args.lr, text, args.captions,
-                                       args.seed, args.device, not args.captions_only)))
+                                       args.seed, args.device, not args.captions_only, args.identity)))
 
 
 if __name__ == "__main__":
