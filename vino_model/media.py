@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
 
 from .errors import VinoInputError
@@ -63,11 +64,14 @@ def _read_with_av(path: Path, max_frames: int | None) -> tuple[list[Image.Image]
             raise VinoInputError(f"{path} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        # One conversion context for every frame: frame.to_image() makes a new one each time, which made
+        # reading a small 17-frame clip 16x slower.
+        reformatter = VideoReformatter()
         frames = []
         for frame in container.decode(stream):
             if max_frames is not None and len(frames) >= max_frames:
                 break
-            image = frame.to_image()
+            image = Image.fromarray(reformatter.reformat(frame, format="rgb24").to_ndarray())
             frames.append(image.rotate(frame.rotation, expand=True) if frame.rotation else image)  # as displayed
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate:
