@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The embedded default, from nothing: the procedural world, the tiny Qwen3-VL's language, the tiny VAE,
+# The embedded default: the procedural world, the tiny Qwen3-VL's language, the tiny VAE,
 # VINO stages 0-3, the bundle (vino_model/embedded/) and its benchmark on held-out prompts. One GPU,
-# about 40 minutes on an H100. Every step skips what is already done, so a stopped run picks up
+# about 40 minutes on an H100. The language model and the VAE start from training/embedded-src/ (FROM_SCRATCH=1
+# trains them too). Every step skips what is already done, so a stopped run picks up
 # where it was (a stage resumes from its last checkpoint).
 #
 #   bash scripts/train_embedded.sh            # PY=python3 WORKERS=16 ... to change the defaults below
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 WORKERS=${WORKERS:-$(nproc)}
+SIZE=${SIZE:-128}                      # the world's frame side (training/configs/embedded/ are set for 128)
 BASE_PER_TASK=${BASE_PER_TASK:-4000}   # t2i and t2v samples for stages 0-2
 TASK_PER_TASK=${TASK_PER_TASK:-800}    # samples of each of the nine task kinds for stage 3
 HELDOUT_PER_TASK=${HELDOUT_PER_TASK:-24}
@@ -15,6 +17,7 @@ LM_STEPS=${LM_STEPS:-1500}
 VAE_STEPS=${VAE_STEPS:-8000}
 VAE_INIT=${VAE_INIT:-}                # a VAE file to go on from instead of starting from scratch
 VAE_POOL=${VAE_POOL:-4000}            # world samples rendered for the VAE
+VAE_BATCH=${VAE_BATCH:-8}             # clips per VAE video step (4x as many stills)
 DECODER_STEPS=${DECODER_STEPS:-13000} # then the decoder alone, beside the stages (the encoder stays fixed)
 STAGE_ARGS=${STAGE_ARGS:-}             # key=value overrides for every stage (run.steps=2 for a smoke run);
                                        # STAGE0_ARGS .. STAGE3_ARGS for one stage
@@ -23,10 +26,8 @@ SRC=models/embedded-src
 
 step() { echo "=== $(date +%T) $*"; }
 
-world() {  # out, extra args...
-  local out=$1; shift
-  [ -f "$out/manifest.jsonl" ] || "$PY" -m training.world --out "$out" --workers "$WORKERS" "$@"
-}
+source scripts/embedded_inputs.sh
+seed_parts  # the committed language model and VAE, unless FROM_SCRATCH=1
 
 step "world (train split) and the tiny VLM's language, the VAE, in parallel"
 world data/embedded/base --per-task "$BASE_PER_TASK" --tasks t2i,t2v --seed 0 &
@@ -34,18 +35,19 @@ world_base=$!
 world data/embedded/tasks --per-task "$TASK_PER_TASK" --seed 1 &
 world_tasks=$!
 [ -d "$SRC/qwen3vl" ] || "$PY" -m training.language --out "$SRC/qwen3vl" --steps "$LM_STEPS"
-[ -f "$SRC/vae.safetensors" ] || "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" --steps "$VAE_STEPS" --pool "$VAE_POOL" \
-  --workers "$WORKERS" ${VAE_INIT:+--init "$VAE_INIT" --lr 5e-4}
+vae_args=(--size "$SIZE" --batch-size "$VAE_BATCH" --pool "$VAE_POOL" --workers "$WORKERS")
+[ -f "$SRC/vae.safetensors" ] || "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" --steps "$VAE_STEPS" "${vae_args[@]}" \
+  ${VAE_INIT:+--init "$VAE_INIT" --lr 5e-4}
 wait "$world_base" "$world_tasks"
 step "the VAE's round-trip ceiling on held-out renders (the encoder must keep colours and layout: VAE_EARLY_CEILING=${VAE_EARLY_CEILING:=0.25})"
-"$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --require "$VAE_EARLY_CEILING"
+"$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --size "$SIZE" --require "$VAE_EARLY_CEILING"
 
 # The stages train on this encoder's latents; the decoder goes on sharpening beside them on the same GPU
 # (the bundle pairs the two: the encoder, hence every latent, is unchanged).
 decoder_pid=
 if [ ! -f "$SRC/vae-decoder.safetensors" ]; then
   "$PY" -m training.autoencoder --init "$SRC/vae.safetensors" --decoder-only --out "$SRC/vae-decoder.safetensors" \
-    --steps "$DECODER_STEPS" --pool "$VAE_POOL" --workers "$WORKERS" > "$SRC/vae-decoder.log" 2>&1 &
+    --steps "$DECODER_STEPS" "${vae_args[@]}" > "$SRC/vae-decoder.log" 2>&1 &
   decoder_pid=$!
 fi
 
@@ -63,7 +65,7 @@ done
 
 step "the tuned decoder's round-trip ceiling (must reach VAE_CEILING=${VAE_CEILING:=0.85})"
 [ -z "$decoder_pid" ] || wait "$decoder_pid" || { tail -n 20 "$SRC/vae-decoder.log"; exit 1; }
-"$PY" -m training.autoencoder --score "$SRC/vae-decoder.safetensors" --require "$VAE_CEILING"
+"$PY" -m training.autoencoder --score "$SRC/vae-decoder.safetensors" --size "$SIZE" --require "$VAE_CEILING"
 
 step "bundle -> $BUNDLE"
 "$PY" -m training.bundle --checkpoint runs/embedded/stage3/export/vino-ema.safetensors --qwen "$SRC/qwen3vl" \

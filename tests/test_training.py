@@ -20,6 +20,7 @@ from training.loop import train
 from training.manifest import read_manifest
 from training.run import main as run_main
 from training.world import write_split
+from vino_model.config import preset
 from vino_model.pipeline import VinoPipeline
 from vino_model.tiny import make_tiny_bundle
 
@@ -269,6 +270,19 @@ def test_native_align_pulls_the_text_connector_to_the_native_states(curriculum, 
         align()[0].sum().backward()
         optimizer.step()
     assert align()[0][0].item() < 0.5 * before[0].item()
+
+
+def test_model_reference_area_sets_a_fresh_models_reference_area(curriculum, tmp_path):
+    """model.reference_area replaces the preset's for a model made from scratch (0 keeps the preset's); the
+    export then carries it to the later stages and to Load VINO."""
+    from training.model import build
+
+    def area(**changes):
+        cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(0, tmp_path / "s0", **changes))
+        return build(cfg)[1].reference_area
+
+    assert area() == preset("tiny").reference_area
+    assert area(**{"model.reference_area": 2048}) == 2048
 
 
 def test_ema_forgets_the_starting_weights():

@@ -31,8 +31,8 @@ from vino_model.vae import VinoVAE
 
 from .world import write_split
 
-# 64x64 and 17 frames: what the world renders; guidance chosen on the training split (scripts/bench_embedded.sh).
-DEFAULTS = {"width": 64, "height": 64, "frames": 17, "steps": 30, "cfg": 4.0, "image_cfg": 1.0, "shift": 3.0,
+# 128x128 and 17 frames: what the world renders; guidance chosen on the training split (scripts/bench_embedded.sh).
+DEFAULTS = {"width": 128, "height": 128, "frames": 17, "steps": 30, "cfg": 4.0, "image_cfg": 1.0, "shift": 3.0,
             "negative_image": "", "negative_video": ""}
 DEMO_SEED = 7  # held-out prompts, apart from the benchmark's (seed 0)
 

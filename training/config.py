@@ -39,6 +39,7 @@ class ModelConfig:
     init: str | None = None
     preset: str = "tiny"  # architecture of a random init (vino_model.config presets) ...
     mmdit: dict = field(default_factory=dict)  # ... with these MMDiTConfig fields replaced
+    reference_area: int = 0  # ... and this reference area (pixels; 0: the preset's)
     num_queries: int = 256  # learnable queries of a freshly made mm_encoder (init without one)
     qwen: str = ""  # Qwen3-VL folder: the VLM (stages 1-3) and the native text encoder (stage 0)
     vae: str = ""  # HunyuanVideo VAE: encodes the latent cache and decodes samples

@@ -198,7 +198,8 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
         base = preset(m.preset)
         try:
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in m.mmdit.items()}  # TOML lists
-            config = dataclasses.replace(base, mmdit=dataclasses.replace(base.mmdit, **fields))
+            config = dataclasses.replace(base, mmdit=dataclasses.replace(base.mmdit, **fields),
+                                         reference_area=m.reference_area or base.reference_area)
         except TypeError as err:
             raise VinoInputError(f"model.mmdit has a key that MMDiTConfig lacks ({err})") from err
         mmdit = fresh_mmdit(config.mmdit, seed)
