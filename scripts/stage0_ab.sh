@@ -6,27 +6,40 @@
 #
 #   bash scripts/stage0_ab.sh OUT "A=model.native_layer=-3" "B=model.native_layer=-5 data.batch_size=256"
 #
-# LIMIT=seconds stops the arms there (they resume on the next call; the machine must still hold runs/);
-# FINISH=1 exports an unfinished arm from its last checkpoint so the probe can run.
-# STEPS (2000), LM_STEPS (3000), VAE_STEPS (4500), VAE_POOL (4000), BASE_PER_TASK (10000), HELDOUT (24), PY, WORKERS.
+# LIMIT=seconds stops the arms there, or UNTIL=epoch-seconds at that moment, whatever came before (they resume
+# on the next call; the machine must still hold runs/); FINISH=1 exports an unfinished arm from its last
+# checkpoint so the probe can run.
+# STEPS (2000), SIZE (128), LM_STEPS (3000), VAE_STEPS (4500), VAE_BATCH (8), VAE_POOL (4000), BASE_PER_TASK (10000),
+# HELDOUT (24), SAVE_EVERY (100: checkpoint steps), FROM_SCRATCH (1: train the language model and VAE instead of
+# starting from training/embedded-src/), DECODER_STEPS (0: none; else the decoder-only VAE run beside the
+# arms, which the probe then decodes with), PY, WORKERS. The VAE and the decoder also stop at LIMIT / UNTIL.
 set -uo pipefail
 PY=${PY:-.venv/bin/python}
 WORKERS=${WORKERS:-$(nproc)}
 STEPS=${STEPS:-2000}
+SIZE=${SIZE:-128}
 SRC=models/embedded-src
 out=$1; shift
 [ $# -gt 0 ] || { echo "stage0_ab: name at least one arm: NAME=\"key=value ...\"" >&2; exit 2; }
 mkdir -p "$out" "$SRC"
-
-world() {  # out, extra args...
-  local dir=$1; shift
-  [ -f "$dir/manifest.jsonl" ] || "$PY" -m training.world --out "$dir" --workers "$WORKERS" "$@" >> "$out/world.log"
+left() {  # seconds a run may take: LIMIT, or what is left until UNTIL (0: no bound)
+  local limit=${LIMIT:-0} until_left
+  if [ -n "${UNTIL:-}" ]; then
+    until_left=$(( UNTIL - $(date +%s) ))
+    [ "$until_left" -gt 1 ] || until_left=1
+    [ "$limit" -gt 0 ] && [ "$limit" -lt "$until_left" ] || limit=$until_left
+  fi
+  echo "$limit"
 }
-world data/embedded/base --per-task "${BASE_PER_TASK:-10000}" --tasks t2i,t2v --seed 0 &
-world data/embedded/heldout-t2i --per-task "${HELDOUT:-24}" --tasks t2i --split heldout --seed 0 &
+
+source scripts/embedded_inputs.sh
+seed_parts
+world data/embedded/base --per-task "${BASE_PER_TASK:-10000}" --tasks t2i,t2v --seed 0 >> "$out/world.log" &
+world data/embedded/heldout-t2i --per-task "${HELDOUT:-24}" --tasks t2i --split heldout --seed 0 >> "$out/world.log" &
 [ -d "$SRC/qwen3vl" ] || "$PY" -m training.language --out "$SRC/qwen3vl" --steps "${LM_STEPS:-3000}" > "$out/lm.log" 2>&1 &
-[ -f "$SRC/vae.safetensors" ] || "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" --steps "${VAE_STEPS:-4500}" \
-  --pool "${VAE_POOL:-4000}" --workers "$WORKERS" > "$out/vae.log" 2>&1
+vae_args=(--size "$SIZE" --batch-size "${VAE_BATCH:-8}" --pool "${VAE_POOL:-4000}" --workers "$WORKERS")
+[ -f "$SRC/vae.safetensors" ] || timeout "$(left)" "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" \
+  --steps "${VAE_STEPS:-4500}" "${vae_args[@]}" >> "$out/vae.log" 2>&1
 wait
 for part in "$SRC/qwen3vl" "$SRC/vae.safetensors" data/embedded/base/manifest.jsonl; do
   [ -e "$part" ] || { echo "stage0_ab: $part was not made; see the logs in $out" >&2; exit 1; }
@@ -36,16 +49,22 @@ arm() {  # NAME="key=value ..." [more overrides]: sets name and args (the arm's 
   name=${1%%=*}
   local overrides
   read -r -a overrides <<< "${1#*=}"
-  args=(training/configs/embedded/stage0.toml "run.steps=$STEPS" "run.out=runs/ab/$name" eval.samples=64 "${overrides[@]}" "${@:2}")
+  args=(training/configs/embedded/stage0.toml "run.steps=$STEPS" "run.out=runs/ab/$name" eval.samples=64
+        "checkpoint.every=${SAVE_EVERY:-100}" "${overrides[@]}" "${@:2}")
   probe_set=("${overrides[@]}")
 }
 
+limit=$(left)
 pids=()
+if [ "${DECODER_STEPS:-0}" -gt 0 ] && [ ! -f "$SRC/vae-decoder.safetensors" ]; then  # the decoder sharpens beside the arms
+  timeout "$limit" "$PY" -m training.autoencoder --init "$SRC/vae.safetensors" --decoder-only \
+    --out "$SRC/vae-decoder.safetensors" --steps "$DECODER_STEPS" "${vae_args[@]}" >> "$out/vae-decoder.log" 2>&1 &
+fi
 for spec in "$@"; do
   arm "$spec"
   echo "$name: ${args[*]}" >> "$out/arms.txt"
   [ -f "runs/ab/$name/export/vino-ema.safetensors" ] && continue
-  timeout "${LIMIT:-0}" "$PY" -m training.run "${args[@]}" >> "$out/$name.log" 2>&1 &
+  timeout "$limit" "$PY" -m training.run "${args[@]}" >> "$out/$name.log" 2>&1 &
   pids+=($!)
   # the first arm builds the latent cache; the others start once it is there
   [ ${#pids[@]} -gt 1 ] || until grep -q "samples in" "$out/$name.log" || ! kill -0 "${pids[0]}" 2>/dev/null; do sleep 3; done

@@ -1,0 +1,15 @@
+# Sourced by scripts/train_embedded.sh and scripts/stage0_ab.sh: how both make the embedded default's inputs.
+# Uses PY, WORKERS, SIZE and SRC from the sourcing script.
+
+world() {  # OUT [training.world args...]: render a world split unless its manifest is there
+  local dir=$1; shift
+  [ -f "$dir/manifest.jsonl" ] || "$PY" -m training.world --out "$dir" --size "$SIZE" --workers "$WORKERS" "$@"
+}
+
+seed_parts() {  # the committed language model and VAE (training/embedded-src/) go into $SRC, unless it has its
+                # own or FROM_SCRATCH=1 (then the sourcing script trains them)
+  [ "${FROM_SCRATCH:-0}" = 1 ] && return
+  mkdir -p "$SRC"
+  [ -e "$SRC/qwen3vl" ] || cp -r training/embedded-src/qwen3vl "$SRC/qwen3vl"
+  [ -e "$SRC/vae.safetensors" ] || cp training/embedded-src/vae.safetensors "$SRC/vae.safetensors"
+}
