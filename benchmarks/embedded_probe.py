@@ -36,14 +36,15 @@ from vino_model.vae import VinoVAE  # noqa: E402
 def denoise_from(trainee, vae, caption: str, target: np.ndarray, t0: float, steps: int, shift: float, cfg: float,
                  seed: int) -> np.ndarray:
     """The target image noised to the first schedule time <= t0, then sampled to t = 0; uint8 [H, W, 3]."""
-    x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False)
+    device = trainee.transformer.proj_out.weight.device
+    x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float()
     branches = {name: Branch(trainee.native([text])[0]) for name, text in {"cond": caption, "uncond": ""}.items()}
     schedule = shifted_schedule(steps, shift).tolist()
     start = next(i for i, t in enumerate(schedule) if t <= t0)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(device)
     x = (1 - schedule[start]) * x0 + schedule[start] * noise
     for i in range(start, steps):
-        t_model = torch.tensor([schedule[i] * TIMESTEP_SCALE], dtype=torch.float32)
+        t_model = torch.tensor([schedule[i] * TIMESTEP_SCALE], dtype=torch.float32, device=device)
         v = combine_guidance(velocity(trainee.transformer, x, t_model, branches), cfg, 1.0)
         x = x - (schedule[i] - schedule[i + 1]) * v
     return tensor_to_frames(vae.decode(x))[0]
@@ -65,10 +66,13 @@ def main(argv=None) -> None:
                    help="config overrides the export was trained with (model.native_layer=-4)")
     args = p.parse_args(argv)
 
-    cfg = load_config(args.config, [f"model.init={args.init}", "model.mmdit={}", *args.set])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # bfloat16 on the GPU, as the stage trained; float32 on a CPU, where bfloat16 matmuls crawl
+    bf16 = str(device == "cuda").lower()
+    cfg = load_config(args.config, [f"model.init={args.init}", "model.mmdit={}", f"optim.bf16={bf16}", *args.set])
     trainee, _ = model.build(cfg)
-    trainee.eval()
-    vae = VinoVAE.load(args.vae)
+    trainee.eval().to(device)
+    vae = VinoVAE.load(args.vae, device=device)
     data = Path(args.data)
     entries = [e for e in read_task_file(data / "tasks_image.json") if e.task == "t2i"]
     records = list(read_manifest(data / "manifest.jsonl"))
