@@ -74,6 +74,24 @@ def test_captions_name_what_is_drawn():
     assert "Image 1" in long and "Video 1" in long
 
 
+def test_swap_attribute_changes_one_word_of_one_object():
+    """The word-gap probe's captions: one attribute of the first object changes, nothing else; a caption
+    that does not name the object in full (a short one has no size) gives None."""
+    for index in range(30):
+        meta, long, short = world.sample("t2i", 5, index)
+        obj = meta["scene"]["objects"][0]
+        for attribute, values in world.ATTRIBUTES.items():
+            changed = world.swap_attribute(long, obj, attribute)
+            assert changed is not None and changed != long
+            before, after = long.split(), changed.split()
+            assert len(before) == len(after)
+            differ = [(a, b) for a, b in zip(before, after) if a != b]
+            assert len(differ) == 1, (long, changed)
+            old_word = world.SIZE_WORDS[obj["size"]] if attribute == "size" else obj[attribute]
+            assert differ[0][0].startswith(old_word.rstrip("s"))  # "circles" in a count scene
+        assert world.swap_attribute(short, obj, "size") is None
+
+
 def test_render_follows_the_tracks():
     meta, _, _ = world.sample("t2v", 4, 0)
     frames = world.render(meta["scene"]).astype(int)

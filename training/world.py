@@ -285,12 +285,27 @@ NUMBERS = {2: "two", 3: "three"}
 SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
 
 
-def _name(obj, full=True, plural=False):
+def object_name(obj, full=True, plural=False):
     """'large striped red circle' (full), 'red circle' (not full); 'circles' when plural."""
     words = [obj["color"], PLURALS[obj["shape"]] if plural else obj["shape"]]
     if full:
         words = [SIZE_WORDS[obj["size"]]] + (["striped"] if obj["texture"] == "striped" else []) + words
     return " ".join(words)
+
+
+ATTRIBUTES = {"shape": SHAPES, "color": tuple(COLORS), "size": tuple(SIZES)}  # what a caption says of an object
+
+
+def swap_attribute(caption: str, obj: dict, attribute: str) -> str | None:
+    """The caption with `obj`'s shape, colour or size changed to the next value of that attribute, or None when
+    the caption does not name the object in full (short captions leave out its size)."""
+    values = ATTRIBUTES[attribute]
+    other = {**obj, attribute: values[(values.index(obj[attribute]) + 1) % len(values)]}
+    for plural in (False, True):
+        phrase = object_name(obj, plural=plural)
+        if phrase in caption:
+            return caption.replace(phrase, object_name(other, plural=plural), 1)
+    return None
 
 
 def _bg_words(bg):
@@ -324,23 +339,23 @@ def _instruction(rng, kind, before, after, label):
         long = _choice(rng, ("change the background to {w}", "make the background {w}")).format(w=_bg_words(after))
         short = f"background {'-'.join(after['colors'])}"
     elif kind == "add":
-        long = _choice(rng, ("add a {n} {w}", "put a {n} {w}")).format(n=_name(after), w=REGION_PHRASES[after["region"]])
-        short = f"add {_name(after, False)} {after['region']}"
+        long = _choice(rng, ("add a {n} {w}", "put a {n} {w}")).format(n=object_name(after), w=REGION_PHRASES[after["region"]])
+        short = f"add {object_name(after, False)} {after['region']}"
     else:
-        obj = _name(before, False)
+        obj = object_name(before, False)
         if kind == "recolor":
             long = _choice(rng, ("make the {o} {c}", "change the color of the {o} to {c}", "paint the {o} {c}"))
             short = f"{obj} to {after['color']}"
         elif kind == "replace":
             long = _choice(rng, ("replace the {o} with a {n}", "turn the {o} into a {n}"))
-            short = f"{obj} to {_name(after, False)}"
+            short = f"{obj} to {object_name(after, False)}"
         elif kind == "remove":
             long = _choice(rng, ("remove the {o}", "delete the {o}", "take away the {o}"))
             short = f"remove {obj}"
         else:  # move
             long = _choice(rng, ("move the {o} to the {w}", "shift the {o} to the {w}"))
             short = f"move {obj} {after['region']}"
-        words = {"o": obj} if after is None else {"o": obj, "c": after["color"], "n": _name(after, False),
+        words = {"o": obj} if after is None else {"o": obj, "c": after["color"], "n": object_name(after, False),
                                                    "w": after["region"]}
         long = long.format(**words)
     return _choice(rng, ("{i}", "in {l}, {i}")).format(i=long, l=label), short
@@ -364,11 +379,11 @@ def _t2i(rng, width, height, frames, primary):
     if objects is None:
         return None
     if kind == "count":
-        long = f"{NUMBERS[len(objects)]} {_name(objects[0], plural=True)}"
-        short = f"{NUMBERS[len(objects)]} {_name(objects[0], False, plural=True)}"
+        long = f"{NUMBERS[len(objects)]} {object_name(objects[0], plural=True)}"
+        short = f"{NUMBERS[len(objects)]} {object_name(objects[0], False, plural=True)}"
     else:
-        long = " and ".join(f"a {_name(o)} {REGION_PHRASES[o['region']]}" for o in objects)
-        short = ", ".join(f"{_name(o, False)} {o['region']}" for o in objects)
+        long = " and ".join(f"a {object_name(o)} {REGION_PHRASES[o['region']]}" for o in objects)
+        short = ", ".join(f"{object_name(o, False)} {o['region']}" for o in objects)
     return _meta("t2i", _scene(width, height, 1, bg, objects)), _on_background(rng, long, bg, False), short
 
 
@@ -393,8 +408,8 @@ def _t2v(rng, width, height, frames, primary):
     scene = _moving_scene(rng, width, height, frames, primary, 0.3)
     if scene is None:
         return None
-    long = " while ".join(_moving(rng, f"a {_name(o)}", o["motion"]) for o in scene["objects"])
-    short = ", ".join(f"{_name(o, False)} moving {o['motion']['direction']}" for o in scene["objects"])
+    long = " while ".join(_moving(rng, f"a {object_name(o)}", o["motion"]) for o in scene["objects"])
+    short = ", ".join(f"{object_name(o, False)} moving {o['motion']['direction']}" for o in scene["objects"])
     return _meta("t2v", scene), _on_background(rng, long, scene["background"], True), short
 
 
@@ -402,8 +417,8 @@ def _i2v(rng, width, height, frames, primary):
     scene = _moving_scene(rng, width, height, frames, primary, 0)
     obj = scene["objects"][0]
     long = _choice(rng, ("{m}", "animate Image 1: {m}", "in Image 1, {m}")).format(
-        m=_moving(rng, f"the {_name(obj)}", obj["motion"]))
-    short = f"{_name(obj, False)} moving {obj['motion']['direction']}"
+        m=_moving(rng, f"the {object_name(obj)}", obj["motion"]))
+    short = f"{object_name(obj, False)} moving {obj['motion']['direction']}"
     return _meta("i2v", scene, ref_images=[_first_frame(scene)]), long, short
 
 
@@ -494,7 +509,7 @@ def _ti2i_ref(rng, width, height, frames, primary):
         incoming = _become(objects[0], new, _choice(rng, TEXTURES))
         target["objects"][0] = incoming
         edit = {"kind": kind, "object": 0}
-        old = _name(objects[0], False)
+        old = object_name(objects[0], False)
         long = _choice(rng, ("replace the {o} in Image 2 with the object from Image 1",
                              "swap the {o} in Image 2 for the object shown in Image 1")).format(o=old)
         short = f"Image 2 {old} to Image 1 object"
@@ -540,7 +555,7 @@ def _tiv2v(rng, width, height, frames, primary):
     base = _scene(width, height, frames, _background(rng), objects)
     target = copy.deepcopy(base)
     target["objects"][0] = _become(objects[0], new, _choice(rng, TEXTURES))
-    name = _name(objects[0], False)
+    name = object_name(objects[0], False)
     long = _choice(rng, ("replace the {o} in Video 1 with the object from Image 1",
                          "in Video 1, swap the {o} for the object shown in Image 1")).format(o=name)
     short = f"Video 1 {name} to Image 1 object"
@@ -558,8 +573,8 @@ def _clone(rng, width, height, frames, primary):
     target = _scene(width, height, frames, _background(rng), _populate(rng, [mover], width, height, frames))
     long = _choice(rng, ("make the {y} in Image 1 move the way the {x} moves in Video 1",
                          "apply the motion of the {x} in Video 1 to the {y} in Image 1")).format(
-        y=_name(mover), x=_name(source))
-    short = f"Image 1 {_name(mover, False)} copies the motion of Video 1"
+        y=object_name(mover), x=object_name(source))
+    short = f"Image 1 {object_name(mover, False)} copies the motion of Video 1"
     return _meta("clone", target, ref_images=[_first_frame(target)], ref_video=video), long, short
 
 

@@ -1,0 +1,86 @@
+"""How much a stage-0 model reads each attribute word of its caption.
+
+For each t2i sample of a world split, the flow-matching loss with its own long caption is compared with the
+loss when one word of its first object changes: the shape, the colour or the size ("a small red circle" ->
+"a small red square"), at the same noise and the same t (spread over the sampler's shifted schedule). The
+gap is the mean increase. A model that ignores a word scores about 0 for it; `eval_text_gap` (another
+sample's whole caption) would hide which word that is. No sampling: cheap enough for a CPU.
+
+    python benchmarks/embedded_word_gap.py --init runs/embedded/stage0/export/vino-ema.safetensors \
+        --data data/embedded/base --samples 64 [--set model.qwen=... model.vae=...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training import model  # noqa: E402
+from training.config import load as load_config  # noqa: E402
+from training.data import Context  # noqa: E402
+from training.manifest import read_manifest  # noqa: E402
+from training.world import ATTRIBUTES, swap_attribute  # noqa: E402
+from vino_model.preprocess import frames_to_tensor  # noqa: E402
+from vino_model.vae import VinoVAE  # noqa: E402
+
+
+@torch.no_grad()
+def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[str, float]:
+    """Mean loss increase per attribute word over `records` (t2i), and the count of samples it used."""
+    device = trainee.transformer.proj_out.weight.device
+    gaps = {attribute: [] for attribute in ATTRIBUTES}
+    for index, record in enumerate(records):
+        target = np.asarray(Image.open(record.target).convert("RGB"))
+        x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float()
+        captions = {"own": record.caption_long}
+        for attribute in ATTRIBUTES:
+            captions[attribute] = swap_attribute(record.caption_long, record.meta["scene"]["objects"][0], attribute)
+        kept = {k: v for k, v in captions.items() if v is not None}
+        count = len(times) * len(kept)
+        generator = torch.Generator().manual_seed(seed * 100_003 + index)
+        noise = torch.randn((len(times), *x0.shape[1:]), generator=generator).to(device).repeat(len(kept), 1, 1, 1, 1)
+        t = torch.tensor(times, device=device).repeat(len(kept))
+        contexts = [Context(text, [], None, None) for text in kept.values() for _ in times]
+        losses = trainee(x0.expand(count, -1, -1, -1, -1), noise, t, [[] for _ in range(count)], contexts)[0]
+        per_caption = dict(zip(kept, losses.view(len(kept), len(times)).mean(1).tolist()))
+        for attribute in ATTRIBUTES:
+            if attribute in per_caption:
+                gaps[attribute].append(per_caption[attribute] - per_caption["own"])
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in gaps.items()} | \
+        {"samples": min(len(v) for v in gaps.values())}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--init", nargs="+", required=True, help="stage-0 exports (vino-ema.safetensors)")
+    p.add_argument("--config", default="training/configs/embedded/stage0.toml", help="their stage config")
+    p.add_argument("--data", required=True, help="a world split (training.world) with t2i samples")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--shift", type=float, default=3.0, help="t spread evenly over (0, 1), then shifted as sampled")
+    p.add_argument("--times", type=int, default=4, help="t values per sample")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every export")
+    args = p.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = str(device == "cuda").lower()
+    uniform = (np.arange(args.times) + 0.5) / args.times
+    times = (args.shift * uniform / (1 + (args.shift - 1) * uniform)).tolist()
+    records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl") if r.task == "t2i"][: args.samples]
+    print(f"{'export':60s} {'shape':>8s} {'color':>8s} {'size':>8s} samples")
+    for init in args.init:
+        cfg = load_config(args.config, [f"model.init={init}", "model.mmdit={}", f"optim.bf16={bf16}", *args.set])
+        trainee = model.build(cfg)[0].eval().to(device)
+        vae = VinoVAE.load(cfg.model.vae, device=device)
+        gaps = word_gaps(trainee, vae, records, times)
+        print(f"{init[-60:]:60s} {gaps['shape']:8.4f} {gaps['color']:8.4f} {gaps['size']:8.4f} {gaps['samples']}")
+
+
+if __name__ == "__main__":
+    main()
