@@ -2,9 +2,10 @@
 # Stage-0 A/B on one GPU: arms of the embedded stage 0, each with its own config overrides, train side by side
 # (the 13.7M MMDiT is launch-bound, so arms share a GPU at little cost), then each arm's EMA export is
 # probed on held-out t2i prompts from pure noise (t0 = 1: plain generation) and from t0 = 0.6
-# (benchmarks/embedded_probe.py). Missing inputs are made first, as scripts/train_embedded.sh makes them.
+# (benchmarks/embedded_probe.py), and for how much each attribute word of the caption counts
+# (benchmarks/embedded_word_gap.py). Missing inputs are made first, as scripts/train_embedded.sh makes them.
 #
-#   bash scripts/stage0_ab.sh OUT "A=model.native_layer=-3" "B=model.native_layer=-5 data.batch_size=256"
+#   bash scripts/stage0_ab.sh OUT "A=" "B=model.native_embeddings=1.0 data.batch_size=256"
 #
 # LIMIT=seconds stops the arms there, or UNTIL=epoch-seconds at that moment, whatever came before (they resume
 # on the next call; the machine must still hold runs/); FINISH=1 exports an unfinished arm from its last
@@ -80,8 +81,10 @@ for spec in "$@"; do
   cp "runs/ab/$name/logs/train.jsonl" "$out/$name.jsonl" 2>/dev/null
   if [ -f "$export_file" ]; then
     vae=$SRC/vae-decoder.safetensors; [ -f "$vae" ] || vae=$SRC/vae.safetensors
-    "$PY" benchmarks/embedded_probe.py --init "$export_file" --vae "$vae" --set "${probe_set[@]}" \
-      --data data/embedded/heldout-t2i --t0 0.6 1.0 --out "$out/probe-$name" > "$out/probe-$name.txt" 2>&1 &
+    { "$PY" benchmarks/embedded_probe.py --init "$export_file" --vae "$vae" --set "${probe_set[@]}" \
+        --data data/embedded/heldout-t2i --t0 0.6 1.0 --out "$out/probe-$name"
+      "$PY" benchmarks/embedded_word_gap.py --init "$export_file" --set "${probe_set[@]}" \
+        --data data/embedded/heldout-t2i --samples 24; } > "$out/probe-$name.txt" 2>&1 &
   else
     echo "$name: not finished (run again, or FINISH=1)"
   fi
