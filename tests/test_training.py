@@ -207,7 +207,8 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(curriculum, tmp_path
 
 def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
     """A trainee whose loss is 1 when the caption is its sample's own and 3 otherwise has a gap of 2 over the
-    text-only samples; one that ignores the text has 0; samples with references are left out of the gap."""
+    text-only samples; one that ignores the text has 0; samples with references are left out of the gap.
+    Each word swap a record lists gets its own gap: 2 for a word the trainee reads, 0 for one it ignores."""
     from types import SimpleNamespace
 
     from training import engine
@@ -216,10 +217,11 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
 
     monkeypatch.setattr(engine, "mean", lambda values, device: values)  # one rank, no process group
 
-    own = {"a": 0.0, "b": 1.0, "c": 2.0}  # each caption's x0 value
-    samples = [SimpleNamespace(record=SimpleNamespace(caption_long=c), images=i, video=None,
-                               refs=[torch.zeros(16, 1, 2, 2) for _ in i]) for c, i in
-               (("a", []), ("c", ["ref"]), ("b", []))]  # the edit between the two text-only samples is skipped
+    own = {"a": 0.0, "b": 1.0, "c": 2.0, "a in blue": 0.0}  # each caption's x0 value ("a in blue": colour ignored)
+    swaps = {"shape": "a as a square", "color": "a in blue"}
+    samples = [SimpleNamespace(record=SimpleNamespace(caption_long=c, meta=meta), images=i, video=None,
+                               refs=[torch.zeros(16, 1, 2, 2) for _ in i]) for c, i, meta in
+               (("a", [], {"word_swaps": swaps}), ("c", ["ref"], {}), ("b", [], {}))]  # the edit is skipped
 
     class Data:
         def load(self, sample, rng, dropout):
@@ -227,14 +229,14 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
             return x0, sample.refs, Context(sample.record.caption_long, [], None, None), "t2i"
 
     def reads_text(x0, noise, t, references, contexts):
-        matches = own[contexts[0].text] == float(x0.flatten()[0])
+        matches = own.get(contexts[0].text) == float(x0.flatten()[0])
         return torch.tensor([1.0 if matches else 3.0]), 0
 
     cfg = SimpleNamespace(run=SimpleNamespace(seed=0))
     result = evaluate(reads_text, Data(), samples, cfg, 0, 1, "cpu")
-    assert result == {"eval_loss": 1.0, "eval_text_gap": 2.0}
+    assert result == {"eval_loss": 1.0, "eval_text_gap": 2.0, "eval_word_gap_color": 0.0, "eval_word_gap_shape": 2.0}
     blind = evaluate(lambda *inputs: (torch.tensor([1.0]), 0), Data(), samples, cfg, 0, 1, "cpu")
-    assert blind == {"eval_loss": 1.0, "eval_text_gap": 0.0}
+    assert blind == {"eval_loss": 1.0, "eval_text_gap": 0.0, "eval_word_gap_color": 0.0, "eval_word_gap_shape": 0.0}
 
 
 def test_native_align_pulls_the_text_connector_to_the_native_states(curriculum, tmp_path):

@@ -90,6 +90,8 @@ def test_swap_attribute_changes_one_word_of_one_object():
             old_word = world.SIZE_WORDS[obj["size"]] if attribute == "size" else obj[attribute]
             assert differ[0][0].startswith(old_word.rstrip("s"))  # "circles" in a count scene
         assert world.swap_attribute(short, obj, "size") is None
+        assert meta["word_swaps"] == {a: world.swap_attribute(long, obj, a) for a in world.ATTRIBUTES}
+    assert "word_swaps" not in world.sample("ti2i", 5, 0)[0]  # only text-only samples: the gaps are theirs
 
 
 def test_render_follows_the_tracks():

@@ -56,9 +56,14 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
     """Flow-matching loss over a fixed set: no dropout, fixed noise, t spread evenly over (0, 1).
 
     Also `eval_text_gap`: over the set's text-only samples (t2i, t2v), the loss with another sample's
-    caption minus the loss with its own. Near 0, the model ignores its text, however low the loss."""
+    caption minus the loss with its own. Near 0, the model ignores its text, however low the loss. And
+    `eval_word_gap_NAME` for each caption a record's meta lists under "word_swaps" (`training.world` changes one
+    word: the shape, the colour, the size): that caption's loss minus the long caption's, which tells which
+    words the model reads."""
     total, count, gap, gaps = 0.0, 0, 0.0, 0
     text_only = [j for j, s in enumerate(samples) if not s.images and s.video is None]
+    words = sorted({name for j in text_only for name in samples[j].record.meta.get("word_swaps", {})})
+    word_gap, word_count = dict.fromkeys(words, 0.0), dict.fromkeys(words, 0)
     for i in range(rank, len(samples), world):
         rng = np.random.default_rng([cfg.run.seed, len(samples), i])
         try:
@@ -75,8 +80,21 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
             batch.contexts = [Context(other.caption_long, [], None, None)]
             wrong, _ = trainee(*model_inputs(batch, noise, t, device))
             gap, gaps = gap + wrong.item() - loss.item(), gaps + 1
-    total, count, gap, gaps = engine.mean([total, count, gap, gaps], device)
-    return {"eval_loss": total / max(count, 1), "eval_text_gap": gap / max(gaps, 1)}
+        swaps = samples[i].record.meta.get("word_swaps", {}) if i in text_only else {}
+        if swaps:  # the swaps change a word of the long caption: compare with it, whichever caption was drawn
+            batch.contexts = [Context(samples[i].record.caption_long, [], None, None)]
+            own, _ = trainee(*model_inputs(batch, noise, t, device))
+            for name, caption in swaps.items():
+                batch.contexts = [Context(caption, [], None, None)]
+                swapped, _ = trainee(*model_inputs(batch, noise, t, device))
+                word_gap[name], word_count[name] = word_gap[name] + swapped.item() - own.item(), word_count[name] + 1
+    reduced = engine.mean([total, count, gap, gaps] + [word_gap[w] for w in words] + [word_count[w] for w in words],
+                          device)
+    total, count, gap, gaps = reduced[:4]
+    result = {"eval_loss": total / max(count, 1), "eval_text_gap": gap / max(gaps, 1)}
+    for name, summed, seen in zip(words, reduced[4:4 + len(words)], reduced[4 + len(words):]):
+        result[f"eval_word_gap_{name}"] = summed / max(seen, 1)
+    return result
 
 
 def evaluate_in_eval_mode(ds, data: TrainData, samples, cfg, rank: int, world: int, device) -> dict[str, float]:

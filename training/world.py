@@ -18,7 +18,9 @@ A scene (plain JSON, the ground truth; `render(scene)` draws it):
                   "track": [[cx, cy] per frame], "bbox": [[x0, y0, x1, y1] per frame]}]
 
 A sample's meta: {"task", "scene" (the target), "ref_images": [scene of Image 1, ...],
-"ref_video": scene of Video 1 or null, "edit": null or {"kind", "object": id, "region"?}}. Edit kinds:
+"ref_video": scene of Video 1 or null, "edit": null or {"kind", "object": id, "region"?}}; t2i and t2v
+samples add "word_swaps": {"shape" | "color" | "size": the long caption with that attribute of the first
+object changed}, from which training's evaluation logs how much each word counts (eval_word_gap_*). Edit kinds:
 recolor, remove, add, replace, move, background; "region" is set when the prompt names where the
 object goes (add, move), otherwise an edited object keeps its place.
 
@@ -596,7 +598,12 @@ def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
     while True:
         built = BUILDERS[task](rng, width, height, video_frames, primary)
         if built is not None:
-            return built
+            break
+    meta, long, short = built
+    if task in ("t2i", "t2v"):  # what training's evaluation reads for eval_word_gap_*
+        swaps = {a: swap_attribute(long, meta["scene"]["objects"][0], a) for a in ATTRIBUTES}
+        meta["word_swaps"] = {a: caption for a, caption in swaps.items() if caption is not None}
+    return meta, long, short
 
 
 def _write_sample(job):
