@@ -2,7 +2,8 @@
 
 For each t2i sample of a world split, the flow-matching loss with its own long caption is compared with the
 loss when one word of its first object changes: the shape, the colour or the size ("a small red circle" ->
-"a small red square"), at the same noise and the same t (spread over the sampler's shifted schedule). The
+"a small red square"; the world lists these captions in each record's meta, "word_swaps"), at the same noise
+and the same t (spread over the sampler's shifted schedule). The
 gap is the mean increase. A model that ignores a word scores about 0 for it; `eval_text_gap` (another
 sample's whole caption) would hide which word that is. No sampling: cheap enough for a CPU.
 
@@ -26,7 +27,7 @@ from training import model  # noqa: E402
 from training.config import load as load_config  # noqa: E402
 from training.data import Context  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
-from training.world import ATTRIBUTES, swap_attribute  # noqa: E402
+from training.world import ATTRIBUTES  # noqa: E402
 from vino_model.preprocess import frames_to_tensor  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
@@ -39,10 +40,7 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
     for index, record in enumerate(records):
         target = np.asarray(Image.open(record.target).convert("RGB"))
         x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float()
-        captions = {"own": record.caption_long}
-        for attribute in ATTRIBUTES:
-            captions[attribute] = swap_attribute(record.caption_long, record.meta["scene"]["objects"][0], attribute)
-        kept = {k: v for k, v in captions.items() if v is not None}
+        kept = {"own": record.caption_long, **record.meta.get("word_swaps", {})}
         count = len(times) * len(kept)
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
         noise = torch.randn((len(times), *x0.shape[1:]), generator=generator).to(device).repeat(len(kept), 1, 1, 1, 1)
