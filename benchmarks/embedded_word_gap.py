@@ -3,8 +3,7 @@
 For each t2i sample of a world split, the flow-matching loss with its own long caption is compared with the
 loss when one word of its first object changes: the shape, the colour or the size ("a small red circle" ->
 "a small red square"; the world lists these captions in each record's meta, "word_swaps"), at the same noise
-and the same t (spread over the sampler's shifted schedule). The
-gap is the mean increase. A model that ignores a word scores about 0 for it; `eval_text_gap` (another
+and the same t (spread over the sampler's shifted schedule). The gap is the mean increase. A model that ignores a word scores about 0 for it; `eval_text_gap` (another
 sample's whole caption) would hide which word that is. No sampling: cheap enough for a CPU.
 
     python benchmarks/embedded_word_gap.py --init runs/embedded/stage0/export/vino-ema.safetensors \
@@ -29,6 +28,7 @@ from training.data import Context  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
 from training.world import ATTRIBUTES  # noqa: E402
 from vino_model.preprocess import frames_to_tensor  # noqa: E402
+from vino_model.sampler import shift_time  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bf16 = str(device == "cuda").lower()
     uniform = (np.arange(args.times) + 0.5) / args.times
-    times = (args.shift * uniform / (1 + (args.shift - 1) * uniform)).tolist()
+    times = shift_time(uniform, args.shift).tolist()
     records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl") if r.task == "t2i"][: args.samples]
     print(f"{'export':60s} {'shape':>8s} {'color':>8s} {'size':>8s} samples")
     for init in args.init:

@@ -23,7 +23,7 @@ from vino_model.encoder import InterleavedEncoder, MMEncoder, right_pad
 from vino_model.errors import VinoInputError
 from vino_model.mmdit import AdaModulation, VinoMMDiT
 from vino_model.pipeline import build_mm_encoder, build_mmdit
-from vino_model.sampler import GUIDANCE_INPUT, TIMESTEP_SCALE
+from vino_model.sampler import GUIDANCE_INPUT, TIMESTEP_SCALE, shift_time
 from vino_model.speedups import compile_blocks
 
 EXPORTED = ("transformer.", "mm_encoder.")  # the prefixes of the layout Load VINO reads
@@ -156,7 +156,7 @@ def sample_timesteps(flow, count: int, generator: torch.Generator) -> torch.Tens
         t = torch.sigmoid(torch.randn(count, generator=generator) * flow.logit_std + flow.logit_mean)
     else:
         t = torch.rand(count, generator=generator)
-    return flow.shift * t / (1 + (flow.shift - 1) * t)
+    return shift_time(t, flow.shift)
 
 
 def fresh_mmdit(config, seed: int) -> VinoMMDiT:

@@ -13,14 +13,18 @@ GUIDANCE_INPUT = 1000.0  # embedded guidance 1.0, as the model was distilled wit
 TIMESTEP_SCALE = 999.0
 
 
+def shift_time(t, shift: float):
+    """Flow matching's time shift t' = s t / (1 + (s - 1) t): s > 1 spends more of the schedule at high noise."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
 def shifted_schedule(steps: int, shift: float) -> torch.Tensor:
     """t = linspace(1, 0, N+1) shifted to t' = s t / (1 + (s - 1) t). Returns [N+1] float64."""
     if steps < 1:
         raise VinoInputError(f"steps={steps}; expected at least 1")
     if shift <= 0:
         raise VinoInputError(f"shift={shift}; expected a positive number")
-    t = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    return shift * t / (1 + (shift - 1) * t)
+    return shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)
 
 
 def needed_branches(text_cfg: float, image_cfg: float) -> tuple[str, ...]:
