@@ -214,6 +214,15 @@ def test_every_shipped_stage_config_loads(path):
     assert f"stage{cfg.run.stage}" == path.stem and cfg.run.out.endswith(f"{path.parent.name}/{path.stem}")
 
 
+@pytest.mark.parametrize("recipe", sorted(p.parent for p in Path(__file__).parents[1].glob("training/configs/*/stage0.toml")),
+                         ids=lambda p: p.name)
+def test_stage1_aligns_to_the_text_states_stage0_trained_on(recipe):
+    base, aligned = train_config.load(recipe / "stage0.toml").model, train_config.load(recipe / "stage1.toml").model
+    if aligned.native_align:
+        read = ("native_layer", "native_max_tokens", "native_embeddings")
+        assert [getattr(aligned, k) for k in read] == [getattr(base, k) for k in read]
+
+
 def test_kept_in_memory_references_are_what_the_files_give(world):
     records, vae_file, cache, samples, _ = world
     plain = TrainData(samples, cache, data_config(), REFERENCE_AREA, 0, 0, 1, read_media=True)
