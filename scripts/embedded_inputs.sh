@@ -1,6 +1,16 @@
 # Sourced by scripts/train_embedded.sh and scripts/stage0_ab.sh: how both make the embedded default's inputs.
 # Uses PY, WORKERS, SIZE and SRC from the sourcing script.
 
+left() {  # seconds a run may take: LIMIT, or what is left until UNTIL (epoch seconds), whichever is less (0: no bound)
+  local limit=${LIMIT:-0} until_left
+  if [ -n "${UNTIL:-}" ]; then
+    until_left=$(( UNTIL - $(date +%s) ))
+    [ "$until_left" -gt 1 ] || until_left=1
+    [ "$limit" -gt 0 ] && [ "$limit" -lt "$until_left" ] || limit=$until_left
+  fi
+  echo "$limit"
+}
+
 world() {  # OUT [training.world args...]: render a world split unless its manifest is there
   local dir=$1; shift
   [ -f "$dir/manifest.jsonl" ] || "$PY" -m training.world --out "$dir" --size "$SIZE" --workers "$WORKERS" "$@"

@@ -5,7 +5,7 @@
 # (benchmarks/embedded_probe.py), and for how much each attribute word of the caption counts
 # (benchmarks/embedded_word_gap.py). Missing inputs are made first, as scripts/train_embedded.sh makes them.
 #
-#   bash scripts/stage0_ab.sh OUT "A=" "B=model.native_embeddings=1.0 data.batch_size=256"
+#   bash scripts/stage0_ab.sh OUT "A=" "B=model.native_embeddings=0 data.batch_size=256"
 #
 # LIMIT=seconds stops the arms there, or UNTIL=epoch-seconds at that moment, whatever came before (they resume
 # on the next call; the machine must still hold runs/); FINISH=1 exports an unfinished arm from its last
@@ -23,16 +23,6 @@ SRC=models/embedded-src
 out=$1; shift
 [ $# -gt 0 ] || { echo "stage0_ab: name at least one arm: NAME=\"key=value ...\"" >&2; exit 2; }
 mkdir -p "$out" "$SRC"
-left() {  # seconds a run may take: LIMIT, or what is left until UNTIL (0: no bound)
-  local limit=${LIMIT:-0} until_left
-  if [ -n "${UNTIL:-}" ]; then
-    until_left=$(( UNTIL - $(date +%s) ))
-    [ "$until_left" -gt 1 ] || until_left=1
-    [ "$limit" -gt 0 ] && [ "$limit" -lt "$until_left" ] || limit=$until_left
-  fi
-  echo "$limit"
-}
-
 source scripts/embedded_inputs.sh
 seed_parts
 world data/embedded/base --per-task "${BASE_PER_TASK:-10000}" --tasks t2i,t2v --seed 0 >> "$out/world.log" &

@@ -3,7 +3,8 @@
 # VINO stages 0-3, the bundle (vino_model/embedded/) and its benchmark on held-out prompts. One GPU,
 # about 40 minutes on an H100. The language model and the VAE start from training/embedded-src/ (FROM_SCRATCH=1
 # trains them too). Every step skips what is already done, so a stopped run picks up
-# where it was (a stage resumes from its last checkpoint).
+# where it was (a stage resumes from its last checkpoint). UNTIL=epoch-seconds (or LIMIT=seconds) bounds the
+# decoder and the stages: a stage still running then is stopped, and the script exits 75 ("run again to go on").
 #
 #   bash scripts/train_embedded.sh            # PY=python3 WORKERS=16 ... to change the defaults below
 set -euo pipefail
@@ -21,6 +22,7 @@ VAE_BATCH=${VAE_BATCH:-8}             # clips per VAE video step (4x as many sti
 DECODER_STEPS=${DECODER_STEPS:-13000} # then the decoder alone, beside the stages (the encoder stays fixed)
 STAGE_ARGS=${STAGE_ARGS:-}             # key=value overrides for every stage (run.steps=2 for a smoke run);
                                        # STAGE0_ARGS .. STAGE3_ARGS for one stage
+LAST_STAGE=${LAST_STAGE:-3}            # stop after this stage (and the decoder): the rest can run on another machine
 BUNDLE=${BUNDLE:-vino_model/embedded}
 SRC=models/embedded-src
 
@@ -46,8 +48,8 @@ step "the VAE's round-trip ceiling on held-out renders (the encoder must keep co
 # (the bundle pairs the two: the encoder, hence every latent, is unchanged).
 decoder_pid=
 if [ ! -f "$SRC/vae-decoder.safetensors" ]; then
-  "$PY" -m training.autoencoder --init "$SRC/vae.safetensors" --decoder-only --out "$SRC/vae-decoder.safetensors" \
-    --steps "$DECODER_STEPS" "${vae_args[@]}" > "$SRC/vae-decoder.log" 2>&1 &
+  timeout "$(left)" "$PY" -m training.autoencoder --init "$SRC/vae.safetensors" --decoder-only \
+    --out "$SRC/vae-decoder.safetensors" --steps "$DECODER_STEPS" "${vae_args[@]}" >> "$SRC/vae-decoder.log" 2>&1 &
   decoder_pid=$!
 fi
 
@@ -55,17 +57,34 @@ done_up_to=-1  # the last stage with an export: earlier ones are done even when 
 for stage in 0 1 2 3; do
   [ -f "runs/embedded/stage$stage/export/vino.safetensors" ] && done_up_to=$stage
 done
-for stage in 0 1 2 3; do
+for stage in $(seq 0 "$LAST_STAGE"); do
   if [ "$stage" -le "$done_up_to" ]; then continue; fi
   step "stage $stage"
   extra_var="STAGE${stage}_ARGS"
+  status=0
   # shellcheck disable=SC2086
-  "$PY" -m training.run "training/configs/embedded/stage$stage.toml" $STAGE_ARGS ${!extra_var:-}
+  timeout "$(left)" "$PY" -m training.run "training/configs/embedded/stage$stage.toml" $STAGE_ARGS ${!extra_var:-} \
+    || status=$?
+  if [ "$status" = 124 ]; then
+    step "stage $stage stopped at UNTIL/LIMIT; run again to go on from its last checkpoint"
+    [ -z "$decoder_pid" ] || wait "$decoder_pid" || true
+    exit 75
+  fi
+  [ "$status" = 0 ] || exit "$status"
 done
 
 step "the tuned decoder's round-trip ceiling (must reach VAE_CEILING=${VAE_CEILING:=0.85})"
-[ -z "$decoder_pid" ] || wait "$decoder_pid" || { tail -n 20 "$SRC/vae-decoder.log"; exit 1; }
+if [ -n "$decoder_pid" ]; then
+  status=0
+  wait "$decoder_pid" || status=$?
+  [ "$status" != 124 ] || { step "the decoder stopped at UNTIL/LIMIT; run again to go on"; exit 75; }
+  [ "$status" = 0 ] || { tail -n 20 "$SRC/vae-decoder.log"; exit 1; }
+fi
 "$PY" -m training.autoencoder --score "$SRC/vae-decoder.safetensors" --size "$SIZE" --require "$VAE_CEILING"
+if [ "$LAST_STAGE" -lt 3 ]; then
+  step "stages 0-$LAST_STAGE done; LAST_STAGE=3 goes on to stage $((LAST_STAGE + 1)), the bundle and the benchmark"
+  exit 0
+fi
 
 step "bundle -> $BUNDLE"
 "$PY" -m training.bundle --checkpoint runs/embedded/stage3/export/vino-ema.safetensors --qwen "$SRC/qwen3vl" \
