@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# For the lent GPU machine, whose calls are at most 10 minutes and whose machine goes back 30 s after a call:
+# the first call starts COMMAND in its own process session (it lives on between calls while the machine is
+# held); every call, the first too, then waits up to SECONDS for it and copies what it has written so far
+# to $OUT. Identical calls can then follow each other back to back with no set-up in between.
+#
+#   bash scripts/device_detached.sh SECONDS 'COMMAND'
+#
+# Copied each call: the command's output (detached.log, with detached.rc once it has ended), every run's
+# logs/train.jsonl (as RUN-NAME.jsonl), models/embedded-src/*.log, and FETCH="file ..." split in 14 MB parts
+# (FILE.part-aa, -ab, ...: `cat` them back together).
+set -uo pipefail
+seconds=$1 command=$2
+state=/tmp/vino-detached
+mkdir -p "$state"
+if [ ! -f "$state/pid" ]; then
+  setsid bash -c "$command; echo \$? > $state/rc" > "$state/detached.log" 2>&1 < /dev/null &
+  echo $! > "$state/pid"
+fi
+end=$(( $(date +%s) + seconds ))
+while [ "$(date +%s)" -lt "$end" ] && [ ! -f "$state/rc" ]; do sleep 5; done
+
+out=${OUT:?OUT names the folder that comes back}
+cp "$state/detached.log" "$out/"
+[ ! -f "$state/rc" ] || cp "$state/rc" "$out/detached.rc"
+for log in runs/*/*/logs/train.jsonl; do
+  [ -f "$log" ] || continue
+  run=${log%/logs/train.jsonl}
+  cp "$log" "$out/$(basename "$(dirname "$run")")-$(basename "$run").jsonl"
+done
+cp models/embedded-src/*.log "$out/" 2>/dev/null
+for file in ${FETCH:-}; do
+  [ -f "$file" ] && split -b 14M "$file" "$out/$(basename "$file").part-"
+done
+true
