@@ -228,15 +228,49 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
             x0 = torch.full((16, 1, 2, 2), own[sample.record.caption_long])
             return x0, sample.refs, Context(sample.record.caption_long, [], None, None), "t2i"
 
-    def reads_text(x0, noise, t, references, contexts):
-        matches = own.get(contexts[0].text) == float(x0.flatten()[0])
-        return torch.tensor([1.0 if matches else 3.0]), 0
+    forwards = []
 
-    cfg = SimpleNamespace(run=SimpleNamespace(seed=0))
-    result = evaluate(reads_text, Data(), samples, cfg, 0, 1, "cpu")
-    assert result == {"eval_loss": 1.0, "eval_text_gap": 2.0, "eval_word_gap_color": 0.0, "eval_word_gap_shape": 2.0}
-    blind = evaluate(lambda *inputs: (torch.tensor([1.0]), 0), Data(), samples, cfg, 0, 1, "cpu")
+    def reads_text(x0, noise, t, references, contexts):
+        forwards.append(len(contexts))
+        assert len(x0) == len(noise) == len(t) == len(references) == len(contexts)
+        return torch.tensor([1.0 if own.get(c.text) == float(x0[j].flatten()[0]) else 3.0
+                             for j, c in enumerate(contexts)]), 0
+
+    expected = {"eval_loss": 1.0, "eval_text_gap": 2.0, "eval_word_gap_color": 0.0, "eval_word_gap_shape": 2.0}
+    for chunk, batches in ((8, [5, 1, 2]), (2, [2, 2, 1, 1, 2])):  # a sample's captions go through in one batch
+        forwards.clear()
+        cfg = SimpleNamespace(run=SimpleNamespace(seed=0), data=SimpleNamespace(batch_size=chunk))
+        assert evaluate(reads_text, Data(), samples, cfg, 0, 1, "cpu") == expected
+        assert forwards == batches
+    blind = evaluate(lambda x0, *inputs: (torch.ones(len(x0)), 0), Data(), samples, cfg, 0, 1, "cpu")
     assert blind == {"eval_loss": 1.0, "eval_text_gap": 0.0, "eval_word_gap_color": 0.0, "eval_word_gap_shape": 0.0}
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_a_sample_under_several_captions_in_one_batch_loses_what_it_loses_under_each(curriculum, tmp_path, stage):
+    """The evaluation runs one sample's captions (its own, another's, word swaps) as one batch: padding the
+    shorter captions must not change any loss (stage 0: the native text encoder; stage 1: the VLM's)."""
+    from training.data import Batch, Context
+    from training.loop import losses_under
+    from training.model import build
+
+    cfg = train_config.load(CONFIGS / f"stage{stage}.toml",
+                            curriculum.overrides(stage, tmp_path / "s", **{"optim.bf16": False}))
+    trainee, _ = build(cfg)
+    trainee.eval()
+    torch.manual_seed(0)
+    for p in trainee.transformer.parameters():  # a fresh MMDiT's zero-initialised outputs ignore the text
+        p.data.add_(torch.randn_like(p) * 0.05)
+    x0 = torch.randn(1, trainee.transformer.cfg.in_channels, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    batch = Batch(x0, [[]], [Context("a", [], None, None)], ["t2v"])
+    captions = ["a", "a big red circle moves left slowly over a grey ground", "two small blue squares", ""]
+    contexts = [Context(c, [], None, None) for c in captions]
+    noise, t = torch.randn_like(x0), torch.tensor([0.4])
+    with torch.no_grad():
+        alone = losses_under(trainee, batch, noise, t, contexts, 1, "cpu")
+        together = losses_under(trainee, batch, noise, t, contexts, 4, "cpu")
+    assert len(set(alone)) == 4  # the captions matter
+    assert together == pytest.approx(alone, rel=1e-4, abs=1e-6)
 
 
 def test_native_align_pulls_the_text_connector_to_the_native_states(curriculum, tmp_path):

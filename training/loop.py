@@ -52,6 +52,19 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device) -> tuple[
 
 
 @torch.no_grad()
+def losses_under(trainee, batch: Batch, noise, t, contexts: list, chunk: int, device) -> list[float]:
+    """The loss of a one-sample batch under each of `contexts`, at the same noise and t, up to `chunk` contexts
+    in one forward."""
+    losses = []
+    for start in range(0, len(contexts), chunk):
+        part = contexts[start:start + chunk]
+        n = len(part)
+        grouped = Batch(batch.latents.repeat(n, 1, 1, 1, 1), batch.references * n, part, batch.tasks * n)
+        loss, _ = trainee(*model_inputs(grouped, noise.repeat(n, 1, 1, 1, 1), t.repeat(n), device))
+        losses += loss.float().tolist()
+    return losses
+
+
 def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, device) -> dict[str, float]:
     """Flow-matching loss over a fixed set: no dropout, fixed noise, t spread evenly over (0, 1).
 
@@ -73,21 +86,23 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
         batch = collate([loaded])
         noise = torch.randn(batch.latents.shape, generator=torch.Generator().manual_seed(i))
         t = torch.tensor([(i + 0.5) / len(samples)])
-        loss, _ = trainee(*model_inputs(batch, noise, t, device))
-        total, count = total + loss.item(), count + 1
-        if i in text_only and len(text_only) > 1:  # the next text-only sample's caption
+        contexts = list(batch.contexts)  # the caption drawn (no dropout): the sample's loss
+        compare = i in text_only and len(text_only) > 1
+        if compare:  # the next text-only sample's caption
             other = samples[text_only[(text_only.index(i) + 1) % len(text_only)]].record
-            batch.contexts = [Context(other.caption_long, [], None, None)]
-            wrong, _ = trainee(*model_inputs(batch, noise, t, device))
-            gap, gaps = gap + wrong.item() - loss.item(), gaps + 1
+            contexts.append(Context(other.caption_long, [], None, None))
         swaps = samples[i].record.meta.get("word_swaps", {}) if i in text_only else {}
         if swaps:  # the swaps change a word of the long caption: compare with it, whichever caption was drawn
-            batch.contexts = [Context(samples[i].record.caption_long, [], None, None)]
-            own, _ = trainee(*model_inputs(batch, noise, t, device))
-            for name, caption in swaps.items():
-                batch.contexts = [Context(caption, [], None, None)]
-                swapped, _ = trainee(*model_inputs(batch, noise, t, device))
-                word_gap[name], word_count[name] = word_gap[name] + swapped.item() - own.item(), word_count[name] + 1
+            captions = [samples[i].record.caption_long, *swaps.values()]
+            contexts += [Context(caption, [], None, None) for caption in captions]
+        losses = losses_under(trainee, batch, noise, t, contexts, cfg.data.batch_size, device)
+        total, count = total + losses[0], count + 1
+        if compare:
+            gap, gaps = gap + losses[1] - losses[0], gaps + 1
+        if swaps:
+            own = losses[1 + compare]
+            for name, swapped in zip(swaps, losses[2 + compare:]):
+                word_gap[name], word_count[name] = word_gap[name] + swapped - own, word_count[name] + 1
     reduced = engine.mean([total, count, gap, gaps] + [word_gap[w] for w in words] + [word_count[w] for w in words],
                           device)
     total, count, gap, gaps = reduced[:4]
