@@ -6,15 +6,16 @@
 #
 #   bash scripts/device_detached.sh SECONDS 'COMMAND'
 #
-# Copied each call: the command's output (detached.log, with detached.rc once it has ended), every run's
-# logs/train.jsonl (as RUN-NAME.jsonl), models/embedded-src/*.log, and FETCH="file ..." split in 14 MB parts
-# (FILE.part-aa, -ab, ...: `cat` them back together).
+# Back each call (the device returns at most 8 files): detached.log (the command's output so far), logs.tgz
+# (detached.rc once the command has ended, every run's logs/train.jsonl, models/embedded-src/*.log and
+# output/embedded-bench/'s tables), and FETCH="file ..." split in 14 MB parts (FILE.part-aa, -ab, ...: `cat`
+# them back together).
 set -uo pipefail
 seconds=$1 command=$2
 state=/tmp/vino-detached
 mkdir -p "$state"
 if [ ! -f "$state/pid" ]; then
-  setsid bash -c "$command; echo \$? > $state/rc" > "$state/detached.log" 2>&1 < /dev/null &
+  setsid bash -c "( $command ); echo \$? > $state/rc" > "$state/detached.log" 2>&1 < /dev/null &
   echo $! > "$state/pid"
 fi
 end=$(( $(date +%s) + seconds ))
@@ -22,13 +23,10 @@ while [ "$(date +%s)" -lt "$end" ] && [ ! -f "$state/rc" ]; do sleep 5; done
 
 out=${OUT:?OUT names the folder that comes back}
 cp "$state/detached.log" "$out/"
-[ ! -f "$state/rc" ] || cp "$state/rc" "$out/detached.rc"
-for log in runs/*/*/logs/train.jsonl; do
-  [ -f "$log" ] || continue
-  run=${log%/logs/train.jsonl}
-  cp "$log" "$out/$(basename "$(dirname "$run")")-$(basename "$run").jsonl"
-done
-cp models/embedded-src/*.log "$out/" 2>/dev/null
+[ ! -f "$state/rc" ] || cp "$state/rc" "$state/detached.rc"
+shopt -s nullglob
+tar czf "$out/logs.tgz" "$state"/detached.* runs/*/*/logs/train.jsonl models/embedded-src/*.log \
+  output/embedded-bench/*.txt output/embedded-bench/*.json 2>/dev/null
 for file in ${FETCH:-}; do
   [ -f "$file" ] && split -b 14M "$file" "$out/$(basename "$file").part-"
 done
