@@ -57,8 +57,18 @@ done_up_to=-1  # the last stage with an export: earlier ones are done even when 
 for stage in 0 1 2 3; do
   [ -f "runs/embedded/stage$stage/export/vino.safetensors" ] && done_up_to=$stage
 done
+cache_pid=
+if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task media go into the cache meanwhile
+  # shellcheck disable=SC2086
+  timeout "$(left)" "$PY" -m training.cache training/configs/embedded/stage3.toml $STAGE_ARGS ${STAGE3_ARGS:-} \
+    'data.manifest=["data/embedded/tasks/manifest.jsonl"]' > "$SRC/stage3-cache.log" 2>&1 &
+  cache_pid=$!
+fi
 for stage in $(seq 0 "$LAST_STAGE"); do
   if [ "$stage" -le "$done_up_to" ]; then continue; fi
+  if [ "$stage" = 3 ] && [ -n "$cache_pid" ]; then
+    wait "$cache_pid" || step "the stage-3 cache fill stopped early (see $SRC/stage3-cache.log); stage 3 fills the rest"
+  fi
   step "stage $stage"
   extra_var="STAGE${stage}_ARGS"
   status=0

@@ -321,6 +321,23 @@ def test_model_reference_area_sets_a_fresh_models_reference_area(curriculum, tmp
     assert area(**{"model.reference_area": 2048}) == 2048
 
 
+def test_cache_filled_ahead_is_all_a_stage_needs(curriculum, tmp_path):
+    """`python -m training.cache` encodes every medium the stage would (targets and references of every task
+    with a share, references at the stage's area), so the stage then encodes nothing."""
+    from training.cache import main as cache_main
+
+    overrides = curriculum.overrides(1, tmp_path / "s1", **{"data.cache": str(tmp_path / "cache"),
+                                                           "data.tasks": ALL_TASKS, "run.steps": 1})
+    latents = tmp_path / "cache" / "latents"
+    assert cache_main([str(CONFIGS / "stage1.toml"), *overrides, "--device", "cpu"]) == 0
+    filled = sorted(latents.rglob("*.safetensors"))
+    records = list(read_manifest(curriculum.manifest))
+    assert len(filled) > len(records) and any(r.ref_images or r.ref_video for r in records)  # references too
+    before = {f: f.stat().st_mtime_ns for f in filled}
+    train(train_config.load(CONFIGS / "stage1.toml", overrides))
+    assert {f: f.stat().st_mtime_ns for f in sorted(latents.rglob("*.safetensors"))} == before
+
+
 def test_ema_forgets_the_starting_weights():
     """The EMA's decay warms up: after 2,000 updates at decay 0.999 the starting weights keep under 1e-6 of
     the average (a flat decay would keep 0.999^2000 = 13.5%), and the first update already moves 90% of the way."""

@@ -1,0 +1,55 @@
+"""Fill a stage's latent cache ahead of its run: `python -m training.cache CONFIG [section.key=value ...]`.
+
+Encodes every target and reference of the config's manifests (the tasks it gives a share) with its VAE, references
+at model.reference_area (the preset's when 0), so that the stage starts training at once when it runs: stage 3's
+task samples can be cached while stage 0 trains. Entries are keyed by content; a run that finds one skips it.
+
+    python -m training.cache training/configs/embedded/stage3.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vino_model.errors import run_cli
+
+from . import config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.cache", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="a stage config (.toml or .json), e.g. training/configs/embedded/stage3.toml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.cache_batch=16")
+    parser.add_argument("--device", help="where the VAE encodes (default: cuda when there is one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+    def command():
+        cfg = config.load(args.config, args.overrides)
+        import torch
+
+        from vino_model.config import preset
+        from vino_model.pipeline import parse_dtype
+        from vino_model.vae import VinoVAE
+
+        from .data import LatentCache, fillable
+        from .manifest import read_manifest
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        area = cfg.model.reference_area or preset(cfg.model.preset).reference_area
+        records = [record for manifest in cfg.data.manifest for record in read_manifest(manifest)]
+        items = [item for record in records if cfg.data.tasks.get(record.task, 0) > 0
+                 for item in fillable(record, cfg.data, area)]
+        vae = VinoVAE.load(cfg.model.vae, device=device, dtype=parse_dtype(cfg.data.vae_dtype))
+        cache = LatentCache(cfg.data.cache, vae, cfg.model.vae, cfg.data.vae_dtype, False)
+        encoded = cache.fill(items, cfg.data.cache_batch)
+        print(f"{encoded} of {len(items)} media encoded into {cfg.data.cache} ({len(items) - encoded} were there "
+              "or unreadable)")
+
+    return run_cli(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
