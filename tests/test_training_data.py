@@ -122,6 +122,32 @@ def test_cache_fill_batches_media_of_one_shape_and_matches_one_at_a_time(world, 
         (tmp_path / "moved").rename(memory.file(samples[0].target))
 
 
+def test_read_ahead_keeps_order_and_holds_at_most_its_window():
+    """The cache fill reads media on threads while the VAE encodes: however slow the encoding, no more than
+    the window of decoded media waits in memory (pool.map would read everything ahead)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.data import read_ahead
+
+    read, lock = [], threading.Lock()
+
+    def decode(job):
+        with lock:
+            read.append(job)
+        return job * 10
+
+    with ThreadPoolExecutor(4) as pool:
+        results = []
+        for result in read_ahead(pool, decode, range(40), 6):
+            time.sleep(0.01)  # a slow encoder
+            with lock:
+                assert len(read) <= len(results) + 1 + 6
+            results.append(result)
+    assert results == [j * 10 for j in range(40)]
+
+
 def test_unreadable_media_are_skipped_and_counted(world, tmp_path, caplog):
     records, _, cache, samples, _ = world
     broken = []

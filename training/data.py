@@ -19,12 +19,13 @@ Media that cannot be read or fitted are skipped and counted, at indexing and aga
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,8 +193,8 @@ class LatentCache:
 
         groups, done = {}, 0
         with ThreadPoolExecutor(workers) as pool:
-            for item in tqdm(pool.map(read, misses.items()), total=len(misses), desc="latent cache", leave=False,
-                             disable=not misses):
+            for item in tqdm(read_ahead(pool, read, misses.items(), 2 * max(batch_size, workers)), total=len(misses),
+                             desc="latent cache", leave=False, disable=not misses):
                 if item is None:
                     continue
                 group = groups.setdefault(tuple(item[3].shape), [])
@@ -247,6 +248,19 @@ def media_specs(record: Record, cfg, reference_area: int) -> list[tuple[str, dic
     if record.ref_video:
         items.append((record.ref_video, {"fit": "video", "area": reference_area, "frames": spec["frames"]}))
     return items
+
+
+def read_ahead(pool: ThreadPoolExecutor, function, jobs, window: int):
+    """pool.map(function, jobs), in order, with at most `window` results read ahead of the consumer: decoded media
+    wait in memory only that far, however slowly the VAE encodes them."""
+    jobs, pending = iter(jobs), deque()
+    for job in itertools.islice(jobs, window):
+        pending.append(pool.submit(function, job))
+    while pending:
+        result = pending.popleft().result()
+        for job in itertools.islice(jobs, 1):
+            pending.append(pool.submit(function, job))
+        yield result
 
 
 def fillable(record: Record, cfg, reference_area: int) -> list[tuple[str, dict]]:
