@@ -125,6 +125,10 @@ def test_stage0_base_model_learns_from_the_native_text_encoder(curriculum):
     steps = [r for r in log if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 41))
     assert all(r["tokens_per_s"] > 0 and r["steps_per_s"] > 0 and r["grad_norm"] is not None for r in steps)
+    for r in steps:  # where each step's time goes: the phases add up to the step
+        phases = {k: v for k, v in r.items() if k.startswith("ms_")}
+        assert {"ms_data", "ms_forward", "ms_backward", "ms_optimizer", "ms_wait", "ms_reduce"} <= set(phases)
+        assert sum(phases.values()) == pytest.approx(1000 / r["steps_per_s"], rel=0.05)
     assert list((export.parent.parent / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     state = load_file(export)
     assert {k.split(".")[0] for k in state} == {"transformer", "mm_encoder"}

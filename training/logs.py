@@ -5,15 +5,33 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
+
+
+class StepClock:
+    """Host seconds of each phase of a training step: `lap(name)` charges the time since the last lap to name.
+    Where the step waits for the GPU shows as the phase that reads a result back ("wait")."""
+
+    def __init__(self):
+        self.phases, self.last = Counter(), time.perf_counter()
+
+    def start(self) -> None:
+        self.phases, self.last = Counter(), time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] += now - self.last
+        self.last = now
 
 
 class Logger:
     def __init__(self, out: Path, cfg, start: int, enabled: bool):
         self.enabled, self.every, self.total = enabled, cfg.log.every, cfg.run.steps
         self.window = {"loss": 0.0, "tokens": 0, "seconds": 0.0, "steps": 0}
+        self.phases = Counter()
         if not enabled:
             return
         folder = out / "logs"
@@ -38,8 +56,9 @@ class Logger:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.tensorboard.add_scalar(name, value, step)
 
-    def step(self, step: int, loss: float, tokens: int, seconds: float, **values) -> None:
-        """After each optimizer step; a record every log.every steps (and at the last) holds window means."""
+    def step(self, step: int, loss: float, tokens: int, seconds: float, phases: Counter = None, **values) -> None:
+        """After each optimizer step; a record every log.every steps (and at the last) holds window means, with
+        ms_PHASE for each of the step's `phases` (seconds, from a StepClock)."""
         if not self.enabled:
             return
         window = self.window
@@ -47,6 +66,7 @@ class Logger:
         window["tokens"] += tokens
         window["seconds"] += seconds
         window["steps"] += 1
+        self.phases.update(phases or {})
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / max(seconds, 1e-9):.0f}")
         if step % self.every and step != self.total:
@@ -56,9 +76,10 @@ class Logger:
             loss=window["loss"] / window["steps"],
             tokens_per_s=window["tokens"] / max(window["seconds"], 1e-9),
             steps_per_s=window["steps"] / max(window["seconds"], 1e-9),
+            **{f"ms_{name}": round(1000 * total / window["steps"], 3) for name, total in self.phases.items()},
             **values,
         )
-        self.window = dict.fromkeys(window, 0)
+        self.window, self.phases = dict.fromkeys(window, 0), Counter()
 
     def message(self, text: str) -> None:
         if self.enabled:

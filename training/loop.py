@@ -22,7 +22,7 @@ from vino_model.vae import VinoVAE
 
 from . import checkpoint, engine, model
 from .data import MEDIA_ERRORS, Batch, Context, LatentCache, TrainData, build_index, collate
-from .logs import Logger
+from .logs import Logger, StepClock
 from .manifest import read_manifest
 from .samples import write_samples
 
@@ -34,8 +34,8 @@ def model_inputs(batch: Batch, noise, t, device) -> tuple:
     return batch.latents.to(device), noise.to(device), t.to(device), references, batch.contexts
 
 
-def train_step(ds, data: TrainData, cfg, step: int, rank: int, device) -> tuple[float, int]:
-    """One optimizer step over optim.accumulation micro-batches: (mean loss, tokens)."""
+def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: StepClock) -> tuple[float, int]:
+    """One optimizer step over optim.accumulation micro-batches: (mean loss, tokens). Laps `clock` at each phase."""
     losses, tokens = [], 0
     for micro in range(cfg.optim.accumulation):
         rng = np.random.default_rng([cfg.run.seed, rank, step, micro])
@@ -43,10 +43,15 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device) -> tuple[
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         noise = torch.randn(batch.latents.shape, generator=generator)
         t = model.sample_timesteps(cfg.flow, len(batch.tasks), generator)
+        clock.lap("data")
         loss, count = ds(*model_inputs(batch, noise, t, device))
+        clock.lap("forward")
         ds.backward(loss.mean())
+        clock.lap("backward")
         ds.step()
+        clock.lap("optimizer")
         losses.append(loss.mean().item())
+        clock.lap("wait")
         tokens += count
     return sum(losses) / len(losses), tokens
 
@@ -157,18 +162,23 @@ def train(cfg) -> Path:
     eval_set = data.eval_samples(cfg.eval.samples) if cfg.eval.every else []
 
     ds.train()
+    clock = StepClock()
     while step < cfg.run.steps:
         if eval_set and step % cfg.eval.every == 0:
             logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
         started = time.perf_counter()
-        loss, tokens = train_step(ds, data, cfg, step, rank, device)
+        clock.start()
+        loss, tokens = train_step(ds, data, cfg, step, rank, device, clock)
         if ema is not None:
             ema.update(step)
+            clock.lap("ema")
         step += 1
         loss, tokens, skipped = engine.mean([loss, tokens, data.skipped], device)  # tokens, skipped: sums below
         grad_norm = ds.get_global_grad_norm()
-        logger.step(step, loss, round(tokens * world), time.perf_counter() - started, lr=ds.get_lr()[0],
-                    grad_norm=None if grad_norm is None else float(grad_norm), skipped=round(skipped * world))
+        clock.lap("reduce")
+        logger.step(step, loss, round(tokens * world), time.perf_counter() - started, clock.phases,
+                    lr=ds.get_lr()[0], grad_norm=None if grad_norm is None else float(grad_norm),
+                    skipped=round(skipped * world))
         if cfg.samples.every and step % cfg.samples.every == 0 and rank == 0:
             written = write_samples(ds.module, vae, config, cfg.samples, step, out, device)
             logger.message(f"step {step}: {len(written)} samples in {written[0].parent if written else '-'}")
