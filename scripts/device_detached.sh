@@ -12,14 +12,14 @@
 # them back together).
 set -uo pipefail
 seconds=$1 command=$2
-state=/tmp/vino-detached
+state=${DETACHED_STATE:-/tmp/vino-detached}  # the command's pid, output and exit status live here
 mkdir -p "$state"
 if [ ! -f "$state/pid" ]; then
   setsid bash -c "( $command ); echo \$? > $state/rc" > "$state/detached.log" 2>&1 < /dev/null &
   echo $! > "$state/pid"
 fi
 end=$(( $(date +%s) + seconds ))
-while [ "$(date +%s)" -lt "$end" ] && [ ! -f "$state/rc" ]; do sleep 5; done
+while [ "$(date +%s)" -lt "$end" ] && [ ! -f "$state/rc" ]; do sleep 1; done
 
 out=${OUT:?OUT names the folder that comes back}
 cp "$state/detached.log" "$out/"
