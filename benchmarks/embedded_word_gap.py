@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training import model  # noqa: E402
 from training.config import load as load_config  # noqa: E402
-from training.data import Context  # noqa: E402
+from training.data import Batch, Context  # noqa: E402
+from training.loop import losses_under  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
 from training.world import ATTRIBUTES  # noqa: E402
 from vino_model.preprocess import frames_to_tensor  # noqa: E402
@@ -39,15 +40,15 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
     gaps = {attribute: [] for attribute in ATTRIBUTES}
     for index, record in enumerate(records):
         target = np.asarray(Image.open(record.target).convert("RGB"))
-        x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float()
+        x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float().cpu()
         kept = {"own": record.caption_long, **record.meta.get("word_swaps", {})}
-        count = len(times) * len(kept)
+        contexts = [Context(text, [], None, None) for text in kept.values()]
+        batch = Batch(x0, [[]], contexts[:1], ["t2i"])
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
-        noise = torch.randn((len(times), *x0.shape[1:]), generator=generator).to(device).repeat(len(kept), 1, 1, 1, 1)
-        t = torch.tensor(times, device=device).repeat(len(kept))
-        contexts = [Context(text, [], None, None) for text in kept.values() for _ in times]
-        losses = trainee(x0.expand(count, -1, -1, -1, -1), noise, t, [[] for _ in range(count)], contexts)[0]
-        per_caption = dict(zip(kept, losses.view(len(kept), len(times)).mean(1).tolist()))
+        noise = torch.randn((len(times), *x0.shape[1:]), generator=generator)
+        losses = [losses_under(trainee, batch, noise[j:j + 1], torch.tensor([t]), contexts, len(contexts), device)
+                  for j, t in enumerate(times)]  # [time][caption]
+        per_caption = dict(zip(kept, np.mean(losses, axis=0).tolist()))
         for attribute in ATTRIBUTES:
             if attribute in per_caption:
                 gaps[attribute].append(per_caption[attribute] - per_caption["own"])
