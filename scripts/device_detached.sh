@@ -2,7 +2,8 @@
 # For the lent GPU machine, whose calls are at most 10 minutes and whose machine goes back 30 s after a call:
 # the first call starts COMMAND in its own process session (it lives on between calls while the machine is
 # held); every call, the first too, then waits up to SECONDS for it and copies what it has written so far
-# to $OUT. Identical calls can then follow each other back to back with no set-up in between.
+# to $OUT. Identical calls can then follow each other back to back with no set-up in between. A command that
+# was killed before it ended (with its call, say) starts again: it should pick up where it was.
 #
 #   bash scripts/device_detached.sh SECONDS 'COMMAND'
 #
@@ -14,12 +15,14 @@ set -uo pipefail
 seconds=$1 command=$2
 state=${DETACHED_STATE:-/tmp/vino-detached}  # the command's pid, output and exit status live here
 mkdir -p "$state"
-if [ ! -f "$state/pid" ]; then
-  setsid bash -c "( $command ); echo \$? > $state/rc" > "$state/detached.log" 2>&1 < /dev/null &
+running() { [ -f "$state/pid" ] && kill -0 "$(cat "$state/pid")" 2>/dev/null; }
+if [ ! -f "$state/rc" ] && ! running; then  # not started yet, or killed with an earlier call: (re)start it
+  [ ! -f "$state/pid" ] || echo "=== $(date +%T) the command was gone with no exit status: starting it again" >> "$state/detached.log"
+  setsid bash -c "( $command ); echo \$? > $state/rc" >> "$state/detached.log" 2>&1 < /dev/null &
   echo $! > "$state/pid"
 fi
 end=$(( $(date +%s) + seconds ))
-while [ "$(date +%s)" -lt "$end" ] && [ ! -f "$state/rc" ]; do sleep 1; done
+while [ "$(date +%s)" -lt "$end" ] && [ ! -f "$state/rc" ] && running; do sleep 1; done
 
 out=${OUT:?OUT names the folder that comes back}
 cp "$state/detached.log" "$out/"

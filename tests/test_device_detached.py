@@ -34,3 +34,15 @@ def test_the_command_starts_once_and_every_call_brings_back_what_it_wrote(tmp_pa
     parts = sorted(second.glob("big.part-*"))
     assert [p.name for p in parts] == ["big.part-aa", "big.part-ab"]
     assert b"".join(p.read_bytes() for p in parts) == (tmp_path / "big").read_bytes()
+
+
+def test_a_command_killed_before_it_ended_starts_again(tmp_path):
+    command = "echo started >> starts; sleep 30"
+    poll(tmp_path, "first", 1, command)
+    pid = int((tmp_path / "state" / "pid").read_text())
+    subprocess.run(["kill", str(pid)], check=True)  # what the machine does to a call's processes, at worst
+    subprocess.run(["bash", "-c", f"while kill -0 {pid} 2>/dev/null; do sleep 0.1; done"], timeout=10, check=True)
+    second = poll(tmp_path, "second", 1, command)
+    assert (tmp_path / "starts").read_text() == "started\nstarted\n"
+    assert "starting it again" in (second / "detached.log").read_text()
+    subprocess.run(["kill", (tmp_path / "state" / "pid").read_text().strip()], check=True)
