@@ -9,8 +9,8 @@
 #
 # Back each call (the device returns at most 8 files): detached.log (the command's output so far), logs.tgz
 # (detached.rc once the command has ended, every run's logs/train.jsonl, models/embedded-src/*.log and
-# output/embedded-bench/'s tables), and FETCH="file ..." split in 14 MB parts (FILE.part-aa, -ab, ...: `cat`
-# them back together).
+# output/embedded-bench/'s tables), and FETCH="path ..." split in 14 MB parts (PATH.part-aa, -ab, ..., with each / in
+# PATH written __: `cat` them back together).
 set -uo pipefail
 seconds=$1 command=$2
 state=${DETACHED_STATE:-/tmp/vino-detached}  # the command's pid, output and exit status live here
@@ -31,6 +31,6 @@ shopt -s nullglob
 tar czf "$out/logs.tgz" "$state"/detached.* runs/*/*/logs/train.jsonl models/embedded-src/*.log \
   output/embedded-bench/*.txt output/embedded-bench/*.json 2>/dev/null
 for file in ${FETCH:-}; do
-  [ -f "$file" ] && split -b 14M "$file" "$out/$(basename "$file").part-"
+  [ -f "$file" ] && split -b 14M "$file" "$out/${file//\//__}.part-"  # a/b/c -> a__b__c: no two files clash
 done
 true
