@@ -1,5 +1,7 @@
 """scripts/device_detached.sh: the lent GPU machine's calls start a long command once and then only poll it."""
 
+import os
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -28,21 +30,26 @@ def test_the_command_starts_once_and_every_call_brings_back_what_it_wrote(tmp_pa
     assert (first / "detached.log").is_file() and "detached.rc" not in members(first)  # still running
     assert members(first)["train.jsonl"] == '{"step": 1}\n'
     (tmp_path / "big").write_bytes(b"x" * (15 << 20))
-    second = poll(tmp_path, "second", 20, command, fetch="big missing")  # waits for the end; starts nothing
+    for stage in (1, 2):  # two files of one name
+        (tmp_path / f"s{stage}").mkdir()
+        (tmp_path / f"s{stage}" / "vino.safetensors").write_text(f"stage {stage}")
+    fetch = "big missing s*/vino.safetensors"
+    second = poll(tmp_path, "second", 20, command, fetch=fetch)  # waits for the end; starts nothing
     assert members(second)["detached.rc"].strip() == "3"
     assert (tmp_path / "starts").read_text() == "started\n"
     parts = sorted(second.glob("big.part-*"))
     assert [p.name for p in parts] == ["big.part-aa", "big.part-ab"]
     assert b"".join(p.read_bytes() for p in parts) == (tmp_path / "big").read_bytes()
+    assert [(second / f"s{stage}__vino.safetensors.part-aa").read_text() for stage in (1, 2)] == ["stage 1", "stage 2"]
 
 
 def test_a_command_killed_before_it_ended_starts_again(tmp_path):
     command = "echo started >> starts; sleep 30"
     poll(tmp_path, "first", 1, command)
     pid = int((tmp_path / "state" / "pid").read_text())
-    subprocess.run(["kill", str(pid)], check=True)  # what the machine does to a call's processes, at worst
+    os.killpg(pid, signal.SIGTERM)  # what the machine does to a call's processes, at worst (setsid: pid = group)
     subprocess.run(["bash", "-c", f"while kill -0 {pid} 2>/dev/null; do sleep 0.1; done"], timeout=10, check=True)
     second = poll(tmp_path, "second", 1, command)
     assert (tmp_path / "starts").read_text() == "started\nstarted\n"
     assert "starting it again" in (second / "detached.log").read_text()
-    subprocess.run(["kill", (tmp_path / "state" / "pid").read_text().strip()], check=True)
+    os.killpg(int((tmp_path / "state" / "pid").read_text()), signal.SIGTERM)
