@@ -84,6 +84,17 @@ def wrong_shape(meta):
     return with_scene(meta, objects=objects)
 
 
+def wrong_size(meta):
+    """Object 0 (and, in a count scene, its copies) drawn one size class off: a small one medium, a medium one
+    small, a large one medium (shrinking where it can, so that nothing leaves the frame or touches)."""
+    first = meta["scene"]["objects"][0]
+    size = {"small": "medium", "medium": "small", "large": "medium"}[first["size"]]
+    diameter = round(world.SIZES[size] * min(meta["scene"]["width"], meta["scene"]["height"]), 2)
+    objects = [world._with_track({**o, "size": size, "diameter": diameter}, o["track"])
+               if (o["color"], o["shape"]) == (first["color"], first["shape"]) else o for o in meta["scene"]["objects"]]
+    return with_scene(meta, objects=objects)
+
+
 def wrong_direction(meta):
     objects = [{**o, "track": o["track"][::-1], "bbox": o["bbox"][::-1]} for o in meta["scene"]["objects"]]
     return with_scene(meta, objects=objects)
@@ -117,7 +128,8 @@ def missing_reference(meta):
 
 
 WRONG = [
-    ("t2i", wrong_color), ("t2i", wrong_shape), ("t2v", wrong_color), ("t2v", wrong_shape),
+    ("t2i", wrong_color), ("t2i", wrong_shape), ("t2i", wrong_size), ("t2v", wrong_color), ("t2v", wrong_shape),
+    ("t2v", wrong_size),
     ("t2v", wrong_direction), ("t2v", standing_still), ("i2v", wrong_direction), ("i2v", standing_still),
     ("ti2v", wrong_direction), ("ti2v", missing_reference), ("clone", wrong_direction), ("clone", standing_still),
     ("clone", missing_reference), ("ti2i", no_edit), ("ti2i", edit_ruining_the_rest), ("ti2i_ref", no_edit),
