@@ -7,11 +7,20 @@ non-grey pixels form objects (8-connected), each object takes the colour most of
 and its shape is the nearest template by its angular signature (how its squared distance from
 the centroid spreads over directions), which survives blur, noise and 4:2:0 chroma loss.
 
+An object's size is not its count of pixels: on a soft edge the pixels halfway between the colour
+and a darker grey are nearest the stripe shade (0.55 x the colour) and join the object, so a blur of
+1-2 px could make a small star medium. Instead every pixel of the object and of the grey ring
+_RING px around it counts the fraction of the colour it holds (its projection on the colour's hue,
+which greys lack, clipped to [0, 1]): a sum that blur, resampling and chroma subsampling keep, while
+an object drawn bigger, or grown by a decoder, still measures bigger. The diameter is that of the
+object's shape holding as much, plain or striped (striped: much of its core in the stripe shade),
+as measured on large clean renders; the size class is the nearest of SIZES in log.
+
 Checks, each in [0, 1] (per object, then the worst object counts: every object the prompt names
 must be right):
     color       an object of the prompted colour (videos: fraction of frames)
     shape       an object of that colour has the prompted shape
-    size        ... and the prompted size class; position: its centre lies in the prompted 3x3 cell
+    size        ... and the prompted size class (see above); position: its centre lies in the prompted 3x3 cell
     count       exactly as many objects of that colour and shape as prompted
     subject     (videos) fraction of frames showing the object with its colour and shape, as in
                 subject consistency: for ti2v/tiv2v this is the referenced object's identity
@@ -44,7 +53,8 @@ import numpy as np
 from PIL import Image
 
 from training.manifest import TASKS, load_media, read_manifest
-from training.world import COLORS, DIRECTIONS, GREYS, REGIONS, SHAPES, SIZES, SPEEDS, STRIPE_SHADE, render
+from training.world import (COLORS, DIRECTIONS, GREYS, REGIONS, SHAPES, SIZES, SPEEDS, STRIPE_SHADE, TEXTURES,
+                            render)
 from vino_model.tasks import read_task_file
 
 CHECKS = ("color", "shape", "size", "position", "count", "subject", "direction", "speed", "steadiness",
@@ -76,10 +86,10 @@ _REFERENCE_LABELS = np.array(list(range(len(COLORS))) * 2 + [-1 - i for i in ran
 class Blob:
     color: str
     shape: str
-    area: int
+    area: float  # pixels' worth of its colour that it and its edge hold (see _coverage)
     center: tuple  # (x, y) of the bounding box's centre, pixel edges counted as in the world's tracks
     centroid: tuple  # (x, y) mean of the pixel centres
-    diameter: float  # of the shape with this area (areas suffer less from blur than thin tips do)
+    diameter: float  # of the shape with this area
 
 
 def _labels(frames):
@@ -114,6 +124,20 @@ def _components(mask):
         ids = grown
 
 
+def _grow(mask, radius):
+    """Dilate a [T, H, W] mask by a square of half-side `radius` pixels."""
+    height, width = mask.shape[1:]
+    padded = np.pad(mask, ((0, 0), (radius, radius), (0, 0)))
+    rows = np.zeros_like(mask)
+    for d in range(2 * radius + 1):
+        rows |= padded[:, d:d + height]
+    padded = np.pad(rows, ((0, 0), (0, 0), (radius, radius)))
+    grown = np.zeros_like(mask)
+    for d in range(2 * radius + 1):
+        grown |= padded[:, :, d:d + width]
+    return grown
+
+
 _BINS = 24
 
 
@@ -129,20 +153,54 @@ def _signature(ys, xs):
     return hist / max(hist.sum(), 1e-9)
 
 
+_RING = 2  # pixels around a blob that its soft edge spreads over (a blur of 1-2 px puts nearly all of it there)
+_STRIPED = 0.2  # share of a blob's core in the stripe shade above which it is striped (plain ~0, striped ~0.5)
+
+
+def _coverage(frame, labels, inside, color):
+    """How many pixels' worth of `color` one blob and the grey pixels within _RING of it hold, and its texture.
+
+    frame [H, W, 3] and labels [H, W] around the blob, inside [H, W] its pixels. A pixel p mixing the
+    colour c with a grey holds alpha = p.h / c.h of it (clipped to [0, 1]), h = c - mean(c): a grey has
+    nothing along h, so neither the background's tone nor its split matters, and blur, which only mixes
+    neighbouring pixels, keeps the sum. The blob is striped when much of its core (its pixels _RING
+    from its edge, where a soft edge has faded out) is nearer the stripe shade than the colour."""
+    rgb = np.asarray(COLORS[color], dtype=np.float32)
+    hue = rgb - rgb.mean()
+    pixels = frame.astype(np.float32)
+    alpha = np.clip(pixels @ hue / (rgb @ hue), 0, 1)  # [H, W]
+    around = _grow(inside[None], _RING)[0] & (inside | (labels < 0))
+    shaded = pixels @ rgb < (1 + STRIPE_SHADE) / 2 * (rgb @ rgb)
+    core = inside & ~_grow(~inside[None], _RING)[0]
+    if core.sum() < inside.sum() / 8:  # too thin for that (a small object at 32 px): 1 px from its edge
+        core = inside & ~_grow(~inside[None], 1)[0]
+    texture = "striped" if core.any() and shaded[core].mean() > _STRIPED else "plain"
+    return float(alpha[around].sum()), texture
+
+
 _TEMPLATE_DIAMETER = 56.0
 
 
 @functools.cache
 def _templates():
-    """Each shape's signature and fill (its area over its diameter squared), from a large clean render."""
+    """Each shape's signature, and its fill per texture (the colour it holds, as in _coverage, over its
+    diameter squared), from large clean renders."""
     templates = {}
     for shape in SHAPES:
-        obj = {"id": 0, "shape": shape, "color": "red", "rgb": list(COLORS["red"]), "size": "large",
-               "diameter": _TEMPLATE_DIAMETER, "texture": "plain", "region": None, "motion": None, "track": [[32, 32]]}
-        scene = {"width": 64, "height": 64, "frames": 1, "objects": [obj],
-                 "background": {"colors": ["white"], "rgb": [[GREYS["white"]] * 3], "split": None}}
-        ys, xs = np.nonzero(_labels(render(scene))[0] >= 0)
-        templates[shape] = (_signature(ys, xs), len(ys) / _TEMPLATE_DIAMETER ** 2)
+        fill = {}
+        for texture in TEXTURES:
+            obj = {"id": 0, "shape": shape, "color": "red", "rgb": list(COLORS["red"]), "size": "large",
+                   "diameter": _TEMPLATE_DIAMETER, "texture": texture, "region": None, "motion": None,
+                   "track": [[32, 32]]}
+            scene = {"width": 64, "height": 64, "frames": 1, "objects": [obj],
+                     "background": {"colors": ["white"], "rgb": [[GREYS["white"]] * 3], "split": None}}
+            frame = render(scene)[0]
+            labels = _labels(frame[None])[0]
+            inside = labels >= 0
+            fill[texture] = _coverage(frame, labels, inside, "red")[0] / _TEMPLATE_DIAMETER ** 2
+            if texture == "plain":
+                signature = _signature(*np.nonzero(inside))
+        templates[shape] = (signature, fill)
     return templates
 
 
@@ -151,8 +209,8 @@ def _shape(ys, xs):
     return min(SHAPES, key=lambda s: np.abs(signature - _templates()[s][0]).sum())
 
 
-def find_blobs(labels, tol=Tolerances()):
-    """The objects in each frame, a list of Blob per frame, from the palette labels of the frames."""
+def find_blobs(frames, labels, tol=Tolerances()):
+    """The objects in each frame, a list of Blob per frame, from the frames [T, H, W, 3] and their palette labels."""
     ids = _components(labels >= 0)
     smallest = tol.min_area * labels.shape[1] * labels.shape[2]
     flat = ids.ravel()
@@ -165,9 +223,12 @@ def find_blobs(labels, tol=Tolerances()):
         t, ys, xs = np.unravel_index(pixels, ids.shape)
         color = _COLOR_NAMES[np.bincount(labels.ravel()[pixels], minlength=len(COLORS)).argmax()]
         shape = _shape(ys, xs)
+        box = (t[0], slice(max(ys.min() - _RING, 0), ys.max() + _RING + 1),
+               slice(max(xs.min() - _RING, 0), xs.max() + _RING + 1))
+        area, texture = _coverage(frames[box], labels[box], ids[box] == flat[pixels[0]], color)
         center = ((xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2)
-        diameter = math.sqrt(len(pixels) / _templates()[shape][1])
-        blobs[t[0]].append(Blob(color, shape, len(pixels), center, (xs.mean() + 0.5, ys.mean() + 0.5), diameter))
+        diameter = math.sqrt(area / _templates()[shape][1][texture])
+        blobs[t[0]].append(Blob(color, shape, area, center, (xs.mean() + 0.5, ys.mean() + 0.5), diameter))
     return blobs
 
 
@@ -192,20 +253,6 @@ def _in_cell(point, region, width, height, slack):
 
 def _ramp(x, low, high):
     return float(np.clip((x - low) / (high - low), 0, 1))
-
-
-def _grow(mask, radius):
-    """Dilate a [T, H, W] mask by a square of half-side `radius` pixels."""
-    height, width = mask.shape[1:]
-    padded = np.pad(mask, ((0, 0), (radius, radius), (0, 0)))
-    rows = np.zeros_like(mask)
-    for d in range(2 * radius + 1):
-        rows |= padded[:, d:d + height]
-    padded = np.pad(rows, ((0, 0), (0, 0), (radius, radius)))
-    grown = np.zeros_like(mask)
-    for d in range(2 * radius + 1):
-        grown |= padded[:, :, d:d + width]
-    return grown
 
 
 # ---- checks ----
@@ -381,7 +428,7 @@ def score(meta, frames, tol=Tolerances()):
     Returns {"task", "score": geometric mean of the checks, "checks": {name: value in [0, 1]}}."""
     frames = _conform(frames, meta["scene"])
     labels = _labels(frames)
-    checks = _TASK_CHECKS[meta["task"]](meta, frames, find_blobs(labels, tol), labels, tol)
+    checks = _TASK_CHECKS[meta["task"]](meta, frames, find_blobs(frames, labels, tol), labels, tol)
     values = list(checks.values())
     value = 0.0 if min(values) <= 0 else math.exp(np.mean(np.log(values)))
     return {"task": meta["task"], "score": value, "checks": checks}
