@@ -4,17 +4,19 @@ Nothing here trusts the prompt: every check segments the output and compares wha
 the sample's ground truth (`meta`, see `training.world`). Pixels are labelled with the nearest
 colour of the world's palette (the six object colours, their stripe shades, the five greys); the
 non-grey pixels form objects (8-connected), each object takes the colour most of its pixels have,
-and its shape is the nearest template by its angular signature (how its squared distance from
-the centroid spreads over directions), which survives blur, noise and 4:2:0 chroma loss.
+and its shape is the nearest template by the angular signature of its outline (how its squared
+distance from the centroid spreads over directions), which survives blur, noise and 4:2:0 chroma loss.
 
-An object's size is not its count of pixels: on a soft edge the pixels halfway between the colour
-and a darker grey are nearest the stripe shade (0.55 x the colour) and join the object, so a blur of
-1-2 px could make a small star medium. Instead every pixel of the object and of the grey ring
-_RING px around it counts the fraction of the colour it holds (its projection on the colour's hue,
-which greys lack, clipped to [0, 1]): a sum that blur, resampling and chroma subsampling keep, while
-an object drawn bigger, or grown by a decoder, still measures bigger. The diameter is that of the
-object's shape holding as much, plain or striped (striped: much of its core in the stripe shade),
-as measured on large clean renders; the size class is the nearest of SIZES in log.
+An object's size and outline are not its nearest-palette pixels: on a soft edge the pixels halfway
+between the colour and a darker grey are nearest the stripe shade (0.55 x the colour) and join the
+object, so a blur of 1-2 px could make a small star medium (and a decoder's wider halo filled a
+cross's inner corners until it read as a circle). Instead every pixel of the object and of the grey
+ring _RING px around it counts the fraction of the colour it holds (its projection on the colour's
+hue, which greys lack, clipped to [0, 1]): a sum that blur, resampling and chroma subsampling keep,
+while an object drawn bigger, or grown by a decoder, still measures bigger. The diameter is that of
+the object's shape holding as much, plain or striped (striped: much of its core in the stripe
+shade), as measured on large clean renders; the size class is the nearest of SIZES in log. The
+outline is the pixels at least half covered (a stripe's against its shade), where a blur leaves the edge.
 
 Checks, each in [0, 1] (per object, then the worst object counts: every object the prompt names
 must be right):
@@ -158,13 +160,16 @@ _STRIPED = 0.2  # share of a blob's core in the stripe shade above which it is s
 
 
 def _coverage(frame, labels, inside, color):
-    """How many pixels' worth of `color` one blob and the grey pixels within _RING of it hold, and its texture.
+    """How many pixels' worth of `color` one blob and the grey pixels within _RING of it hold, its texture
+    and its outline.
 
     frame [H, W, 3] and labels [H, W] around the blob, inside [H, W] its pixels. A pixel p mixing the
     colour c with a grey holds alpha = p.h / c.h of it (clipped to [0, 1]), h = c - mean(c): a grey has
     nothing along h, so neither the background's tone nor its split matters, and blur, which only mixes
     neighbouring pixels, keeps the sum. The blob is striped when much of its core (its pixels _RING
-    from its edge, where a soft edge has faded out) is nearer the stripe shade than the colour."""
+    from its edge, where a soft edge has faded out) is nearer the stripe shade than the colour. The
+    outline [H, W]: the pixels at least half covered (a stripe's against its shade), or the blob's own
+    where none is."""
     rgb = np.asarray(COLORS[color], dtype=np.float32)
     hue = rgb - rgb.mean()
     pixels = frame.astype(np.float32)
@@ -175,7 +180,9 @@ def _coverage(frame, labels, inside, color):
     if core.sum() < inside.sum() / 8:  # too thin for that (a small object at 32 px): 1 px from its edge
         core = inside & ~_grow(~inside[None], 1)[0]
     texture = "striped" if core.any() and shaded[core].mean() > _STRIPED else "plain"
-    return float(alpha[around].sum()), texture
+    cover = np.where(shaded & (texture == "striped"), alpha / STRIPE_SHADE, alpha)
+    outline = around & (cover >= 0.5)
+    return float(alpha[around].sum()), texture, outline if outline.any() else inside
 
 
 _TEMPLATE_DIAMETER = 56.0
@@ -197,9 +204,10 @@ def _templates():
             frame = render(scene)[0]
             labels = _labels(frame[None])[0]
             inside = labels >= 0
-            fill[texture] = _coverage(frame, labels, inside, "red")[0] / _TEMPLATE_DIAMETER ** 2
+            area, _, outline = _coverage(frame, labels, inside, "red")
+            fill[texture] = area / _TEMPLATE_DIAMETER ** 2
             if texture == "plain":
-                signature = _signature(*np.nonzero(inside))
+                signature = _signature(*np.nonzero(outline))
         templates[shape] = (signature, fill)
     return templates
 
@@ -222,10 +230,10 @@ def find_blobs(frames, labels, tol=Tolerances()):
             continue
         t, ys, xs = np.unravel_index(pixels, ids.shape)
         color = _COLOR_NAMES[np.bincount(labels.ravel()[pixels], minlength=len(COLORS)).argmax()]
-        shape = _shape(ys, xs)
         box = (t[0], slice(max(ys.min() - _RING, 0), ys.max() + _RING + 1),
                slice(max(xs.min() - _RING, 0), xs.max() + _RING + 1))
-        area, texture = _coverage(frames[box], labels[box], ids[box] == flat[pixels[0]], color)
+        area, texture, outline = _coverage(frames[box], labels[box], ids[box] == flat[pixels[0]], color)
+        shape = _shape(*np.nonzero(outline))
         center = ((xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2)
         diameter = math.sqrt(area / _templates()[shape][1][texture])
         blobs[t[0]].append(Blob(color, shape, area, center, (xs.mean() + 0.5, ys.mean() + 0.5), diameter))
