@@ -17,9 +17,13 @@ world() {  # OUT [training.world args...]: render a world split unless its manif
 }
 
 seed_parts() {  # the committed language model and VAE (training/embedded-src/) go into $SRC, unless it has its
-                # own or FROM_SCRATCH=1 (then the sourcing script trains them)
+                # own or FROM_SCRATCH=1 (then the sourcing script trains them). The committed VAE's decoder is
+                # already tuned, so it is the tuned decoder too (and none trains beside the stages)
   [ "${FROM_SCRATCH:-0}" = 1 ] && return
   mkdir -p "$SRC"
   [ -e "$SRC/qwen3vl" ] || cp -r training/embedded-src/qwen3vl "$SRC/qwen3vl"
-  [ -e "$SRC/vae.safetensors" ] || cp training/embedded-src/vae.safetensors "$SRC/vae.safetensors"
+  if [ ! -e "$SRC/vae.safetensors" ]; then  # a decoder is tuned for one encoder: both come from the same file
+    cp training/embedded-src/vae.safetensors "$SRC/vae.safetensors"
+    cp training/embedded-src/vae.safetensors "$SRC/vae-decoder.safetensors"
+  fi
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The embedded default: the procedural world, the tiny Qwen3-VL's language, the tiny VAE,
-# VINO stages 0-3, the bundle (vino_model/embedded/) and its benchmark on held-out prompts. One GPU,
-# about 40 minutes on an H100. The language model and the VAE start from training/embedded-src/ (FROM_SCRATCH=1
-# trains them too). Every step skips what is already done, so a stopped run picks up
-# where it was (a stage resumes from its last checkpoint). UNTIL=epoch-seconds (or LIMIT=seconds) bounds the
-# decoder and the stages: a stage still running then is stopped, and the script exits 75 ("run again to go on").
+# VINO stages 0-3, the bundle (vino_model/embedded/) and its benchmark on held-out prompts, on one GPU. The
+# language model and the VAE, its decoder tuned, start from training/embedded-src/ (FROM_SCRATCH=1 trains them
+# too, the decoder beside the stages: sharing the GPU slowed stage 1 ninefold). Every step skips what is already
+# done, so a stopped run picks up where it was (a stage resumes from its last checkpoint). UNTIL=epoch-seconds
+# (or LIMIT=seconds) bounds the decoder and the stages: a stage still running then is stopped, and the script
+# exits 75 ("run again to go on").
 #
 #   bash scripts/train_embedded.sh            # PY=python3 WORKERS=16 ... to change the defaults below
 set -euo pipefail
@@ -19,7 +20,7 @@ VAE_STEPS=${VAE_STEPS:-8000}
 VAE_INIT=${VAE_INIT:-}                # a VAE file to go on from instead of starting from scratch
 VAE_POOL=${VAE_POOL:-4000}            # world samples rendered for the VAE
 VAE_BATCH=${VAE_BATCH:-8}             # clips per VAE video step (4x as many stills)
-DECODER_STEPS=${DECODER_STEPS:-13000} # then the decoder alone, beside the stages (the encoder stays fixed)
+DECODER_STEPS=${DECODER_STEPS:-8000}  # then the decoder alone, beside the stages (the encoder stays fixed)
 STAGE_ARGS=${STAGE_ARGS:-}             # key=value overrides for every stage (run.steps=2 for a smoke run);
                                        # STAGE0_ARGS .. STAGE3_ARGS for one stage
 LAST_STAGE=${LAST_STAGE:-3}            # stop after this stage (and the decoder): the rest can run on another machine
