@@ -334,9 +334,9 @@ def test_keyed_contexts_run_the_processor_once(encoder, monkeypatch):
     contexts = [("a red circle", [], None, None), ("Image 1 turns", [Image.new("RGB", (64, 64), "red")], None, None)]
     expected = encoder.encode_many(contexts)
     calls = []
-    prepare = encoder.prepare_inputs
-    monkeypatch.setattr(encoder, "prepare_inputs", lambda *a: calls.append(a[0]) or prepare(*a))
-    monkeypatch.setattr(encoder, "prepared", {})
+    process = encoder.process
+    monkeypatch.setattr(encoder, "process", lambda *a: calls.append(a[0]) or process(*a))
+    monkeypatch.setattr(encoder, "memo", {})
     for _ in range(3):
         got = encoder.encode_many(contexts, keys=[("s0", "short"), ("s1", "short")])
         for a, b in zip(got, expected):

@@ -277,6 +277,44 @@ def test_a_sample_under_several_captions_in_one_batch_loses_what_it_loses_under_
     assert together == pytest.approx(alone, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("stage", [0, 1])
+def test_a_training_step_runs_about_as_many_tensor_ops_for_a_large_batch_as_for_a_small_one(curriculum, tmp_path,
+                                                                                            stage):
+    """A small model's step is bound by the host launching its ops, so a batch must cost few ops per sample:
+    the text, its mask, the connectors, the alignment term and the image stream each run once for the whole
+    batch. What is left per sample is the host's own padding of token ids (and stage 1's search for the
+    vision markers in them): small CPU ops, no GPU launches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from training.data import Context
+    from training.model import build
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    cfg = train_config.load(CONFIGS / f"stage{stage}.toml", curriculum.overrides(stage, tmp_path / "s"))
+    trainee, _ = build(cfg)
+    trainee.encoder.memo = {}  # as in training: each context's processor output is kept
+    captions = ["a big red circle moves left slowly over a grey ground", "two small blue squares", ""]
+
+    def step_ops(batch: int) -> int:
+        x0 = torch.randn(batch, trainee.transformer.cfg.in_channels, 2, 4, 4)
+        contexts = [Context(captions[b % 3], [], None, None, key=(b % 3,)) for b in range(batch)]
+        trainee(x0, torch.randn_like(x0), torch.rand(batch), [[] for _ in range(batch)], contexts)  # warm caches
+        with Count() as count:
+            loss, _ = trainee(x0, torch.randn_like(x0), torch.rand(batch), [[] for _ in range(batch)], contexts)
+            loss.mean().backward()
+        return count.ops
+
+    small, large = step_ops(2), step_ops(18)
+    assert small > 500  # the count sees the model's ops
+    assert (large - small) / 16 <= (8 if stage == 0 else 30)  # about 4 and 26 now, all on the CPU (token ids)
+
+
 def test_native_align_pulls_the_text_connector_to_the_native_states(curriculum, tmp_path):
     """model.native_align compares the connector's output at exactly the caption's tokens with the native
     encoder's states of the caption (0 when they match there, whatever the other tokens; 0 without a caption),
@@ -290,18 +328,17 @@ def test_native_align_pulls_the_text_connector_to_the_native_states(curriculum, 
     contexts = [Context("a big red circle moves left", [], None, None), Context("", [], None, None)]
 
     def align():
-        encoded = trainee.encoder.encode_many([(c.text, c.images, c.video, c.video_fps) for c in contexts])
-        return trainee.alignment(contexts, encoded), encoded
+        encoded = trainee.encoder.encode_batch([(c.text, c.images, c.video, c.video_fps) for c in contexts])
+        return trainee.alignment(contexts, encoded.input_ids, encoded.text_states), encoded
 
     before, encoded = align()
     assert before[0] > 0.05 and before[1] == 0
     ids = trainee.teacher.caption_ids(contexts[0].text)
-    start = find_last(encoded[0].input_ids.tolist(), ids)
+    start = find_last(encoded.input_ids[0].tolist(), ids)
     assert start is not None and start > 0  # the system turn comes first
-    states = torch.randn_like(encoded[0].text_states) * 10
-    states[start: start + len(ids)] = trainee.teacher([contexts[0].text])[0][: len(ids)]
-    encoded[0].text_states = states
-    assert trainee.alignment(contexts[:1], encoded[:1]).item() == pytest.approx(0.0, abs=1e-6)
+    states = torch.randn_like(encoded.text_states[:1]) * 10
+    states[0, start: start + len(ids)] = trainee.teacher([contexts[0].text])[0][: len(ids)]
+    assert trainee.alignment(contexts[:1], encoded.input_ids[:1], states).item() == pytest.approx(0.0, abs=1e-6)
 
     connector = trainee.encoder.mm_encoder.connector
     optimizer = torch.optim.Adam(connector.parameters(), lr=3e-3)

@@ -43,20 +43,26 @@ class NativeTextEncoder:
         """The caption's tokens, without the end-of-turn token the encoder appends."""
         return self.tokenizer(text, truncation=True, max_length=self.max_tokens - 1).input_ids
 
-    @torch.no_grad()
     def __call__(self, texts: list[str]) -> list[torch.Tensor]:
-        """[L_i, hidden] for each caption, read in one padded batch (padding after each caption, so the
-        causal model gives its tokens what it gives them alone)."""
+        """[L_i, hidden] for each caption."""
+        states, mask = self.padded(texts)
+        return [row[: int(n)] for row, n in zip(states, mask.sum(dim=1).tolist())]
+
+    @torch.no_grad()
+    def padded(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The captions' states [B, L, hidden], read in one batch padded after each caption (so the causal model
+        gives its tokens what it gives them alone), and their mask [B, L] (bool, on the model's device)."""
         rows = [self.caption_ids(t) + [self.tokenizer.eos_token_id] for t in texts]
         ids, mask = right_pad(rows, self.tokenizer.pad_token_id)
         device = self.language_model.device
-        hidden = self.language_model(input_ids=ids.to(device), attention_mask=mask.to(device),
+        mask = mask.to(device)
+        hidden = self.language_model(input_ids=ids.to(device), attention_mask=mask,
                                      output_hidden_states=True).hidden_states
         states = hidden[self.layer]
         if self.embeddings:
             unit = [F.rms_norm(h, (h.shape[-1],), eps=1e-6) for h in (states, hidden[0])]
             states = unit[0] + self.embeddings * unit[1]
-        return [states[b, : len(row)] for b, row in enumerate(rows)]
+        return states, mask.bool()
 
 
 def find_last(sequence: list[int], part: list[int]) -> int | None:
@@ -81,42 +87,46 @@ class Trainee(nn.Module):
         self.native = native  # stage 0: feeds the MMDiT
         self.teacher, self.align = teacher, align  # stages 1+: the connector's alignment target
 
-    def alignment(self, contexts, encoded) -> torch.Tensor:
+    def alignment(self, contexts, input_ids: list[torch.Tensor], text: torch.Tensor) -> torch.Tensor:
         """Per sample: mean squared distance between the text connector's output at the caption's tokens and
-        the native encoder's states of the caption, over the states' mean square; 0 without a caption."""
-        targets = self.teacher([c.text for c in contexts])
-        out = []
-        for context, e, target in zip(contexts, encoded, targets):
+        the native encoder's states of the caption, over the states' mean square; 0 without a caption.
+        input_ids: each sample's prompt; text: the connector's outputs [B, L, D], each row starting with its prompt.
+        One gather for the whole batch."""
+        targets, _ = self.teacher.padded([c.text for c in contexts])  # each row starts with its caption's tokens
+        rows, got_at, want_at = [], [], []
+        for b, (context, prompt) in enumerate(zip(contexts, input_ids)):
             ids = self.teacher.caption_ids(context.text)
-            start = find_last(e.input_ids.tolist(), ids)
-            if start is None:
-                out.append(e.text_states.new_zeros((), dtype=torch.float32))
-                continue
-            got, want = e.text_states[start: start + len(ids)].float(), target[: len(ids)].float()
-            out.append((got - want).pow(2).mean() / want.pow(2).mean().clamp_min(1e-6))
-        return torch.stack(out)
+            start = find_last(prompt.tolist(), ids)
+            if start is not None:
+                rows += [b] * len(ids)
+                got_at += range(start, start + len(ids))
+                want_at += range(len(ids))
+        device = text.device
+        rows = torch.tensor(rows, dtype=torch.long, device=device)
+        got = text[rows, torch.tensor(got_at, dtype=torch.long, device=device)].float()
+        want = targets[rows, torch.tensor(want_at, dtype=torch.long, device=device)].float()
+
+        def per_sample(values):  # the sum over each sample's caption tokens of their mean square
+            return torch.zeros(len(contexts), device=device).index_add_(0, rows, values.pow(2).mean(dim=-1))
+
+        return per_sample(got - want) / per_sample(want).clamp_min(1e-6)
 
     def read(self, contexts) -> tuple[torch.Tensor, torch.Tensor, list, torch.Tensor | None]:
         """Text tokens [B, L, text_dim] (padded), their mask [B, L], per-sample boundary tokens and the
         per-sample alignment term (None when off)."""
         aligned = None
-        if self.native is not None:
-            states, boundary = self.native([c.text for c in contexts]), [None] * len(contexts)
-        else:
-            keys = [c.key for c in contexts] if all(c.key is not None for c in contexts) else None
-            encoded = self.encoder.encode_many([(c.text, c.images, c.video, c.video_fps) for c in contexts], keys)
-            states = [e.text_states for e in encoded]
-            boundary = [e.boundary_tokens if e.boundary_tokens.shape[0] else None for e in encoded]
-            if self.teacher is not None and self.align and self.training:  # a training term: not in eval_loss
-                aligned = self.alignment(contexts, encoded)
         dtype = self.transformer.proj_out.weight.dtype
-        longest = max(s.shape[0] for s in states)
-        text = states[0].new_zeros(len(states), longest, states[0].shape[-1], dtype=dtype)
-        mask = torch.zeros(len(states), longest, dtype=torch.bool, device=text.device)
-        for b, s in enumerate(states):
-            text[b, : s.shape[0]] = s
-            mask[b, : s.shape[0]] = True
-        return text, mask, boundary, aligned
+        if self.native is not None:
+            text, mask = self.native.padded([c.text for c in contexts])
+            return text.to(dtype), mask, [None] * len(contexts), aligned
+        keys = [c.key for c in contexts] if all(c.key is not None for c in contexts) else None
+        # The MMDiT reads its text tokens without positions, so the padding may sit between prompt and queries
+        encoded = self.encoder.encode_batch([(c.text, c.images, c.video, c.video_fps) for c in contexts], keys)
+        text = encoded.text_states.to(dtype)
+        boundary = [b if b.shape[0] else None for b in encoded.boundary_tokens]
+        if self.teacher is not None and self.align and self.training:  # a training term: not in eval_loss
+            aligned = self.alignment(contexts, encoded.input_ids, text)
+        return text, encoded.mask, boundary, aligned
 
     def forward(self, x0, noise, t, references, contexts):
         """x0, noise: [B, C, T, H, W]; t: [B] in (0, 1). Returns (loss [B], tokens through the MMDiT)."""
@@ -228,7 +238,7 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
         native = NativeTextEncoder(encoder.vlm.model.language_model, encoder.processor.tokenizer,
                                    m.native_layer, m.native_max_tokens, m.native_embeddings)
     if cfg.data.keep_in_memory:
-        encoder.prepared = {}  # the processor runs once per distinct context
+        encoder.memo = {}  # the processor runs once per distinct context
     feeds = stage == 0
     trainee = Trainee(mmdit.to(dtype), encoder, native if feeds else None, teacher=None if feeds else native,
                       align=m.native_align)

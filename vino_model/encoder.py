@@ -85,13 +85,8 @@ def right_pad(rows, value) -> tuple[torch.Tensor, torch.Tensor]:
     and the mask [B, L_max] (1 on real entries). Padding after a row leaves a causal model's reading of it
     unchanged."""
     rows = [torch.as_tensor(row) for row in rows]
-    longest = max(row.shape[0] for row in rows)
-    out = rows[0].new_full((len(rows), longest, *rows[0].shape[1:]), value)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for b, row in enumerate(rows):
-        out[b, : row.shape[0]] = row
-        mask[b, : row.shape[0]] = 1
-    return out, mask
+    out = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
+    return out, (torch.arange(out.shape[1]) < torch.tensor([row.shape[0] for row in rows])[:, None]).long()
 
 
 class Connector(nn.Module):
@@ -127,6 +122,14 @@ class EncodedContext:
     input_ids: torch.Tensor | None = None  # [L_prompt]: the prompt's token ids (the queries follow them)
 
 
+@dataclass
+class EncodedBatch:
+    text_states: torch.Tensor  # [B, L, text_dim]: each sample's prompt, padding up to the longest, its queries
+    mask: torch.Tensor  # [B, L] bool: False on the padding
+    boundary_tokens: list[torch.Tensor]  # per sample [n_visual, 2, boundary_dim]
+    input_ids: list[torch.Tensor]  # per sample [L_prompt] (CPU)
+
+
 class InterleavedEncoder(nn.Module):
     """Frozen Qwen3-VL + MMEncoder: prompt and media in, MMDiT text tokens and boundary tokens out."""
 
@@ -141,7 +144,7 @@ class InterleavedEncoder(nn.Module):
         self.vlm = vlm.eval().requires_grad_(False)
         self.processor = processor
         self.mm_encoder = mm_encoder
-        self.prepared = None  # a dict turns on memoised processor outputs for keyed contexts (training)
+        self.memo = None  # a dict turns on memoised processor outputs for keyed contexts (training)
 
     @classmethod
     def from_folder(cls, qwen_folder, mm_encoder: MMEncoder, device="cpu", dtype=torch.float32):
@@ -169,7 +172,12 @@ class InterleavedEncoder(nn.Module):
         return self
 
     def prepare_inputs(self, text: str, images=(), video=None, video_fps: float | None = None, system=SYSTEM_PROMPT):
-        """Check the inputs and run the processor: token ids (visual placeholders expanded), pixels, grids."""
+        """Check the inputs and run the processor: token ids (visual placeholders expanded), pixels, grids (on the
+        VLM's device)."""
+        return self.process(text, images, video, video_fps, system).to(self.vlm.device)
+
+    def process(self, text: str, images=(), video=None, video_fps: float | None = None, system=SYSTEM_PROMPT):
+        """`prepare_inputs` on the CPU."""
         images = list(images)
         if video is not None and not all(isinstance(frame, Image.Image) for frame in video):
             raise VinoInputError("video must be one list of PIL frames; VINO takes at most one video")
@@ -190,15 +198,20 @@ class InterleavedEncoder(nn.Module):
             kwargs["images"] = images
         if video is not None:
             kwargs["videos"], kwargs["videos_kwargs"] = self._video_for_vlm(video, video_fps)
-        return self.processor(**kwargs).to(self.vlm.device)
+        return self.processor(**kwargs)
 
-    def prepared_inputs(self, context, key=None):
-        """prepare_inputs of a (text, images, video, video_fps) context, memoised by key in `self.prepared`."""
-        if key is None or self.prepared is None:
-            return self.prepare_inputs(*context)
-        if key not in self.prepared:
-            self.prepared[key] = self.prepare_inputs(*context).to("cpu")
-        return self.prepared[key].to(self.vlm.device)
+    def prepared(self, context, key=None):
+        """`process` of a (text, images, video, video_fps) context and its prompt's RoPE positions [L, 3], both on
+        the CPU; memoised by key while `self.memo` is a dict."""
+        if key is not None and self.memo is not None and key in self.memo:
+            return self.memo[key]
+        inputs = self.process(*context)
+        positions = self.vlm.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                                  image_grid_thw=inputs.get("image_grid_thw"),
+                                                  video_grid_thw=inputs.get("video_grid_thw"))[0][:, 0].T
+        if key is not None and self.memo is not None:
+            self.memo[key] = inputs, positions
+        return inputs, positions
 
     def _video_for_vlm(self, video: list[Image.Image], video_fps: float):
         """Frames sampled at VIDEO_FPS with their source indices, and the per-frame size bounds."""
@@ -281,35 +294,46 @@ class InterleavedEncoder(nn.Module):
         )
 
     def encode_many(self, contexts, keys=None) -> list[EncodedContext]:
-        """`encode` for several (text, images, video, video_fps) contexts in one padded pass of the VLM
-        (padding after each prompt, masked), for training batches; each result matches `encode` alone.
-
-        keys: optional hashable names of the contexts; while `self.prepared` is a dict, the processor's output
-        for a named context is kept there (on the CPU) and reused, so training pays for it once."""
+        """`encode` for several (text, images, video, video_fps) contexts in one padded pass of the VLM; each
+        result matches `encode` alone. keys: as for `encode_batch`."""
         contexts = list(contexts)
         if len(contexts) == 1 and keys is None:
             return [self.encode(*contexts[0])]
-        inputs = [self.prepared_inputs(context, key) for context, key in zip(contexts, keys or [None] * len(contexts))]
+        batch = self.encode_batch(contexts, keys)
+        return [
+            EncodedContext(text_states=row[valid], boundary_tokens=bounds, num_images=len(context[1]),
+                           has_video=context[2] is not None, input_ids=ids)
+            for row, valid, bounds, ids, context in zip(batch.text_states, batch.mask, batch.boundary_tokens,
+                                                        batch.input_ids, contexts)
+        ]
+
+    def encode_batch(self, contexts, keys=None) -> "EncodedBatch":
+        """Several (text, images, video, video_fps) contexts in one padded pass of the VLM (padding after each
+        prompt, masked), for training batches: the MMDiT's text tokens stay padded (each prompt, its padding,
+        then the queries).
+
+        keys: optional hashable names of the contexts; while `self.memo` is a dict, the processor's output
+        for a named context is kept there (on the CPU) and reused, so training pays for it once."""
+        contexts = list(contexts)
+        prepared = [self.prepared(context, key) for context, key in zip(contexts, keys or [None] * len(contexts))]
+        inputs = [x for x, _ in prepared]
         model, device = self.vlm.model, self.vlm.device
         lengths = [x["input_ids"].shape[1] for x in inputs]
         count = len(inputs)
         ids, mask = right_pad([x["input_ids"][0] for x in inputs], self.processor.tokenizer.pad_token_id)
         types, _ = right_pad([x["mm_token_type_ids"][0] for x in inputs], 0)
-        positions, _ = right_pad([model.get_rope_index(x["input_ids"], x["mm_token_type_ids"],
-                                                       image_grid_thw=x.get("image_grid_thw"),
-                                                       video_grid_thw=x.get("video_grid_thw"))[0][:, 0].T
-                                  for x in inputs], 0)  # [B, L, 3]
-        ids, types, mask, positions = ids.to(device), types.to(device), mask.to(device), positions.permute(2, 0, 1).to(device)
+        positions, _ = right_pad([p for _, p in prepared], 0)  # [B, L, 3]
+        mask, positions = mask.to(device), positions.permute(2, 0, 1).to(device)
 
         def cat(key):
             parts = [x[key] for x in inputs if x.get(key) is not None]
-            return torch.cat(parts) if parts else None
+            return torch.cat(parts).to(device) if parts else None
 
         with torch.no_grad():
-            prompt = model(input_ids=ids, attention_mask=mask, position_ids=positions, mm_token_type_ids=types,
-                           pixel_values=cat("pixel_values"), image_grid_thw=cat("image_grid_thw"),
-                           pixel_values_videos=cat("pixel_values_videos"), video_grid_thw=cat("video_grid_thw"),
-                           use_cache=True, output_hidden_states=True)
+            prompt = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
+                           mm_token_type_ids=types.to(device), pixel_values=cat("pixel_values"),
+                           image_grid_thw=cat("image_grid_thw"), pixel_values_videos=cat("pixel_values_videos"),
+                           video_grid_thw=cat("video_grid_thw"), use_cache=True, output_hidden_states=True)
         metaquery = self.mm_encoder.metaquery.to(device, self.vlm.dtype)
         last = positions[:, torch.arange(count, device=device), torch.tensor(lengths, device=device) - 1]  # [3, B]
         queries = model.language_model(
@@ -317,11 +341,23 @@ class InterleavedEncoder(nn.Module):
             position_ids=last[:, :, None] + torch.arange(metaquery.shape[0], device=device),
             attention_mask=torch.cat([mask, mask.new_ones(count, metaquery.shape[0])], dim=1),
             past_key_values=prompt.past_key_values, use_cache=True, output_hidden_states=True)
-        return [
-            self._encoded(torch.cat([prompt.hidden_states[-2][b, :length], queries.hidden_states[-2][b]]),
-                          ids[b, :length], len(context[1]), context[2] is not None)
-            for b, (context, length) in enumerate(zip(contexts, lengths))
-        ]
+        # The connectors read each token alone: they run once over the padded batch.
+        hidden = torch.cat([prompt.hidden_states[-2], queries.hidden_states[-2]], dim=1)
+        hidden = hidden.to(self.mm_encoder.metaquery.dtype)  # [B, L_max + queries, vlm_hidden]
+        config = self.vlm.config
+        markers = [boundary_positions(ids[b, :length], config.vision_start_token_id, config.vision_end_token_id,
+                                      len(context[1]), context[2] is not None)
+                   for b, (context, length) in enumerate(zip(contexts, lengths))]  # [n_visual, 2] each, CPU
+        rows = torch.cat([torch.full((m.numel(),), b) for b, m in enumerate(markers)])
+        bounds = self.mm_encoder.connector_vae_branch(hidden[rows.to(device), torch.cat([m.flatten() for m in markers])
+                                                             .to(device)])
+        ends = np.cumsum([0] + [m.numel() for m in markers])
+        return EncodedBatch(
+            text_states=self.mm_encoder.connector(hidden),
+            mask=torch.cat([mask.bool(), mask.new_ones(count, metaquery.shape[0], dtype=torch.bool)], dim=1),
+            boundary_tokens=[bounds[ends[b]: ends[b + 1]].unflatten(0, (-1, 2)) for b in range(count)],
+            input_ids=[ids[b, :length] for b, length in enumerate(lengths)],
+        )
 
     @torch.no_grad()
     def rewrite(

@@ -481,6 +481,8 @@ class VinoMMDiT(nn.Module):
         layout = self.layout(tuple(tuple(tuple(r.shape) for r in refs) for refs in references),
                              tuple(latents.shape[1:]), latents.device)
         noisy = self.patchify(latents)  # [B, n, D]
+        if not any(references):  # the stream is the noisy latent alone: no per-sample assembly
+            return ImageStream(noisy, layout.rope, layout.mask, layout.noisy_start, noisy.shape[1])
         tokens = noisy.new_zeros(batch, max(layout.lengths), noisy.shape[-1])
         for b, refs in enumerate(references):
             bounds = boundary[b] if boundary is not None and len(refs) else None
@@ -566,7 +568,11 @@ class VinoMMDiT(nn.Module):
                     step_cache.store(x - after_first)
         x = x if sp is None else sp.gather(x)
 
-        noisy = torch.stack([x[b, s : s + stream.noisy_len] for b, s in enumerate(stream.noisy_start)])
+        starts = stream.noisy_start
+        if min(starts) == max(starts):  # one slice for the whole batch
+            noisy = x[:, starts[0] : starts[0] + stream.noisy_len]
+        else:
+            noisy = torch.stack([x[b, s : s + stream.noisy_len] for b, s in enumerate(starts)])
         scale, shift = self.norm_out(temb)
         out = self.proj_out(modulate(noisy, shift, scale))
         return self.unpatchify(out, latents.shape)
