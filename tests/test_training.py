@@ -277,6 +277,42 @@ def test_a_sample_under_several_captions_in_one_batch_loses_what_it_loses_under_
     assert together == pytest.approx(alone, rel=1e-4, abs=1e-6)
 
 
+def test_without_the_overflow_check_a_non_finite_gradient_stops_the_run_before_it_saves(curriculum, tmp_path,
+                                                                                         monkeypatch):
+    from training import engine
+    from vino_model.errors import VinoInputError
+
+    build_engine, calls = engine.build_engine, []
+
+    def poisoned(cfg, trainee):  # the third step's gradient is NaN
+        ds = build_engine(cfg, trainee)
+        backward = ds.backward
+
+        def nan_on_the_third(loss, **kwargs):
+            calls.append(1)
+            return backward(loss * float("nan") if len(calls) == 3 else loss, **kwargs)
+
+        ds.backward = nan_on_the_third
+        return ds
+
+    monkeypatch.setattr(engine, "build_engine", poisoned)
+    out = tmp_path / "run"
+    cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, out, **{"run.steps": 4, "checkpoint.every": 1, "checkpoint.keep": 5, "optim.check_overflow": False,
+                   "samples.every": 0}))
+    with pytest.raises(VinoInputError, match=r"step 3: the gradient norm is (nan|inf).*step-00000002"):
+        train(cfg)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000001", "step-00000002"]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000002"
+    assert not (out / "export").exists()
+
+    calls.clear()  # with the check (the default), DeepSpeed skips that step and the run ends with finite weights
+    checked = tmp_path / "checked"
+    train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, checked, **{"run.steps": 4, "samples.every": 0})))
+    assert all(torch.isfinite(t.float()).all() for t in load_file(checked / "export" / "vino.safetensors").values())
+
+
 @pytest.mark.parametrize("stage", [0, 1])
 def test_a_training_step_runs_about_as_many_tensor_ops_for_a_large_batch_as_for_a_small_one(curriculum, tmp_path,
                                                                                             stage):

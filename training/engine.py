@@ -84,7 +84,7 @@ def deepspeed_config(cfg) -> dict:
         "train_micro_batch_size_per_gpu": cfg.data.batch_size,
         "gradient_accumulation_steps": optim.accumulation,
         "gradient_clipping": optim.grad_clip,
-        "bf16": {"enabled": optim.bf16},
+        "bf16": {"enabled": optim.bf16, "check_grad_overflow": optim.check_overflow},
         "zero_optimization": {
             "stage": optim.zero_stage, "contiguous_gradients": True, "overlap_comm": False,
             **({"offload_optimizer": {"device": "cpu", "pin_memory": True}} if optim.offload_optimizer else {}),

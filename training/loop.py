@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vino_model.errors import VinoInputError
 from vino_model.pipeline import parse_dtype
 from vino_model.vae import VinoVAE
 
@@ -175,9 +177,16 @@ def train(cfg) -> Path:
         step += 1
         loss, tokens, skipped = engine.mean([loss, tokens, data.skipped], device)  # tokens, skipped: sums below
         grad_norm = ds.get_global_grad_norm()
+        grad_norm = None if grad_norm is None else float(grad_norm)
+        if not (cfg.optim.check_overflow or grad_norm is None or math.isfinite(grad_norm)):
+            raise VinoInputError(
+                f"step {step}: the gradient norm is {grad_norm}, and with optim.check_overflow = false that update was "
+                f"applied: the run stops without saving. Run again to go on from the last checkpoint "
+                f"({checkpoint.latest(folder) or 'none yet'}), with optim.check_overflow = true to skip such steps"
+            )
         clock.lap("reduce")
         logger.step(step, loss, round(tokens * world), time.perf_counter() - started, clock.phases,
-                    lr=ds.get_lr()[0], grad_norm=None if grad_norm is None else float(grad_norm),
+                    lr=ds.get_lr()[0], grad_norm=grad_norm,
                     skipped=round(skipped * world))
         if cfg.samples.every and step % cfg.samples.every == 0 and rank == 0:
             written = write_samples(ds.module, vae, config, cfg.samples, step, out, device)
