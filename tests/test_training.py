@@ -320,17 +320,9 @@ def test_a_training_step_runs_about_as_many_tensor_ops_for_a_large_batch_as_for_
     the text, its mask, the connectors, the alignment term and the image stream each run once for the whole
     batch. What is left per sample is the host's own padding of token ids (and stage 1's search for the
     vision markers in them): small CPU ops, no GPU launches."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from training.data import Context
+    from training.logs import OpCount
     from training.model import build
-
-    class Count(TorchDispatchMode):
-        ops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops += 1
-            return func(*args, **(kwargs or {}))
 
     cfg = train_config.load(CONFIGS / f"stage{stage}.toml", curriculum.overrides(stage, tmp_path / "s"))
     trainee, _ = build(cfg)
@@ -341,7 +333,7 @@ def test_a_training_step_runs_about_as_many_tensor_ops_for_a_large_batch_as_for_
         x0 = torch.randn(batch, trainee.transformer.cfg.in_channels, 2, 4, 4)
         contexts = [Context(captions[b % 3], [], None, None, key=(b % 3,)) for b in range(batch)]
         trainee(x0, torch.randn_like(x0), torch.rand(batch), [[] for _ in range(batch)], contexts)  # warm caches
-        with Count() as count:
+        with OpCount() as count:
             loss, _ = trainee(x0, torch.randn_like(x0), torch.rand(batch), [[] for _ in range(batch)], contexts)
             loss.mean().backward()
         return count.ops
