@@ -58,7 +58,7 @@ def attention(q, k, v, key_mask=None):
 class AttentionContext:
     """What every block's attention needs besides its own tensors."""
 
-    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin of this rank's image tokens: [B, N, head_dim]
+    rope: torch.Tensor  # the rotations of this rank's image tokens: [B, N, head_dim / 2], complex
     key_mask: torch.Tensor | None  # [B, N_image_total + L] bool, None when nothing is padded
     parallel: SequenceParallel | None = None
 
@@ -84,24 +84,22 @@ def joint_attention(img_qkv, txt_qkv, ctx: AttentionContext):
     return img, txt
 
 
-def rope_tables(positions: torch.Tensor, axes: tuple[int, ...], theta: float):
-    """positions: [..., 3] (t, h, w) -> cos, sin: [..., head_dim], each frequency repeated for its pair."""
-    cos, sin = [], []
+def rope_tables(positions: torch.Tensor, axes: tuple[int, ...], theta: float) -> torch.Tensor:
+    """positions: [..., 3] (t, h, w) -> the rotation of each (real, imag) pair: [..., head_dim / 2], complex64."""
+    angles = []
     for axis, dim in enumerate(axes):
         inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float64) / dim)
-        angle = positions[..., axis, None].double() * inv_freq
-        cos.append(angle.cos().float().repeat_interleave(2, dim=-1))
-        sin.append(angle.sin().float().repeat_interleave(2, dim=-1))
-    return torch.cat(cos, dim=-1), torch.cat(sin, dim=-1)
+        angles.append(positions[..., axis, None].double() * inv_freq)
+    return torch.polar(torch.ones(()).double(), torch.cat(angles, dim=-1)).to(torch.complex64)
 
 
-def apply_rope(x, cos, sin):
-    """x: [B, S, H, D] with interleaved (real, imag) pairs; cos, sin: [S, D] or [B, S, D]."""
-    if cos.dim() == 2:
-        cos, sin = cos[None], sin[None]
-    real, imag = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    rotated = torch.stack((-imag, real), dim=-1).flatten(-2)
-    return (x.float() * cos[:, :, None] + rotated * sin[:, :, None]).to(x.dtype)
+def apply_rope(x, rotation):
+    """x: [B, S, H, D] with interleaved (real, imag) pairs; rotation: [S, D/2] or [B, S, D/2] (complex). One
+    complex product, computed in float32."""
+    if rotation.dim() == 2:
+        rotation = rotation[None]
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotation[:, :, None]).flatten(-2).to(x.dtype)
 
 
 # ---------------------------------------------------------------- small layers
@@ -266,8 +264,8 @@ class JointAttention(nn.Module):
 
     def forward(self, img, txt, ctx: AttentionContext):
         split = lambda x: x.unflatten(-1, (self.heads, -1))  # noqa: E731  [B, S, H, D]
-        q = apply_rope(self.norm_q(split(self.to_q(img))), *ctx.rope)
-        k = apply_rope(self.norm_k(split(self.to_k(img))), *ctx.rope)
+        q = apply_rope(self.norm_q(split(self.to_q(img))), ctx.rope)
+        k = apply_rope(self.norm_k(split(self.to_k(img))), ctx.rope)
         v = split(self.to_v(img))
         tq = self.norm_added_q(split(self.add_q_proj(txt)))
         tk = self.norm_added_k(split(self.add_k_proj(txt)))
@@ -324,7 +322,7 @@ class SingleBlock(nn.Module):
         attn = self.attn
         split = lambda y: y.unflatten(-1, (attn.heads, -1))  # noqa: E731
         q, k, v = attn.norm_q(split(attn.to_q(h))), attn.norm_k(split(attn.to_k(h))), split(attn.to_v(h))
-        img_qkv = (apply_rope(q[:, :n_img], *ctx.rope), apply_rope(k[:, :n_img], *ctx.rope), v[:, :n_img])
+        img_qkv = (apply_rope(q[:, :n_img], ctx.rope), apply_rope(k[:, :n_img], ctx.rope), v[:, :n_img])
         img_out, txt_out = joint_attention(img_qkv, (q[:, n_img:], k[:, n_img:], v[:, n_img:]), ctx)
         out = torch.cat([img_out, txt_out], dim=1)
         return x + self.proj_out(torch.cat([out, gelu_tanh(self.proj_mlp(h))], dim=-1)) * gate
@@ -338,7 +336,7 @@ class ImageStream:
     """The batched image stream: tokens, their RoPE tables and masks, where each noisy latent sits."""
 
     tokens: torch.Tensor  # [B, N, D]
-    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin: [B, N, head_dim]
+    rope: torch.Tensor  # [B, N, head_dim / 2] complex
     mask: torch.Tensor | None  # [B, N] bool, None when every sample has the same length
     noisy_start: list[int]  # per sample: index of the first noisy token
     noisy_len: int
@@ -377,7 +375,7 @@ class StepCache:
 class StreamLayout:
     """Everything about an image stream that depends only on shapes (cached per shape)."""
 
-    rope: tuple[torch.Tensor, torch.Tensor]
+    rope: torch.Tensor  # [B, N, head_dim / 2] complex
     mask: torch.Tensor | None
     lengths: list[int]
     noisy_start: list[int]
@@ -546,7 +544,7 @@ class VinoMMDiT(nn.Module):
         sp = self.sequence_parallel
         if sp is not None:  # this rank keeps its slice of the image stream
             sp.split(img.shape[1])
-            img, rope = sp.shard(img), tuple(sp.shard(r) for r in rope)
+            img, rope = sp.shard(img), sp.shard(rope)
         ctx = AttentionContext(rope, key_mask, sp)
 
         n_img = img.shape[1]
