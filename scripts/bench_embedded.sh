@@ -2,15 +2,15 @@
 # Score a bundle on a split of the procedural world: generate every entry of its two task files,
 # measure the pixels (training.bench), and score the split's ground-truth renders for the gap.
 #   bash scripts/bench_embedded.sh DATA_DIR OUT_DIR [vino_model.generate options...]
-#   MODEL=vino_model/embedded (default) PY=.venv/bin/python
+#   MODEL=vino_model/embedded (default) PY=.venv/bin/python VIDEO_FORMAT=mp4 (npz: no PyAV needed)
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 MODEL=${MODEL:-vino_model/embedded}
 data=$1 out=$2
 shift 2
 for kind in image video; do
-  "$PY" -m vino_model.generate --model "$MODEL" --tasks "$data/tasks_$kind.json" --out "$out" --reference-mode mode "$@" \
-    > /dev/null
+  "$PY" -m vino_model.generate --model "$MODEL" --tasks "$data/tasks_$kind.json" --out "$out" --reference-mode mode \
+    --video-suffix ".${VIDEO_FORMAT:-mp4}" "$@" > /dev/null
 done
 "$PY" -m training.bench --tasks "$data/tasks_image.json" "$data/tasks_video.json" --results "$out" \
   --json "$out/scores.json" | tee "$out/table.txt"

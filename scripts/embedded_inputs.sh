@@ -11,9 +11,11 @@ left() {  # seconds a run may take: LIMIT, or what is left until UNTIL (epoch se
   echo "$limit"
 }
 
-world() {  # OUT [training.world args...]: render a world split unless its manifest is there
+world() {  # OUT [training.world args...]: render a world split unless its manifest is there (videos as
+           # VIDEO_FORMAT: mp4, or npz for a machine without PyAV)
   local dir=$1; shift
-  [ -f "$dir/manifest.jsonl" ] || "$PY" -m training.world --out "$dir" --size "$SIZE" --workers "$WORKERS" "$@"
+  [ -f "$dir/manifest.jsonl" ] || "$PY" -m training.world --out "$dir" --size "$SIZE" --workers "$WORKERS" \
+    --video-format "${VIDEO_FORMAT:-mp4}" "$@"
 }
 
 seed_parts() {  # the committed language model and VAE (training/embedded-src/) go into $SRC, unless it has its

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import av
 import numpy as np
@@ -31,6 +32,23 @@ def test_video_round_trip(tmp_path, suffix):
     assert fps == pytest.approx(10)
     assert _mean_error(read, frames) < 6
     assert len(read_video(path, max_frames=2)[0]) == 2
+
+
+def test_raw_clips_keep_every_pixel_and_need_no_pyav(tmp_path, monkeypatch):
+    frames = _frames()
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails: a machine without PyAV
+    path = write_video(tmp_path / "clip.npz", frames, fps=12.5, metadata={"prompt": "a cat"})
+    read, fps = read_video(path)
+    assert fps == 12.5 and np.array_equal(np.stack([np.asarray(frame) for frame in read]), frames)
+    assert len(read_video(path, max_frames=2)[0]) == 2
+    with pytest.raises(ImportError):
+        write_video(tmp_path / "clip.mp4", frames, fps=12.5)
+    (tmp_path / "noise.npz").write_bytes(b"PK not really")
+    np.savez(tmp_path / "no-rate.npz", frames=frames)
+    np.savez(tmp_path / "floats.npz", frames=frames.astype(np.float32), fps=12.5)
+    for name, message in [("noise.npz", "noise.npz"), ("no-rate.npz", "'fps'"), ("floats.npz", "float32")]:
+        with pytest.raises(VinoInputError, match=message):
+            read_video(tmp_path / name)
 
 
 def test_odd_sizes_become_even_in_mp4(tmp_path):
@@ -140,7 +158,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     path = write_video(tmp_path / "clip.mp4", _frames(), fps=24)
     original = path.read_bytes()
     for name in ["clip.mp4", "new.mp4"]:
-        monkeypatch.setattr(media, "av", _AvFailingOnThirdFrame())
+        monkeypatch.setitem(sys.modules, "av", _AvFailingOnThirdFrame())  # what the writer imports
         with pytest.raises(OSError, match="disk full"):
             write_video(tmp_path / name, _frames(), fps=24)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -195,6 +196,24 @@ def test_media_round_trip(tmp_path):
     assert np.array_equal(load_media(str(tmp_path / "still.png")), frames[:1])
     with pytest.raises(VinoInputError, match="one frame"):
         save_media(str(tmp_path / "bad.png"), frames, fps=8)
+
+
+def test_a_world_of_raw_clips_holds_the_same_frames_and_needs_no_pyav(split, tmp_path, monkeypatch):
+    _, records = split
+    pyav = sys.modules["av"] if "av" in sys.modules else __import__("av")
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` fails, as on a machine without PyAV
+    raw = world.write_split(str(tmp_path / "raw"), seed=0, per_task=2, video_format="npz")
+    videos = [(a, b) for a, b in zip(records, raw) if a.frames > 1]
+    assert videos and all(b.target.endswith(".npz") for _, b in videos)
+    media = lambda r: [r.target, *r.ref_images, *([r.ref_video] if r.ref_video else [])]  # noqa: E731
+    for a, b in zip(records, raw):
+        for path_a, path_b in zip(media(a), media(b)):
+            monkeypatch.setitem(sys.modules, "av", pyav)  # the .mp4 side reads with PyAV
+            expected = load_media(path_a)
+            monkeypatch.setitem(sys.modules, "av", None)
+            assert np.array_equal(load_media(path_b), expected), (path_a, path_b)
+    with pytest.raises(VinoInputError, match="video_format 'avi'"):
+        world.write_split(str(tmp_path / "bad"), per_task=1, video_format="avi")
 
 
 def test_record_fields_are_the_schema():

@@ -41,7 +41,7 @@ the per-check means in the table show what fails.
 
 CLI: python -m training.bench --tasks DIR/tasks_video.json DIR/tasks_image.json --results OUT
 reads the manifest beside the task files (entry `index` = manifest line, from 0) and the outputs
-OUT/{index}.png|.mp4 (the release's names) or OUT/{index}_{task}.png|.mp4 (vino_model.generate's).
+OUT/{index}.png|.mp4|.npz (the release's names) or OUT/{index}_{task}.png|.mp4|.npz (vino_model.generate's).
 """
 
 import argparse
@@ -57,7 +57,10 @@ from PIL import Image
 from training.manifest import TASKS, load_media, read_manifest
 from training.world import (COLORS, DIRECTIONS, GREYS, REGIONS, SHAPES, SIZES, SPEEDS, STRIPE_SHADE, TEXTURES,
                             render)
+from vino_model.media import RAW_CLIP
 from vino_model.tasks import read_task_file
+
+RESULT_SUFFIXES = (".png", ".mp4", RAW_CLIP)  # an output's formats, looked for in this order
 
 CHECKS = ("color", "shape", "size", "position", "count", "subject", "direction", "speed", "steadiness",
           "first_frame", "edited", "removed", "background", "preservation")
@@ -447,7 +450,7 @@ def score(meta, frames, tol=Tolerances()):
 def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
     """Score the outputs in `results_dir` of the entries of release-format task files.
 
-    An entry's output is `{index}.png|.mp4` (the release's names) or `{index}_{task}.png|.mp4`
+    An entry's output is `{index}.png|.mp4|.npz` (the release's names) or `{index}_{task}.png|.mp4|.npz`
     (`vino_model.generate`'s); a missing one scores 0 and is flagged. results_dir None scores the
     manifest's own targets (the ground truth). Returns one dict per entry:
     {"index", "task", "score", "checks", "missing"}."""
@@ -457,8 +460,8 @@ def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
     for task_file in task_files:
         for entry in read_task_file(task_file):
             record = records[int(entry.index)]
-            names = [f"{entry.index}{ext}" for ext in (".png", ".mp4")] + \
-                [f"{entry.index}_{entry.task}{ext}" for ext in (".png", ".mp4")]
+            names = [f"{entry.index}{ext}" for ext in RESULT_SUFFIXES] + \
+                [f"{entry.index}_{entry.task}{ext}" for ext in RESULT_SUFFIXES]
             found = [record.target] if results_dir is None else \
                 [p for p in (os.path.join(results_dir, n) for n in names) if os.path.isfile(p)]
             if found:
@@ -496,7 +499,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", required=True, help="release-format task files (training.world writes them)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--results", help="folder of outputs named {index}.png|.mp4 or {index}_{task}.png|.mp4")
+    source.add_argument("--results",
+                        help="folder of outputs named {index}.png|.mp4|.npz or {index}_{task}.png|.mp4|.npz")
     source.add_argument("--ground-truth", action="store_true", help="score the manifest's own target renders")
     parser.add_argument("--manifest", help="ground truth (default: manifest.jsonl beside the first task file)")
     parser.add_argument("--json", help="also write the per-sample scores here")

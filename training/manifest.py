@@ -4,7 +4,7 @@ A record (field order as written):
 
     id                   str   unique within the manifest
     task                 str   t2i | t2v | i2v | ti2v | ti2i | ti2i_ref | tv2v | tiv2v | clone
-    target               path  what the model should produce: .png when frames == 1, else .mp4
+    target               path  what the model should produce: .png when frames == 1, else .mp4 (or .npz)
     caption_long         str   descriptive prompt; for edit tasks the instruction, spelled out
     caption_short        str   terse prompt; for edit tasks the instruction, terse
     ref_images           [path] "Image 1", "Image 2", ... in prompt order (empty list when none)
@@ -17,9 +17,9 @@ A record (field order as written):
     meta                 dict  ground truth for scoring (free form; `training.world` documents its own)
 
 Paths are written relative to the manifest's folder and read back as absolute paths. Videos are
-mp4 files encoded losslessly (H.264 4:4:4 RGB, qp 0), so a target decodes to exactly the pixels
-that were rendered (`save_media`); `load_media` also reads other tools' outputs (PNG/JPEG stills,
-any video PyAV decodes).
+mp4 files encoded losslessly (H.264 4:4:4 RGB, qp 0), or raw .npz clips where PyAV is missing, so a
+target decodes to exactly the pixels that were rendered (`save_media`); `load_media` also reads other
+tools' outputs (PNG/JPEG stills, any video PyAV decodes).
 """
 
 import json
@@ -29,7 +29,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import av
 import numpy as np
 
 from vino_model import media
@@ -107,9 +106,11 @@ def _check(raw: dict, where: str) -> None:
             raise VinoInputError(f"{where}: field '{name}' is {raw[name]}; expected a positive multiple of 16")
     if raw["fps"] <= 0:
         raise VinoInputError(f"{where}: field 'fps' is {raw['fps']}; expected a positive rate")
-    suffix = ".png" if frames == 1 else ".mp4"
-    if not raw["target"].endswith(suffix):
-        raise VinoInputError(f"{where}: field 'target' is {raw['target']!r}; {frames} frame(s) are stored as {suffix}")
+    suffixes = (".png",) if frames == 1 else (".mp4", media.RAW_CLIP)
+    if not raw["target"].endswith(suffixes):
+        raise VinoInputError(
+            f"{where}: field 'target' is {raw['target']!r}; {frames} frame(s) are stored as {' or '.join(suffixes)}"
+        )
     fewest, most, needs_video = _references(task)
     count = len(raw["ref_images"])
     if not fewest <= count <= most:
@@ -172,13 +173,18 @@ def read_manifest(path: str) -> Iterator[Record]:
 
 
 def save_media(path: str, frames: np.ndarray, fps: float) -> None:
-    """Write uint8 frames [T, H, W, 3]: one frame to .png, several to a lossless .mp4."""
+    """Write uint8 frames [T, H, W, 3]: one frame to .png, several to a lossless .mp4 or a raw .npz clip."""
     frames = frames_to_array(frames)
     if path.endswith(".png"):
         if len(frames) != 1:
             raise VinoInputError(f"{path}: a .png holds one frame, got {len(frames)}")
         media.write_png(path, frames[0])
         return
+    if path.endswith(media.RAW_CLIP):
+        media.write_video(path, frames, fps)
+        return
+    import av  # only for .mp4: worlds of .npz clips need no PyAV
+
     with media.atomic_output(path) as partial, av.open(str(partial), "w", format="mp4") as container:
         stream = container.add_stream("libx264rgb", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]

@@ -68,6 +68,7 @@ REGIONS = {  # name -> (column, row) of a 3x3 grid
 HELDOUT_PAIRS = (("red", "star"), ("yellow", "circle"), ("green", "triangle"), ("cyan", "cross"), ("blue", "square"))
 TRAIN_PAIRS = tuple((c, s) for c in COLORS for s in SHAPES if (c, s) not in HELDOUT_PAIRS)
 SPLITS = ("train", "heldout")
+VIDEO_FORMATS = {"mp4": ".mp4", "npz": ".npz"}  # lossless H.264 (PyAV), or raw clips (NumPy)
 
 
 def _fit_unit(points):
@@ -608,16 +609,16 @@ def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
 
 def _write_sample(job):
     """Render one sample's target and references into `media`; returns its manifest record."""
-    task, index, seed, width, height, frames, fps, split, media = job
+    task, index, seed, width, height, frames, fps, split, media, clip = job
     meta, long, short = sample(task, seed, index, width, height, frames, split)
     sid = f"{task}-{index:05d}"
     scene = meta["scene"]
-    target = os.path.join(media, sid + (".png" if scene["frames"] == 1 else ".mp4"))
+    target = os.path.join(media, sid + (".png" if scene["frames"] == 1 else clip))
     save_media(target, render(scene), fps)
     images = [os.path.join(media, f"{sid}-image{k}.png") for k in range(1, len(meta["ref_images"]) + 1)]
     for path, ref in zip(images, meta["ref_images"]):
         save_media(path, render(ref), fps)
-    video = meta["ref_video"] and os.path.join(media, f"{sid}-video.mp4")
+    video = meta["ref_video"] and os.path.join(media, f"{sid}-video{clip}")
     if video:
         save_media(video, render(meta["ref_video"]), fps)
     return Record(
@@ -628,9 +629,12 @@ def _write_sample(job):
 
 
 def write_split(out, seed=0, per_task=8, width=64, height=64, frames=17, fps=8.0, split="train", tasks=TASKS,
-                workers=1):
+                workers=1, video_format="mp4"):
     """Render `per_task` samples of each of `tasks` into `out` (over `workers` processes); return the
-    manifest records in order. The result does not depend on `workers`."""
+    manifest records in order. The result does not depend on `workers`. Videos are lossless .mp4, or with
+    video_format "npz" raw clips that need no PyAV (`vino_model.media.RAW_CLIP`)."""
+    if video_format not in VIDEO_FORMATS:
+        raise VinoInputError(f"video_format {video_format!r}: expected one of {list(VIDEO_FORMATS)}")
     if width % 16 or height % 16 or (frames - 1) % 4 or frames < 5:
         raise VinoInputError(f"size {width}x{height} and {frames} frames: expected sides that are multiples of 16 "
                              f"and a video length 4k+1 >= 5")
@@ -639,7 +643,7 @@ def write_split(out, seed=0, per_task=8, width=64, height=64, frames=17, fps=8.0
         raise VinoInputError(f"tasks {list(tasks)}: expected a non-empty list drawn from {list(TASKS)}")
     media = os.path.join(out, "media")
     os.makedirs(media, exist_ok=True)
-    jobs = [(task, index, seed, width, height, frames, fps, split, media)
+    jobs = [(task, index, seed, width, height, frames, fps, split, media, VIDEO_FORMATS[video_format])
             for task in TASKS if task in tasks for index in range(per_task)]
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -696,10 +700,12 @@ def main(argv=None):
     parser.add_argument("--split", choices=SPLITS, default="train")
     parser.add_argument("--tasks", type=_tasks, default=TASKS, help="comma-separated task kinds (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering in parallel")
+    parser.add_argument("--video-format", choices=list(VIDEO_FORMATS), default="mp4",
+                        help="lossless .mp4, or raw .npz clips that need no PyAV (default mp4)")
     args = parser.parse_args(argv)
     width, height = args.size
     records = write_split(args.out, args.seed, args.per_task, width, height, args.frames, args.fps, args.split,
-                          args.tasks, args.workers)
+                          args.tasks, args.workers, args.video_format)
     print(f"wrote {len(records)} samples ({args.split}, seed {args.seed}) to {os.path.join(args.out, 'manifest.jsonl')}")
 
 

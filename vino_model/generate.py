@@ -63,6 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default bfloat16 on GPU, float32 on CPU")
     p.add_argument("--attention", default="auto", help="SDPA backend: auto, cudnn, flash, efficient, math")
     p.add_argument("--save-latents", action="store_true", help="also write the final latents as safetensors")
+    p.add_argument("--video-suffix", choices=[".mp4", ".webm", ".gif", ".webp", media.RAW_CLIP], default=".mp4",
+                   help="the videos' format (default .mp4; .npz keeps every pixel and needs no PyAV)")
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks (about 1.25x on an H100)")
     p.add_argument("--fp8", action="store_true", help="FP8 linear layers on Hopper GPUs (faster, approximate)")
     p.add_argument("--step-cache", type=float, default=0.0, metavar="THRESHOLD",
@@ -148,7 +150,7 @@ def run(args) -> list[Path]:
         if result.frames.shape[0] == 1:
             path = media.write_png(stem.with_suffix(".png"), result.frames[0], {"prompt": entry.caption})
         else:
-            path = media.write_video(stem.with_suffix(".mp4"), result.frames, result.fps)
+            path = media.write_video(stem.with_suffix(args.video_suffix), result.frames, result.fps)
         written.append(path)
         if args.save_latents:
             save_file({"latents": result.latents.float().cpu().contiguous()}, str(stem) + ".latents.safetensors")

@@ -1,4 +1,6 @@
-"""Reading and writing media: videos through PyAV, images and animated GIF/WebP through Pillow.
+"""Reading and writing media: videos through PyAV, images and animated GIF/WebP through Pillow, raw clips
+(.npz: the frames and their rate, no codec) through NumPy. PyAV is imported only where a video codec is needed,
+so the rest works where it is not installed.
 
 Every writer goes through `atomic_output`: it writes a hidden temporary file beside the target and
 renames it into place only when complete, so a crash never leaves a half-written output.
@@ -6,12 +8,11 @@ renames it into place only when complete, so a crash never leaves a half-written
 
 import itertools
 import json
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageOps, ImageSequence, PngImagePlugin
 
 from .errors import VinoInputError
@@ -31,6 +32,7 @@ PIL_ANIMATIONS = {".gif": "GIF", ".webp": "WEBP"}
 # entry as "<key>:<value>" from tag Make down (ImageDescription, DocumentName...).
 EXIF_MODEL, EXIF_MAKE = 0x0110, 0x010F
 DEFAULT_GIF_FPS = 10.0  # what browsers show for a GIF that gives no frame duration
+RAW_CLIP = ".npz"  # uint8 frames [T, H, W, 3] ("frames") and the frame rate ("fps"), compressed losslessly
 
 
 def read_image(path) -> Image.Image:
@@ -49,31 +51,54 @@ def read_video(path, max_frames: int | None = None) -> tuple[list[Image.Image], 
     try:
         if path.suffix.lower() in PIL_ANIMATIONS:
             frames, fps = _read_animation(path, max_frames)
+        elif path.suffix.lower() == RAW_CLIP:
+            frames, fps = _read_raw_clip(path, max_frames)
         else:
             frames, fps = _read_with_av(path, max_frames)
-    except (av.FFmpegError, OSError, Image.DecompressionBombError) as error:
+    except (OSError, Image.DecompressionBombError) as error:
         raise VinoInputError(f"cannot read video {path}: {error}") from error
     if not frames:
         raise VinoInputError(f"video {path} has no frames")
     return frames, fps
 
 
+def _read_raw_clip(path: Path, max_frames: int | None) -> tuple[list[Image.Image], float]:
+    try:
+        with np.load(path) as clip:
+            frames, fps = clip["frames"][:max_frames], float(clip["fps"])
+    except (ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise VinoInputError(f"cannot read video {path}: expected a .npz of 'frames' and 'fps' ({error})") from error
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VinoInputError(
+            f"video {path} holds frames {frames.dtype} {list(frames.shape)}; expected uint8 [T, H, W, 3]"
+        )
+    if not fps > 0:
+        raise VinoInputError(f"video {path} gives the frame rate {fps}; expected a positive one")
+    return [Image.fromarray(frame) for frame in frames], fps
+
+
 def _read_with_av(path: Path, max_frames: int | None) -> tuple[list[Image.Image], float]:
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise VinoInputError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        # One conversion context for every frame: frame.to_image() makes a new one each time, which made
-        # reading a small 17-frame clip 16x slower.
-        reformatter = VideoReformatter()
-        frames = []
-        for frame in container.decode(stream):
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-            image = Image.fromarray(reformatter.reformat(frame, format="rgb24").to_ndarray())
-            frames.append(image.rotate(frame.rotation, expand=True) if frame.rotation else image)  # as displayed
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    import av  # here and in the writer only: the rest of this module works without PyAV
+    from av.video.reformatter import VideoReformatter
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VinoInputError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            # One conversion context for every frame: frame.to_image() makes a new one each time, which made
+            # reading a small 17-frame clip 16x slower.
+            reformatter = VideoReformatter()
+            frames = []
+            for frame in container.decode(stream):
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+                image = Image.fromarray(reformatter.reformat(frame, format="rgb24").to_ndarray())
+                frames.append(image.rotate(frame.rotation, expand=True) if frame.rotation else image)  # as displayed
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    except av.FFmpegError as error:
+        raise VinoInputError(f"cannot read video {path}: {error}") from error
     if not rate:
         raise VinoInputError(f"video {path} does not give its frame rate")
     return frames, float(rate)
@@ -110,6 +135,7 @@ def write_video(
 
     .mp4: H.264 (libx264, or MPEG-4 part 2 where it is missing), yuv420p; .webm: VP9 (or VP8);
     both get even sizes (an odd last row/column is repeated) and carry `metadata` as container tags.
+    .npz: the frames as they are and the rate (`metadata` as JSON under "metadata"), no codec and no PyAV.
     .gif / .webp: animated, repeating `loop` times (0 = forever); the encoders merge identical consecutive
     frames into one longer frame. GIF carries `metadata` as a JSON object in its comment; WebP in EXIF
     the way ComfyUI's own Save Animated WEBP does, so its frontend loads the workflow from a dropped file.
@@ -128,6 +154,9 @@ def write_video(
     if suffix in VIDEO_ENCODERS:
         with atomic_output(path) as partial:
             _write_with_av(partial, suffix, array, fps, quality, metadata)
+    elif suffix == RAW_CLIP:
+        with atomic_output(path) as partial, open(partial, "wb") as file:  # a file: NumPy would add a suffix
+            np.savez_compressed(file, frames=array, fps=np.float64(fps), metadata=np.array(json.dumps(metadata)))
     elif suffix in PIL_ANIMATIONS:
         images = [Image.fromarray(frame) for frame in array]
         with atomic_output(path) as partial:
@@ -150,7 +179,7 @@ def write_video(
                 write_png(partial / f"frame_{index:05d}.png", frame, metadata)
     else:
         raise VinoInputError(
-            f"cannot write video {path}: expected a .mp4, .webm, .gif or .webp suffix, or none for a PNG folder"
+            f"cannot write video {path}: expected a .mp4, .webm, .gif, .webp or .npz suffix, or none for a PNG folder"
         )
     return path
 
@@ -158,7 +187,9 @@ def write_video(
 def _write_with_av(
     path: Path, suffix: str, array: np.ndarray, fps: float, quality: int, metadata: dict[str, str]
 ) -> None:
-    codec = _available_encoder(VIDEO_ENCODERS[suffix])
+    import av
+
+    codec = _available_encoder(av, VIDEO_ENCODERS[suffix])
     pad = ((0, 0), (0, array.shape[1] % 2), (0, array.shape[2] % 2), (0, 0))
     array = np.pad(array, pad, mode="edge")  # yuv420p halves the chroma planes: sizes must be even
     options = {"movflags": "use_metadata_tags"} if suffix == ".mp4" else {}  # keep tags the MP4 spec does not name
@@ -177,7 +208,7 @@ def _write_with_av(
         container.mux(stream.encode())
 
 
-def _available_encoder(names: tuple[str, ...]) -> str:
+def _available_encoder(av, names: tuple[str, ...]) -> str:
     for name in names:
         try:
             av.Codec(name, "w")
