@@ -24,10 +24,25 @@ DECODER_STEPS=${DECODER_STEPS:-8000}  # then the decoder alone, beside the stage
 STAGE_ARGS=${STAGE_ARGS:-}             # key=value overrides for every stage (run.steps=2 for a smoke run);
                                        # STAGE0_ARGS .. STAGE3_ARGS for one stage
 LAST_STAGE=${LAST_STAGE:-3}            # stop after this stage (and the decoder): the rest can run on another machine
+HANDOFF=runs/embedded/handoff.tar      # after each stage, the one export the next step reads: all a fresh machine
+                                       # needs (with RESUME) to go on from there
+RESUME=${RESUME:-}                     # a handoff.tar from an earlier machine: its export goes in first
 BUNDLE=${BUNDLE:-vino_model/embedded}
 SRC=models/embedded-src
 
 step() { echo "=== $(date +%T) $*"; }
+
+# The export of stage N that the next step reads (training/configs/embedded/): stage 1 starts from stage 0's EMA
+# weights, stages 2 and 3 from the plain weights of the stage before, the bundle from stage 3's EMA weights.
+NEXT_READS=(vino-ema vino vino vino-ema)
+handoff() {  # STAGE: write $HANDOFF from the stage's export
+  tar cf "$HANDOFF.partial" "runs/embedded/stage$1/export/${NEXT_READS[$1]}.safetensors"
+  mv "$HANDOFF.partial" "$HANDOFF"
+}
+if [ -n "$RESUME" ]; then
+  step "resume from $RESUME"
+  tar --skip-old-files -xf "$RESUME"  # files already here (a later state) stay
+fi
 
 source scripts/embedded_inputs.sh
 seed_parts  # the committed language model and VAE, unless FROM_SCRATCH=1
@@ -56,7 +71,7 @@ fi
 
 done_up_to=-1  # the last stage with an export: earlier ones are done even when their files were not kept
 for stage in 0 1 2 3; do
-  [ -f "runs/embedded/stage$stage/export/vino.safetensors" ] && done_up_to=$stage
+  [ -f "runs/embedded/stage$stage/export/${NEXT_READS[$stage]}.safetensors" ] && done_up_to=$stage
 done
 cache_pid=
 if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task media go into the cache meanwhile
@@ -65,6 +80,7 @@ if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task medi
     'data.manifest=["data/embedded/tasks/manifest.jsonl"]' > "$SRC/stage3-cache.log" 2>&1 &
   cache_pid=$!
 fi
+[ -f "$HANDOFF" ] || [ "$done_up_to" -lt 0 ] || handoff "$done_up_to"
 for stage in $(seq 0 "$LAST_STAGE"); do
   if [ "$stage" -le "$done_up_to" ]; then continue; fi
   if [ "$stage" = 3 ] && [ -n "$cache_pid" ]; then
@@ -82,6 +98,7 @@ for stage in $(seq 0 "$LAST_STAGE"); do
     exit 75
   fi
   [ "$status" = 0 ] || exit "$status"
+  handoff "$stage"
 done
 
 step "the tuned decoder's round-trip ceiling (must reach VAE_CEILING=${VAE_CEILING:=0.85})"
@@ -99,7 +116,7 @@ fi
 
 step "bundle -> $BUNDLE"
 "$PY" -m training.bundle --checkpoint runs/embedded/stage3/export/vino-ema.safetensors --qwen "$SRC/qwen3vl" \
-  --vae "$SRC/vae-decoder.safetensors" --out "$BUNDLE"
+  --vae "$SRC/vae-decoder.safetensors" --out "$BUNDLE" --video-format "${VIDEO_FORMAT:-mp4}"
 
 step "benchmark on held-out prompts"
 world data/embedded/heldout --per-task "$HELDOUT_PER_TASK" --split heldout --seed 0

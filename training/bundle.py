@@ -41,7 +41,7 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
 
 
-def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: dict) -> Path:
+def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: dict, video_format: str = "mp4") -> Path:
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -63,7 +63,7 @@ def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: d
     model.save(partial / "vae.safetensors")
     (partial / "defaults.json").write_text(json.dumps(defaults, indent=1) + "\n")
     write_split(partial / "demo", seed=DEMO_SEED, per_task=1, width=defaults["width"], height=defaults["height"],
-                frames=defaults["frames"], split="heldout")  # --demo's and the workflows' example inputs
+                frames=defaults["frames"], split="heldout", video_format=video_format)  # --demo's, workflows' inputs
 
     if out.exists():
         old = out.with_name(out.name + ".old")
@@ -83,9 +83,11 @@ def main(argv=None):
     p.add_argument("--vae", type=Path, required=True, help="the VAE it was trained with")
     p.add_argument("--out", type=Path, required=True, help="bundle folder (replaced when complete)")
     p.add_argument("--defaults", type=json.loads, default={}, help="JSON object: sampling defaults over DEFAULTS")
+    p.add_argument("--video-format", choices=["mp4", "npz"], default="mp4",
+                   help="the demo's videos (npz needs no PyAV; the shipped bundle's demo is mp4)")
     args = p.parse_args(argv)
     return run_cli(lambda: print(write_bundle(args.checkpoint, args.qwen, args.vae, args.out,
-                                              {**DEFAULTS, **args.defaults})))
+                                              {**DEFAULTS, **args.defaults}, args.video_format)))
 
 
 if __name__ == "__main__":
