@@ -135,8 +135,9 @@ class EMA:
     def update(self, updates: int) -> None:
         """Fold in the current weights; `updates` is how many updates came before (the step, on resume too)."""
         weight = 1 - self.decay_after(updates)
-        for name, p in self.params.items():
-            self.shadow[name].lerp_(p.detach().float(), weight)
+        shadows = [self.shadow[name] for name in self.params]  # two multi-tensor ops, not two ops per tensor
+        torch._foreach_mul_(shadows, 1 - weight)
+        torch._foreach_add_(shadows, list(self.params.values()), alpha=weight)
 
     def state_dict(self) -> dict:
         return {name: t.cpu() for name, t in self.shadow.items()}
