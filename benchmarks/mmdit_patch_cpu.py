@@ -16,17 +16,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.config import load as load_config  # noqa: E402
 from vino_model.config import preset  # noqa: E402
 from vino_model.mmdit import VinoMMDiT  # noqa: E402
 
-SHAPE = dict(num_heads=4, head_dim=64, num_double_blocks=3, num_single_blocks=5, num_refiner_blocks=1,
-             rope_axes=(16, 24, 24), text_dim=128, pooled_dim=16)  # training/configs/embedded/stage0.toml
+STAGE0 = Path(__file__).resolve().parents[1] / "training" / "configs" / "embedded" / "stage0.toml"
 STEPS = 30
 
 
 @torch.no_grad()
 def seconds_per_forward(model: VinoMMDiT, frames: int, repeats: int) -> float:
-    latents, text = torch.randn(2, 16, frames, 16, 16), torch.randn(2, 30, SHAPE["text_dim"])
+    latents, text = torch.randn(2, 16, frames, 16, 16), torch.randn(2, 30, model.cfg.text_dim)
     timestep, guidance = torch.full((2,), 500.0), torch.full((2,), 1000.0)
     model(latents, timestep, text, None, None, None, guidance)  # warm-up
     started = time.perf_counter()
@@ -41,8 +41,9 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    shape = {k: tuple(v) if isinstance(v, list) else v for k, v in load_config(STAGE0).model.mmdit.items()}
     for patch in ((1, 2, 2), (1, 1, 1)):
-        config = dataclasses.replace(preset("tiny").mmdit, patch_size=patch, **SHAPE)
+        config = dataclasses.replace(preset("tiny").mmdit, **{**shape, "patch_size": patch})
         model = VinoMMDiT(config).eval()
         image, video = (seconds_per_forward(model, frames, args.repeats) * STEPS for frames in (1, 5))
         print(f"patch {'x'.join(map(str, patch))}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "

@@ -29,7 +29,7 @@ from vino_model.checkpoint import load_vino_weights, save_vino
 from vino_model.errors import VinoInputError, run_cli
 from vino_model.vae import VinoVAE
 
-from .world import write_split
+from .world import VIDEO_FORMATS, write_split
 
 # 128x128 and 17 frames: what the world renders; guidance chosen on the training split (scripts/bench_embedded.sh).
 DEFAULTS = {"width": 128, "height": 128, "frames": 17, "steps": 30, "cfg": 4.0, "image_cfg": 1.0, "shift": 3.0,
@@ -83,7 +83,7 @@ def main(argv=None):
     p.add_argument("--vae", type=Path, required=True, help="the VAE it was trained with")
     p.add_argument("--out", type=Path, required=True, help="bundle folder (replaced when complete)")
     p.add_argument("--defaults", type=json.loads, default={}, help="JSON object: sampling defaults over DEFAULTS")
-    p.add_argument("--video-format", choices=["mp4", "npz"], default="mp4",
+    p.add_argument("--video-format", choices=list(VIDEO_FORMATS), default="mp4",
                    help="the demo's videos (npz needs no PyAV; the shipped bundle's demo is mp4)")
     args = p.parse_args(argv)
     return run_cli(lambda: print(write_bundle(args.checkpoint, args.qwen, args.vae, args.out,

@@ -47,6 +47,7 @@ import numpy as np
 
 from training.manifest import IMAGE_TASKS, TASKS, Record, release_task, save_media, write_manifest
 from vino_model.errors import VinoInputError
+from vino_model.media import RAW_CLIP
 
 COLORS = {
     "red": (220, 40, 40), "yellow": (215, 215, 35), "green": (40, 190, 40),
@@ -68,7 +69,7 @@ REGIONS = {  # name -> (column, row) of a 3x3 grid
 HELDOUT_PAIRS = (("red", "star"), ("yellow", "circle"), ("green", "triangle"), ("cyan", "cross"), ("blue", "square"))
 TRAIN_PAIRS = tuple((c, s) for c in COLORS for s in SHAPES if (c, s) not in HELDOUT_PAIRS)
 SPLITS = ("train", "heldout")
-VIDEO_FORMATS = {"mp4": ".mp4", "npz": ".npz"}  # lossless H.264 (PyAV), or raw clips (NumPy)
+VIDEO_FORMATS = {"mp4": ".mp4", "npz": RAW_CLIP}  # lossless H.264 (PyAV), or raw clips (NumPy)
 
 
 def _fit_unit(points):

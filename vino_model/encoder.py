@@ -203,14 +203,15 @@ class InterleavedEncoder(nn.Module):
     def prepared(self, context, key=None):
         """`process` of a (text, images, video, video_fps) context and its prompt's RoPE positions [L, 3], both on
         the CPU; memoised by key while `self.memo` is a dict."""
-        if key is not None and self.memo is not None and key in self.memo:
-            return self.memo[key]
+        memo = self.memo if key is not None else None
+        if memo is not None and key in memo:
+            return memo[key]
         inputs = self.process(*context)
         positions = self.vlm.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
                                                   image_grid_thw=inputs.get("image_grid_thw"),
                                                   video_grid_thw=inputs.get("video_grid_thw"))[0][:, 0].T
-        if key is not None and self.memo is not None:
-            self.memo[key] = inputs, positions
+        if memo is not None:
+            memo[key] = inputs, positions
         return inputs, positions
 
     def _video_for_vlm(self, video: list[Image.Image], video_fps: float):
@@ -336,11 +337,11 @@ class InterleavedEncoder(nn.Module):
                            video_grid_thw=cat("video_grid_thw"), use_cache=True, output_hidden_states=True)
         metaquery = self.mm_encoder.metaquery.to(device, self.vlm.dtype)
         last = positions[:, torch.arange(count, device=device), torch.tensor(lengths, device=device) - 1]  # [3, B]
+        mask = torch.cat([mask, mask.new_ones(count, metaquery.shape[0])], dim=1)  # prompts, then the queries
         queries = model.language_model(
             inputs_embeds=metaquery[None].expand(count, -1, -1),
             position_ids=last[:, :, None] + torch.arange(metaquery.shape[0], device=device),
-            attention_mask=torch.cat([mask, mask.new_ones(count, metaquery.shape[0])], dim=1),
-            past_key_values=prompt.past_key_values, use_cache=True, output_hidden_states=True)
+            attention_mask=mask, past_key_values=prompt.past_key_values, use_cache=True, output_hidden_states=True)
         # The connectors read each token alone: they run once over the padded batch.
         hidden = torch.cat([prompt.hidden_states[-2], queries.hidden_states[-2]], dim=1)
         hidden = hidden.to(self.mm_encoder.metaquery.dtype)  # [B, L_max + queries, vlm_hidden]
@@ -348,14 +349,13 @@ class InterleavedEncoder(nn.Module):
         markers = [boundary_positions(ids[b, :length], config.vision_start_token_id, config.vision_end_token_id,
                                       len(context[1]), context[2] is not None)
                    for b, (context, length) in enumerate(zip(contexts, lengths))]  # [n_visual, 2] each, CPU
-        rows = torch.cat([torch.full((m.numel(),), b) for b, m in enumerate(markers)])
-        bounds = self.mm_encoder.connector_vae_branch(hidden[rows.to(device), torch.cat([m.flatten() for m in markers])
-                                                             .to(device)])
-        ends = np.cumsum([0] + [m.numel() for m in markers])
+        sample = torch.cat([torch.full((m.numel(),), b) for b, m in enumerate(markers)])
+        position = torch.cat([m.flatten() for m in markers])
+        bounds = self.mm_encoder.connector_vae_branch(hidden[sample.to(device), position.to(device)])
         return EncodedBatch(
             text_states=self.mm_encoder.connector(hidden),
-            mask=torch.cat([mask.bool(), mask.new_ones(count, metaquery.shape[0], dtype=torch.bool)], dim=1),
-            boundary_tokens=[bounds[ends[b]: ends[b + 1]].unflatten(0, (-1, 2)) for b in range(count)],
+            mask=mask.bool(),
+            boundary_tokens=[b.unflatten(0, (-1, 2)) for b in bounds.split([m.numel() for m in markers])],
             input_ids=[ids[b, :length] for b, length in enumerate(lengths)],
         )
 
