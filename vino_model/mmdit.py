@@ -90,7 +90,8 @@ def rope_tables(positions: torch.Tensor, axes: tuple[int, ...], theta: float) ->
     for axis, dim in enumerate(axes):
         inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float64) / dim)
         angles.append(positions[..., axis, None].double() * inv_freq)
-    return torch.polar(torch.ones(()).double(), torch.cat(angles, dim=-1)).to(torch.complex64)
+    angle = torch.cat(angles, dim=-1)
+    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
 
 
 def apply_rope(x, rotation):
