@@ -27,6 +27,10 @@ LAST_STAGE=${LAST_STAGE:-3}            # stop after this stage (and the decoder)
 HANDOFF=runs/embedded/handoff.tar      # after each stage, the one export the next step reads: all a fresh machine
                                        # needs (with RESUME) to go on from there
 RESUME=${RESUME:-}                     # a handoff.tar from an earlier machine: its export goes in first
+STAGE0_INIT=${STAGE0_INIT:-}           # an earlier run's stage-0 export (vino-ema.safetensors) for stage 0 to go on from:
+                                       # stage 0 is the longest, so it grows over several machines
+STAGE_BENCH=${STAGE_BENCH:-}           # stages (1 or 2, space-separated) whose EMA export also runs the benchmark's t2i
+                                       # and t2v prompts (output/embedded-bench-stageN/): does a later stage lose them?
 BUNDLE=${BUNDLE:-vino_model/embedded}
 SRC=models/embedded-src
 
@@ -88,10 +92,12 @@ for stage in $(seq 0 "$LAST_STAGE"); do
   fi
   step "stage $stage"
   extra_var="STAGE${stage}_ARGS"
+  init=()
+  [ "$stage" != 0 ] || [ -z "$STAGE0_INIT" ] || init=("model.init=$STAGE0_INIT" "model.mmdit={}")
   status=0
   # shellcheck disable=SC2086
-  timeout "$(left)" "$PY" -m training.run "training/configs/embedded/stage$stage.toml" $STAGE_ARGS ${!extra_var:-} \
-    || status=$?
+  timeout "$(left)" "$PY" -m training.run "training/configs/embedded/stage$stage.toml" "${init[@]}" $STAGE_ARGS \
+    ${!extra_var:-} || status=$?
   if [ "$status" = 124 ]; then
     step "stage $stage stopped at UNTIL/LIMIT; run again to go on from its last checkpoint"
     [ -z "$decoder_pid" ] || wait "$decoder_pid" || true
@@ -99,6 +105,14 @@ for stage in $(seq 0 "$LAST_STAGE"); do
   fi
   [ "$status" = 0 ] || exit "$status"
   handoff "$stage"
+  if [[ " $STAGE_BENCH " == *" $stage "* ]]; then
+    step "stage $stage's EMA export on the held-out t2i and t2v prompts"
+    world data/embedded/heldout-base --per-task "$HELDOUT_PER_TASK" --split heldout --seed 0 --tasks t2i,t2v
+    "$PY" -m training.bundle --checkpoint "runs/embedded/stage$stage/export/vino-ema.safetensors" --qwen "$SRC/qwen3vl" \
+      --vae "$SRC/vae-decoder.safetensors" --out "runs/embedded/stage$stage/bundle" --video-format "${VIDEO_FORMAT:-mp4}"
+    MODEL="runs/embedded/stage$stage/bundle" bash scripts/bench_embedded.sh data/embedded/heldout-base \
+      "output/embedded-bench-stage$stage"
+  fi
 done
 
 step "the tuned decoder's round-trip ceiling (must reach VAE_CEILING=${VAE_CEILING:=0.85})"
