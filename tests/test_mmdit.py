@@ -113,3 +113,34 @@ def test_bad_inputs_name_the_problem(ours):
              boundary=[torch.randn(1, 2, CFG.hidden)], guidance=a["g"])
     with pytest.raises(VinoInputError, match="guidance"):
         ours(a["x"], a["t"], a["text"])
+
+
+def test_the_image_stream_is_each_sample_spelt_out_and_costs_the_same_ops_at_any_batch(ours):
+    from training.logs import OpCount
+
+    def batch_of(size):
+        g = torch.Generator().manual_seed(size)
+        shapes = [[(16, 1, 4, 6)], [], [(16, 1, 8, 8), (16, 5, 4, 4)]]  # one, none, two (an image and a video)
+        refs = [[torch.randn(s, generator=g) for s in shapes[b % 3]] for b in range(size)]
+        bounds = [torch.randn(len(r), 2, CFG.hidden, generator=g) if r else None for r in refs]
+        return torch.randn(size, 16, 2, 4, 4, generator=g), refs, bounds
+
+    latents, refs, bounds = batch_of(6)
+    with torch.no_grad():
+        stream = ours.image_stream(latents, refs, bounds)
+        for b in range(6):  # [start, reference, end] per reference in prompt order, then the noisy latent
+            parts = []
+            for r, ref in enumerate(refs[b]):
+                parts += [bounds[b][r, :1], ours.patchify(ref[None])[0], bounds[b][r, 1:]]
+            want = torch.cat(parts + [ours.patchify(latents[b : b + 1])[0]])
+            torch.testing.assert_close(stream.tokens[b, : want.shape[0]], want)
+            assert not stream.tokens[b, want.shape[0]:].any()  # padding
+            assert stream.noisy_start[b] == want.shape[0] - 2 * 4 * 4 // 4
+    counts = []
+    for size in (6, 18):  # each shape group holds two references, then six
+        latents, refs, bounds = batch_of(size)
+        ours.image_stream(latents, refs, bounds)  # the layout is made once per shapes
+        with OpCount() as count:
+            ours.image_stream(latents, refs, bounds)
+        counts.append(count.ops)
+    assert counts[0] == counts[1]

@@ -380,6 +380,42 @@ class StreamLayout:
     mask: torch.Tensor | None
     lengths: list[int]
     noisy_start: list[int]
+    groups: list[list[tuple[int, int]]]  # the references (sample, index) of each shape, patchified together
+    source: torch.Tensor | None  # [B, N]: each token's row in image_stream's table (None without references)
+
+
+def stream_sources(reference_shapes, noisy_tokens: int, lengths, patch) -> tuple[list, torch.Tensor]:
+    """Where each token of a batch's image stream comes from, so that the whole stream is one gather.
+
+    The table is [a zero row (padding), the noisy tokens of every sample, each reference's start and end
+    boundary tokens in batch order, the patchified references shape group by shape group]. Returns the groups
+    (the (sample, index) of each reference of one latent shape, in first-seen order) and the [B, N] row index.
+    """
+    pt, ph, pw = patch
+    batch = len(reference_shapes)
+    group_of = {}
+    for b, shapes in enumerate(reference_shapes):
+        for r, shape in enumerate(shapes):
+            group_of.setdefault(shape, []).append((b, r))
+    groups = list(group_of.values())
+    boundary_rows = 1 + batch * noisy_tokens
+    ref_rows, row = {}, boundary_rows + 2 * sum(len(shapes) for shapes in reference_shapes)
+    for shape, members in group_of.items():
+        count = (shape[1] // pt) * (shape[2] // ph) * (shape[3] // pw)
+        for b, r in members:
+            ref_rows[b, r] = (row, count)
+            row += count
+    source = torch.zeros(batch, max(lengths), dtype=torch.long)
+    boundary = boundary_rows
+    for b, shapes in enumerate(reference_shapes):
+        parts = []
+        for r in range(len(shapes)):
+            first, count = ref_rows[b, r]
+            parts += [torch.tensor([boundary]), torch.arange(first, first + count), torch.tensor([boundary + 1])]
+            boundary += 2
+        parts.append(torch.arange(1 + b * noisy_tokens, 1 + (b + 1) * noisy_tokens))
+        source[b, : lengths[b]] = torch.cat(parts)
+    return groups, source
 
 
 def reference_layout(reference_shapes, noisy_shape, patch):
@@ -467,9 +503,14 @@ class VinoMMDiT(nn.Module):
                 mask[b, : lengths[b]] = True
             rope = rope_tables(pos.to(device), self.cfg.rope_axes, self.cfg.rope_theta)
             padded = None if min(lengths) == longest else mask.to(device)
+            groups, source = [], None
+            if any(reference_shapes):
+                noisy_tokens = lengths[0] - starts[0]
+                groups, source = stream_sources(reference_shapes, noisy_tokens, lengths, self.cfg.patch_size)
+                source = source.to(device)
             if len(self.layouts) >= 16:
                 self.layouts.pop(next(iter(self.layouts)))
-            self.layouts[key] = StreamLayout(rope, padded, lengths, list(starts))
+            self.layouts[key] = StreamLayout(rope, padded, lengths, list(starts), groups, source)
         return self.layouts[key]
 
     def image_stream(self, latents, references, boundary) -> ImageStream:
@@ -482,19 +523,22 @@ class VinoMMDiT(nn.Module):
         noisy = self.patchify(latents)  # [B, n, D]
         if not any(references):  # the stream is the noisy latent alone: no per-sample assembly
             return ImageStream(noisy, layout.rope, layout.mask, layout.noisy_start, noisy.shape[1])
-        tokens = noisy.new_zeros(batch, max(layout.lengths), noisy.shape[-1])
+        bounds = []
         for b, refs in enumerate(references):
-            bounds = boundary[b] if boundary is not None and len(refs) else None
-            if len(refs) and (bounds is None or bounds.shape[0] != len(refs)):
-                got = 0 if bounds is None else bounds.shape[0]
+            given = boundary[b] if boundary is not None and len(refs) else None
+            if len(refs) and (given is None or given.shape[0] != len(refs)):
+                got = 0 if given is None else given.shape[0]
                 raise VinoInputError(f"sample {b} has {len(refs)} reference latents but {got} boundary token pairs")
-            parts = []
             for r, ref in enumerate(refs):
                 self.check_latent(ref, f"reference {r + 1} of sample {b}")
-                start_end = bounds[r].to(noisy.dtype)
-                parts += [start_end[:1], self.patchify(ref[None])[0], start_end[1:]]
-            tokens[b, : layout.lengths[b]] = torch.cat(parts + [noisy[b]])
-        return ImageStream(tokens, layout.rope, layout.mask, layout.noisy_start, noisy.shape[1])
+            if len(refs):
+                bounds.append(given)
+        # One table of every token the stream holds, then one gather: a batch costs the same ops at any size
+        patched = [self.patchify(torch.stack([references[b][r] for b, r in group])).flatten(0, 1)
+                   for group in layout.groups]  # one convolution a reference shape
+        table = torch.cat([noisy.new_zeros(1, noisy.shape[-1]), noisy.flatten(0, 1),
+                           torch.cat(bounds).to(noisy.dtype).flatten(0, 1), *patched])
+        return ImageStream(table[layout.source], layout.rope, layout.mask, layout.noisy_start, noisy.shape[1])
 
     def conditioning(self, timestep, guidance, pooled):
         embed = self.time_text_embed
