@@ -4,6 +4,7 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from vino_model.errors import VinoInputError
 from vino_model.vae import make_tiny_vae
 
 REFERENCE_AREA = 64 * 64
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class CountingVAE:
@@ -194,6 +196,34 @@ def test_sampler_is_deterministic_resumable_and_split_over_ranks(world):
         first, second = (r.next()[0] for r in ranks)
         assert first.record.task == second.record.task and first.position != second.position
 
+
+
+def test_a_runs_log_gives_each_tasks_step_time(tmp_path):
+    """benchmarks/task_step_times.py: a log written with known step times per task gives them back."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("task_step_times", ROOT / "benchmarks" / "task_step_times.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (tmp_path / "run.toml").write_text('[model]\nqwen = "q"\nvae = "v"\n[data]\nmanifest = ["m.jsonl"]\n'
+                                       'tasks = { t2i = 3.0, t2v = 1.0 }\n[run]\nseed = 7\n')
+    config = train_config.load(tmp_path / "run.toml")
+    stand_ins = [SimpleNamespace(record=SimpleNamespace(task=t), shape=()) for t in ("t2i", "t2v")]
+    sampler = Sampler(stand_ins, config.data.tasks, 1, 7, 0, 1)
+    cost = {"t2i": 0.1, "t2v": 0.35}
+    rng = np.random.default_rng(0)
+    lines, clock = [{"step": 0, "event": "start", "time": 0.0}], 0.0
+    for end in range(20, 1001, 20):  # a window's time: its draws' costs, plus noise
+        seconds = sum(cost[sampler.task_of_draw(d)] for d in range(end - 20, end)) + rng.normal(0, 0.05)
+        clock += seconds
+        lines.append({"step": end, "time": clock, "loss": 0.1, "steps_per_s": 20 / seconds})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    tasks, per_step, rms, _ = bench.fit(tmp_path / "train.jsonl", config)
+    assert tasks == ["t2i", "t2v"]
+    np.testing.assert_allclose(per_step, [cost["t2i"], cost["t2v"]], atol=0.01)
+    assert rms < 0.1
+    other_seed = train_config.load(tmp_path / "run.toml", ["run.seed=8"])  # the draws are the run's own
+    assert abs(bench.fit(tmp_path / "train.jsonl", other_seed)[1][0] - cost["t2i"]) > 0.01
 
 def test_dropout_keeps_a_declared_base_and_drops_captions_naming_dropped_inputs(world):
     _, _, cache, samples, _ = world

@@ -377,11 +377,15 @@ class Sampler:
             self._epochs[task] = (epoch, batches)
         return self._epochs[task][1]
 
+    def task_of_draw(self, draw: int) -> str:
+        """The task of the draw-th batch (a function of the seed and the shares only)."""
+        rng = np.random.default_rng([self.seed, len(TASKS), draw])
+        return self.tasks[rng.choice(len(self.tasks), p=self.probabilities)]
+
     def next(self) -> list[Sample]:
         state = self.state
-        rng = np.random.default_rng([self.seed, len(TASKS), state["draws"]])
+        task = self.task_of_draw(state["draws"])
         state["draws"] += 1
-        task = self.tasks[rng.choice(len(self.tasks), p=self.probabilities)]
         if (state["cursor"][task] + 1) * self.world > len(self.epoch_batches(task)):
             state["epoch"][task] += 1
             state["cursor"][task] = 0
