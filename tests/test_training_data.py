@@ -198,6 +198,22 @@ def test_sampler_is_deterministic_resumable_and_split_over_ranks(world):
 
 
 
+
+def test_image_buckets_take_their_own_batch_size():
+    samples = [SimpleNamespace(record=SimpleNamespace(task=task), shape=(16, frames, 8, 8))
+               for task, frames in [("t2i", 1)] * 10 + [("t2v", 5)] * 10]
+    sampler = Sampler(samples, {"t2i": 1.0, "t2v": 1.0}, 2, 0, 0, 1, image_batch_size=4)
+    sizes = {"t2i": set(), "t2v": set()}
+    for _ in range(30):
+        batch = sampler.next()
+        sizes[batch[0].record.task].add(len(batch))
+    assert sizes == {"t2i": {4, 2}, "t2v": {2}}  # 10 images: 4, 4 and the last 2
+    plain = Sampler(samples, {"t2i": 1.0}, 2, 0, 0, 1)  # 0: the same as batch_size
+    assert {len(plain.next()) for _ in range(10)} == {2}
+    with pytest.raises(VinoInputError, match="image_batch_size"):
+        train_config.check(train_config.build({"model": {"qwen": "q", "vae": "v"},
+                                               "data": {"manifest": ["m"], "image_batch_size": -1}}))
+
 def test_a_runs_log_gives_each_tasks_step_time(tmp_path):
     """benchmarks/task_step_times.py: a log written with known step times per task gives them back."""
     import importlib.util

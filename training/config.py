@@ -68,6 +68,8 @@ class DataConfig:
     )
     frames: list = field(default_factory=lambda: [1, 33, 61, 85])  # target frame counts, 4k+1
     batch_size: int = 1  # micro-batch per GPU; a batch holds one bucket (one target shape)
+    image_batch_size: int = 0  # micro-batch of single-frame buckets (0: batch_size). An image holds a fifth of a
+                               # 17-frame clip's latent frames, so more of them fill the same step
     tasks: dict = field(default_factory=lambda: {"t2i": 1.0, "t2v": 1.0})  # task -> share of batches
     long_caption: float = 1.0  # chance of caption_long, else caption_short
     drop_text: float = 0.1  # each condition is dropped on its own (classifier-free guidance)
@@ -246,6 +248,9 @@ def check(cfg: TrainConfig) -> None:
         )
     if cfg.checkpoint.keep < 1 or cfg.checkpoint.every < 1:
         raise VinoInputError("checkpoint.every and checkpoint.keep must be at least 1")
+    if data.batch_size < 1 or data.image_batch_size < 0:
+        raise VinoInputError(f"data.batch_size={data.batch_size} and data.image_batch_size={data.image_batch_size}; "
+                             "expected a batch of at least 1 (image_batch_size 0: the same as batch_size)")
     if not data.manifest:
         raise VinoInputError("data.manifest is empty; list at least one manifest.jsonl")
     for task, share in data.tasks.items():

@@ -347,8 +347,10 @@ class Sampler:
     (draws, and each task's epoch and cursor) is the same on all ranks and is the data position.
     """
 
-    def __init__(self, samples: list[Sample], shares: dict, batch_size: int, seed: int, rank: int, world: int):
+    def __init__(self, samples: list[Sample], shares: dict, batch_size: int, seed: int, rank: int, world: int,
+                 image_batch_size: int = 0):
         self.samples, self.batch_size, self.seed, self.rank, self.world = samples, batch_size, seed, rank, world
+        self.image_batch_size = image_batch_size or batch_size  # for buckets of one frame
         self.by_task = {}
         for i, sample in enumerate(samples):
             self.by_task.setdefault(sample.record.task, []).append(i)
@@ -370,8 +372,10 @@ class Sampler:
             buckets = {}
             for i in rng.permutation(self.by_task[task]):
                 buckets.setdefault(self.samples[i].shape, []).append(int(i))
-            size = self.batch_size
-            batches = [ids[k : k + size] for ids in buckets.values() for k in range(0, len(ids), size)]
+            batches = []
+            for shape, ids in buckets.items():  # shape: [C, T, H, W]
+                size = self.image_batch_size if shape[1] == 1 else self.batch_size
+                batches += [ids[k : k + size] for k in range(0, len(ids), size)]
             batches = [batches[i] for i in rng.permutation(len(batches))]
             batches = batches * math.ceil(self.world / len(batches))
             self._epochs[task] = (epoch, batches)
@@ -400,7 +404,7 @@ class TrainData:
     def __init__(self, samples: list[Sample], cache: LatentCache, cfg, reference_area: int, seed: int, rank: int,
                  world: int, read_media: bool):
         self.samples, self.cache, self.cfg, self.reference_area = samples, cache, cfg, reference_area
-        self.sampler = Sampler(samples, cfg.tasks, cfg.batch_size, seed, rank, world)
+        self.sampler = Sampler(samples, cfg.tasks, cfg.batch_size, seed, rank, world, cfg.image_batch_size)
         self.read_media = read_media  # the VLM sees the references (stages 1-3)
         self.fitted = {} if cfg.keep_in_memory else None  # fitted reference media, kept with the latents
         self.skipped = 0  # samples left out at loading
