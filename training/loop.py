@@ -42,9 +42,10 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
     for micro in range(cfg.optim.accumulation):
         rng = np.random.default_rng([cfg.run.seed, rank, step, micro])
         batch = data.next_batch(rng)
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        noise = torch.randn(batch.latents.shape, generator=generator)
-        t = model.sample_timesteps(cfg.flow, len(batch.tasks), generator)
+        seed = int(rng.integers(2**62))
+        t = model.sample_timesteps(cfg.flow, len(batch.tasks), torch.Generator().manual_seed(seed))
+        # drawn where it is used: a batch of 768 images' noise took 14 ms of the host's step on the CPU
+        noise = torch.randn(batch.latents.shape, generator=torch.Generator(device).manual_seed(seed), device=device)
         clock.lap("data")
         loss, count = ds(*model_inputs(batch, noise, t, device))
         clock.lap("forward")

@@ -38,10 +38,13 @@ class NativeTextEncoder:
     def __init__(self, language_model: nn.Module, tokenizer, layer: int, max_tokens: int, embeddings: float = 0.0):
         self.language_model, self.tokenizer, self.layer, self.max_tokens = language_model, tokenizer, layer, max_tokens
         self.embeddings = embeddings
+        self.ids: dict[str, list[int]] = {}  # caption -> its tokens: a run reads the same captions epoch after epoch
 
     def caption_ids(self, text: str) -> list[int]:
         """The caption's tokens, without the end-of-turn token the encoder appends."""
-        return self.tokenizer(text, truncation=True, max_length=self.max_tokens - 1).input_ids
+        if text not in self.ids:
+            self.ids[text] = self.tokenizer(text, truncation=True, max_length=self.max_tokens - 1).input_ids
+        return self.ids[text]
 
     def __call__(self, texts: list[str]) -> list[torch.Tensor]:
         """[L_i, hidden] for each caption."""
