@@ -21,6 +21,7 @@ from training.manifest import read_manifest
 from training.run import main as run_main
 from training.world import write_split
 from vino_model.config import preset
+from vino_model.errors import VinoInputError
 from vino_model.pipeline import VinoPipeline
 from vino_model.tiny import make_tiny_bundle
 
@@ -280,7 +281,6 @@ def test_a_sample_under_several_captions_in_one_batch_loses_what_it_loses_under_
 def test_without_the_overflow_check_a_non_finite_gradient_stops_the_run_before_it_saves(curriculum, tmp_path,
                                                                                          monkeypatch):
     from training import engine
-    from vino_model.errors import VinoInputError
 
     build_engine, calls = engine.build_engine, []
 
@@ -437,3 +437,17 @@ def test_compiled_blocks_train_the_same_steps_and_export_the_same_layout(curricu
     (plain, plain_losses), (compiled, compiled_losses) = runs[False], runs[True]
     assert compiled_losses == pytest.approx(plain_losses, rel=1e-3)
     assert load_file(compiled).keys() == load_file(plain).keys()
+
+
+def test_a_spent_time_budget_ends_the_run_with_a_checkpoint_and_an_export(curriculum, tmp_path):
+    out = tmp_path / "run"
+    cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, out, **{"run.steps": 50, "run.seconds": 1e-6, "samples.every": 0}))
+    train(cfg)
+    logged = records(out)
+    assert max(r["step"] for r in logged if "loss" in r) == 1  # the first step is past any budget
+    assert [r["step"] for r in logged if r.get("event") == "out of time"] == [1]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000001"
+    assert (out / "export" / "vino.safetensors").exists()
+    with pytest.raises(VinoInputError, match="run.seconds"):
+        train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(0, out, **{"run.seconds": -1}))

@@ -30,6 +30,9 @@ class RunConfig:
     out: str = "runs/tiny/stage0"  # checkpoints/, logs/, samples/ and export/ go here
     steps: int = 1000  # optimizer steps
     seed: int = 0
+    seconds: float = 0.0  # a time budget for this invocation's steps and evaluations (0: none): at the first step
+                          # past it the run saves, evaluates and exports as at run.steps (the log says where it stopped;
+                          # run again, and it goes on from there with a new budget)
 
 
 @dataclass
@@ -248,6 +251,8 @@ def check(cfg: TrainConfig) -> None:
         )
     if cfg.checkpoint.keep < 1 or cfg.checkpoint.every < 1:
         raise VinoInputError("checkpoint.every and checkpoint.keep must be at least 1")
+    if run.seconds < 0:
+        raise VinoInputError(f"run.seconds={run.seconds}; expected a time budget in seconds, or 0 for none")
     if data.batch_size < 1 or data.image_batch_size < 0:
         raise VinoInputError(f"data.batch_size={data.batch_size} and data.image_batch_size={data.image_batch_size}; "
                              "expected a batch of at least 1 (image_batch_size 0: the same as batch_size)")

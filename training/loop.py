@@ -166,7 +166,8 @@ def train(cfg) -> Path:
 
     ds.train()
     clock = StepClock()
-    while step < cfg.run.steps:
+    begun, out_of_time = time.monotonic(), False
+    while step < cfg.run.steps and not out_of_time:
         if eval_set and step % cfg.eval.every == 0:
             logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
         started = time.perf_counter()
@@ -176,7 +177,9 @@ def train(cfg) -> Path:
             ema.update(step)
             clock.lap("ema")
         step += 1
-        loss, tokens, skipped = engine.mean([loss, tokens, data.skipped], device)  # tokens, skipped: sums below
+        # tokens, skipped: sums below; the ranks' mean time, so that they all stop at the same step
+        loss, tokens, skipped, spent = engine.mean([loss, tokens, data.skipped, time.monotonic() - begun], device)
+        out_of_time = 0 < cfg.run.seconds <= spent
         grad_norm = ds.get_global_grad_norm()
         grad_norm = None if grad_norm is None else float(grad_norm)
         if not (cfg.optim.check_overflow or grad_norm is None or math.isfinite(grad_norm)):
@@ -192,9 +195,12 @@ def train(cfg) -> Path:
         if cfg.samples.every and step % cfg.samples.every == 0 and rank == 0:
             written = write_samples(ds.module, vae, config, cfg.samples, step, out, device)
             logger.message(f"step {step}: {len(written)} samples in {written[0].parent if written else '-'}")
-        if step % cfg.checkpoint.every == 0 or step == cfg.run.steps:
+        if step % cfg.checkpoint.every == 0 or step == cfg.run.steps or out_of_time:
             trainer = {"sampler": data.sampler.state, "skipped": round(skipped * world), "stage": cfg.run.stage}
             checkpoint.save(ds, folder, step, trainer, ema, cfg.checkpoint.keep, rank)
+    if out_of_time and step < cfg.run.steps:
+        logger.write(step, event="out of time")
+        logger.message(f"run.seconds={cfg.run.seconds:g} spent at step {step} of {cfg.run.steps}: exporting")
     if eval_set:
         logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
 
