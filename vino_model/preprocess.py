@@ -5,6 +5,7 @@ Reference images go onto a white canvas whose sides are multiples of 16 and whos
 size, cropped to multiples of 16 and cut to 4k+1 frames. Pixels enter the VAE as [3, T, H, W] in [-1, 1].
 """
 
+import functools
 import math
 
 import numpy as np
@@ -44,6 +45,7 @@ def check_output_size(width: int, height: int, frames: int) -> None:
         raise VinoInputError(f"frames={frames} is not 4k+1; use {lower} or {lower + TEMPORAL_STEP}")
 
 
+@functools.lru_cache(maxsize=4096)  # a training index asks for the same few sizes once per record
 def canvas_size(width: int, height: int, area: int = REFERENCE_AREA, multiple: int = 16) -> tuple[int, int]:
     """(w, h), multiples of `multiple`, at the aspect ratio of a width x height image, area closest to `area`.
 
