@@ -3,14 +3,21 @@
 # measure the pixels (training.bench), and score the split's ground-truth renders for the gap.
 #   bash scripts/bench_embedded.sh DATA_DIR OUT_DIR [vino_model.generate options...]
 #   MODEL=vino_model/embedded (default) PY=.venv/bin/python VIDEO_FORMAT=mp4 (npz: no PyAV needed)
+#   SHARDS=N: N generating processes a task file side by side (a GPU that one small model leaves idle; default 1)
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 MODEL=${MODEL:-vino_model/embedded}
+SHARDS=${SHARDS:-1}
 data=$1 out=$2
 shift 2
 for kind in image video; do
-  "$PY" -m vino_model.generate --model "$MODEL" --tasks "$data/tasks_$kind.json" --out "$out" --reference-mode mode \
-    --video-suffix ".${VIDEO_FORMAT:-mp4}" "$@" > /dev/null
+  pids=()
+  for shard in $(seq 0 $((SHARDS - 1))); do
+    "$PY" -m vino_model.generate --model "$MODEL" --tasks "$data/tasks_$kind.json" --out "$out" --reference-mode mode \
+      --video-suffix ".${VIDEO_FORMAT:-mp4}" --shard "$shard/$SHARDS" "$@" > /dev/null &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done  # set -e: a failed shard fails the benchmark
 done
 "$PY" -m training.bench --tasks "$data/tasks_image.json" "$data/tasks_video.json" --results "$out" \
   --json "$out/scores.json" | tee "$out/table.txt"

@@ -93,6 +93,23 @@ def test_bad_input_is_a_clear_error(demo, tmp_path, capsys, task, change, messag
     assert message in capsys.readouterr().err
 
 
+
+def test_shards_split_a_task_file_and_write_what_one_process_writes(demo, tmp_path, capsys):
+    bundle, _, _ = demo
+    entries = [{"index": i, "task": "t2i", "caption": f"a red circle number {i}"} for i in range(5)]
+    (tmp_path / "tasks.json").write_text(json.dumps(entries))
+    common = ["--tasks", str(tmp_path / "tasks.json"), *SIZE, *model_args(bundle)]
+    assert main([*common, "--out", str(tmp_path / "all")]) == 0
+    for k in range(3):
+        assert main([*common, "--out", str(tmp_path / f"shard{k}"), "--shard", f"{k}/3"]) == 0
+    assert sorted(p.name for p in (tmp_path / "shard1").iterdir()) == ["1_t2i.png", "4_t2i.png"]
+    for i in range(5):
+        together = Image.open(tmp_path / "all" / f"{i}_t2i.png")
+        alone = Image.open(tmp_path / f"shard{i % 3}" / f"{i}_t2i.png")
+        assert list(alone.getdata()) == list(together.getdata())
+    assert main([*common, "--out", str(tmp_path / "bad"), "--shard", "3/3"]) == 2
+    assert "--shard '3/3': expected K/N" in capsys.readouterr().err
+
 def test_task_file_is_parsed_never_evaluated(tmp_path):
     from vino_model.errors import VinoInputError
     from vino_model.tasks import read_task_file

@@ -72,7 +72,18 @@ def parse_args(argv=None):
                         "block's changes by less than this relative amount, e.g. 0.05; 0 is off")
     p.add_argument("--max-gpu-memory", type=float, metavar="GB",
                    help="fit a GPU of this size: stream blocks from CPU memory, visit the VLM and VAE")
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="run only the task file's entries K, K+N, K+2N, ... (N processes side by side share a GPU "
+                        "that one small model leaves idle)")
     return p.parse_args(argv)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 0 <= K < N."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise VinoInputError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4")
+    return int(k), int(n)
 
 
 # ---------------------------------------------------------------- running a task file
@@ -123,7 +134,8 @@ def run(args) -> list[Path]:
     for name in ("checkpoint", "qwen", "vae"):
         if getattr(args, name) is None:
             raise VinoInputError(f"--{name} is required (or --model, or --demo)")
-    entries = [entry for file in task_files for entry in read_task_file(file)]
+    shard, shards = parse_shard(args.shard)
+    entries = [entry for file in task_files for entry in read_task_file(file)][shard::shards]
     dtype = args.dtype or ("bfloat16" if str(device).startswith("cuda") else "float32")
     started = time.perf_counter()
     pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, device, dtype, args.attention, args.compile,
