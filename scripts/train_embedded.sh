@@ -43,6 +43,15 @@ handoff() {  # STAGE: write $HANDOFF from the stage's export
   tar cf "$HANDOFF.partial" "runs/embedded/stage$1/export/${NEXT_READS[$1]}.safetensors"
   mv "$HANDOFF.partial" "$HANDOFF"
 }
+bundle_and_bench() {  # STAGE BUNDLE DATA OUT [training.world args]: the stage's EMA export as a bundle (with the tuned
+                      # decoder), then the benchmark of it on DATA, a held-out world split made first if missing
+  local stage=$1 bundle=$2 data=$3 out=$4
+  shift 4
+  "$PY" -m training.bundle --checkpoint "runs/embedded/stage$stage/export/vino-ema.safetensors" --qwen "$SRC/qwen3vl" \
+    --vae "$SRC/vae-decoder.safetensors" --out "$bundle" --video-format "${VIDEO_FORMAT:-mp4}"
+  world "$data" --per-task "$HELDOUT_PER_TASK" --split heldout --seed 0 "$@"
+  MODEL="$bundle" bash scripts/bench_embedded.sh "$data" "$out"
+}
 if [ -n "$RESUME" ]; then
   step "resume from $RESUME"
   tar --skip-old-files -xf "$RESUME"  # files already here (a later state) stay
@@ -107,11 +116,8 @@ for stage in $(seq 0 "$LAST_STAGE"); do
   handoff "$stage"
   if [[ " $STAGE_BENCH " == *" $stage "* ]]; then
     step "stage $stage's EMA export on the held-out t2i and t2v prompts"
-    world data/embedded/heldout-base --per-task "$HELDOUT_PER_TASK" --split heldout --seed 0 --tasks t2i,t2v
-    "$PY" -m training.bundle --checkpoint "runs/embedded/stage$stage/export/vino-ema.safetensors" --qwen "$SRC/qwen3vl" \
-      --vae "$SRC/vae-decoder.safetensors" --out "runs/embedded/stage$stage/bundle" --video-format "${VIDEO_FORMAT:-mp4}"
-    MODEL="runs/embedded/stage$stage/bundle" bash scripts/bench_embedded.sh data/embedded/heldout-base \
-      "output/embedded-bench-stage$stage"
+    bundle_and_bench "$stage" "runs/embedded/stage$stage/bundle" data/embedded/heldout-base \
+      "output/embedded-bench-stage$stage" --tasks t2i,t2v
   fi
 done
 
@@ -128,10 +134,5 @@ if [ "$LAST_STAGE" -lt 3 ]; then
   exit 0
 fi
 
-step "bundle -> $BUNDLE"
-"$PY" -m training.bundle --checkpoint runs/embedded/stage3/export/vino-ema.safetensors --qwen "$SRC/qwen3vl" \
-  --vae "$SRC/vae-decoder.safetensors" --out "$BUNDLE" --video-format "${VIDEO_FORMAT:-mp4}"
-
-step "benchmark on held-out prompts"
-world data/embedded/heldout --per-task "$HELDOUT_PER_TASK" --split heldout --seed 0
-MODEL="$BUNDLE" bash scripts/bench_embedded.sh data/embedded/heldout output/embedded-bench
+step "bundle -> $BUNDLE, and its benchmark on held-out prompts"
+bundle_and_bench 3 "$BUNDLE" data/embedded/heldout output/embedded-bench
