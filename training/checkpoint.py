@@ -10,7 +10,7 @@ RUN/checkpoints/latest  the name of the newest complete checkpoint
 A checkpoint is written under a hidden name and renamed once every rank has finished; `latest` is
 replaced atomically after that, so a kill at any moment leaves the previous checkpoint in charge.
 Frozen weights (the VLM, a frozen MMDiT) are not stored: they come from the stage's model.init again.
-Resuming expects the same number of ranks.
+Resuming needs the number of ranks that wrote the checkpoint (a clear error otherwise).
 """
 
 from __future__ import annotations
@@ -97,8 +97,13 @@ def save(engine, folder: Path, step: int, trainer: dict, ema, keep: int, rank: i
     return final
 
 
-def load(engine, path: Path, ema, rank: int) -> dict:
+def load(engine, path: Path, ema, rank: int, world: int) -> dict:
     """Restore engine, RNG and EMA from checkpoint `path`; returns trainer.json."""
+    written_by = len(list(path.glob("rng-rank*.pt")))
+    if written_by and written_by != world:  # ZeRO's optimizer partitions are cut for the ranks that wrote them
+        raise VinoInputError(
+            f"checkpoint {path} was written by {written_by} ranks and this run has {world}; resume it with "
+            f"{written_by} (torchrun --nproc-per-node {written_by} ...), or give run.out a new folder to start over")
     loaded, _ = engine.load_checkpoint(str(path), tag=TAG, load_module_strict=False)
     if loaded is None:
         raise VinoInputError(f"checkpoint {path} has no DeepSpeed state under {TAG}/")

@@ -153,7 +153,7 @@ def train(cfg) -> Path:
     step = 0
     resume_from = checkpoint.latest(folder) if cfg.checkpoint.resume else None
     if resume_from is not None:
-        trainer = checkpoint.load(ds, resume_from, ema, rank)
+        trainer = checkpoint.load(ds, resume_from, ema, rank, world)
         step = trainer["step"]
         data.sampler.state = trainer["sampler"]
         data.skipped = trainer["skipped"] if rank == 0 else 0  # the count over all ranks
