@@ -212,6 +212,22 @@ def test_evaluate_a_results_folder_and_print_every_task(tmp_path, capsys):
     assert len(scores) == len(TASKS)
 
 
+def test_a_task_file_without_its_manifest_is_named_in_one_line(tmp_path, capsys):
+    world.write_split(str(tmp_path / "heldout"), seed=5, per_task=1, split="heldout", tasks=["t2i"])
+    task_file = str(tmp_path / "heldout" / "tasks_image.json")
+    moved = shutil.copy(task_file, tmp_path / "tasks_image.json")  # the manifest stayed behind
+    assert bench.main(["--tasks", str(moved), "--ground-truth"]) == 2
+    assert f"manifest {tmp_path / 'manifest.jsonl'} is missing" in capsys.readouterr().err
+
+    other = tmp_path / "other"
+    world.write_split(str(other), seed=6, per_task=1, split="heldout", tasks=["t2v"])  # one record, index 0
+    entries = json.load(open(task_file))
+    entries[0]["index"] = 5
+    json.dump(entries, open(moved, "w"))
+    assert bench.main(["--tasks", str(moved), "--ground-truth", "--manifest", str(other / "manifest.jsonl")]) == 2
+    assert "entry 5 has no record" in capsys.readouterr().err
+
+
 def test_blobs_report_colour_shape_and_place():
     meta = samples("t2i", 1, seed=11)[0]
     frames = world.render(meta["scene"])

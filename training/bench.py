@@ -57,6 +57,7 @@ from PIL import Image
 from training.manifest import TASKS, load_media, read_manifest
 from training.world import (COLORS, DIRECTIONS, GREYS, REGIONS, SHAPES, SIZES, SPEEDS, STRIPE_SHADE, TEXTURES,
                             render)
+from vino_model.errors import VinoInputError, run_cli
 from vino_model.media import RAW_CLIP
 from vino_model.tasks import read_task_file
 
@@ -455,10 +456,16 @@ def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
     manifest's own targets (the ground truth). Returns one dict per entry:
     {"index", "task", "score", "checks", "missing"}."""
     manifest = manifest or os.path.join(os.path.dirname(os.path.abspath(task_files[0])), "manifest.jsonl")
+    if not os.path.isfile(manifest):
+        raise VinoInputError(f"manifest {manifest} is missing; expected the manifest.jsonl that training.world wrote "
+                             "with the task files (beside them, or named by --manifest)")
     records = list(read_manifest(manifest))
     results = []
     for task_file in task_files:
         for entry in read_task_file(task_file):
+            if not 0 <= int(entry.index) < len(records):
+                raise VinoInputError(f"{task_file}: entry {entry.index} has no record in {manifest} "
+                                     f"({len(records)} records); expected the manifest written with this task file")
             record = records[int(entry.index)]
             names = [f"{entry.index}{ext}" for ext in RESULT_SUFFIXES] + \
                 [f"{entry.index}_{entry.task}{ext}" for ext in RESULT_SUFFIXES]
@@ -509,12 +516,16 @@ def main(argv=None):
                             help=f"tolerance (default {f.default})")
     args = parser.parse_args(argv)
     tol = Tolerances(**{f.name: getattr(args, f.name) for f in fields(Tolerances)})
-    results = evaluate(args.tasks, args.results, args.manifest, tol)
-    print(format_table(results))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+
+    def command():
+        results = evaluate(args.tasks, args.results, args.manifest, tol)
+        print(format_table(results))
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=1)
+
+    return run_cli(command)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
