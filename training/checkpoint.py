@@ -10,13 +10,15 @@ RUN/checkpoints/latest  the name of the newest complete checkpoint
 A checkpoint is written under a hidden name and renamed once every rank has finished; `latest` is
 replaced atomically after that, so a kill at any moment leaves the previous checkpoint in charge.
 Frozen weights (the VLM, a frozen MMDiT) are not stored: they come from the stage's model.init again.
-Resuming needs the number of ranks that wrote the checkpoint (a clear error otherwise).
+A run may resume on another number of ranks: each parameter's fp32 weights and Adam moments are put together
+from the partitions of the ranks that wrote the checkpoint and cut again for the new ones.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -97,25 +99,86 @@ def save(engine, folder: Path, step: int, trainer: dict, ema, keep: int, rank: i
     return final
 
 
-def load(engine, path: Path, ema, rank: int, world: int) -> dict:
-    """Restore engine, RNG and EMA from checkpoint `path`; returns trainer.json."""
-    written_by = len(list(path.glob("rng-rank*.pt")))
-    if written_by and written_by != world:  # ZeRO's optimizer partitions are cut for the ranks that wrote them
-        raise VinoInputError(
-            f"checkpoint {path} was written by {written_by} ranks and this run has {world}; resume it with "
-            f"{written_by} (torchrun --nproc-per-node {written_by} ...), or give run.out a new folder to start over")
+def written_by(path: Path) -> int:
+    """How many ranks wrote checkpoint `path` (each leaves its RNG state)."""
+    return len(list(path.glob("rng-rank*.pt")))
+
+
+def zero_partitions(path: Path) -> list[dict]:
+    """The optimizer partitions of each rank that wrote checkpoint `path`, in rank order, memory-mapped (a
+    tensor is read when used)."""
+    files = {}
+    for file in (path / TAG).glob("*zero_pp_rank_*_mp_rank_00_optim_states.pt"):
+        rank = int(re.search(r"zero_pp_rank_(\d+)_", file.name).group(1))
+        files[rank] = file
+    if sorted(files) != list(range(written_by(path))):
+        raise VinoInputError(f"checkpoint {path} holds ZeRO partitions of ranks {sorted(files)}; expected one for each "
+                             f"of the {written_by(path)} ranks that wrote it")
+    return [torch.load(files[r], map_location="cpu", mmap=True, weights_only=False)["optimizer_state_dict"]
+            for r in sorted(files)]
+
+
+def full_state(partitions: list[dict], name: str, key: str) -> torch.Tensor:
+    """Parameter `name`'s flat fp32 master weights (key "fp32") or Adam moment ("exp_avg", "exp_avg_sq"), put
+    together from its fragments in each rank's partition."""
+    pieces = []
+    for part in partitions:
+        for group, mapping in enumerate(part["param_slice_mappings"]):
+            if name in mapping:
+                flat = part["single_partition_of_fp32_groups"][group] if key == "fp32" else \
+                    part["base_optimizer_state"]["state"][group][key]
+                pieces.append(flat.narrow(0, mapping[name].start, mapping[name].numel))
+    if not pieces:
+        raise VinoInputError(f"the checkpoint's optimizer state has no {name}; expected a checkpoint of this stage")
+    return torch.cat(pieces)
+
+
+@torch.no_grad()
+def load_resharded(engine, path: Path) -> None:
+    """Weights, schedule, fp32 master weights and Adam's moments and step from a checkpoint that another number of
+    ranks wrote: each parameter is put together from the old partitions and cut again for this rank. Works on
+    DeepSpeed's ZeRO-1/2 optimizer (its flat fp32 partitions and each parameter's `_hp_mapping`)."""
+    engine.load_checkpoint(str(path), tag=TAG, load_module_strict=False, load_optimizer_states=False)
+    partitions = zero_partitions(path)
+    names = {param: name for name, param in engine.module.named_parameters()}
+    zero = engine.optimizer
+    step = partitions[0]["base_optimizer_state"]["state"][0]["step"]
+    for params, flat in zip(zero.bit16_groups, zero.single_partition_of_fp32_groups):
+        moments = {key: torch.zeros_like(flat) for key in ("exp_avg", "exp_avg_sq")}
+        mine = [p for p in params if p._hp_mapping is not None]  # the parameters with a fragment on this rank
+        for param in mine:
+            within, at = param._hp_mapping.lp_fragment_address, param._hp_mapping.hp_fragment_address
+            for key, target in (("fp32", flat), *moments.items()):
+                full = full_state(partitions, names[param], key)
+                target.narrow(0, at.start, at.numel).copy_(full.narrow(0, within.start, within.numel))
+        zero.optimizer.state[flat] = {"step": step.clone() if torch.is_tensor(step) else step, **moments}
+        for param in mine:  # what DeepSpeed links after its first step, so that safe_get_full_* work at once
+            param._hp_mapping.set_optim_state_fragment(flat, zero.optimizer.state[flat])
+
+
+def load_native(engine, path: Path, rank: int) -> None:
     loaded, _ = engine.load_checkpoint(str(path), tag=TAG, load_module_strict=False)
     if loaded is None:
         raise VinoInputError(f"checkpoint {path} has no DeepSpeed state under {TAG}/")
     rng_file = path / f"rng-rank{rank}.pt"
     if not rng_file.is_file():
-        raise VinoInputError(f"checkpoint {path} has no {rng_file.name}; resume with the number of ranks that wrote it")
+        raise VinoInputError(f"checkpoint {path} has no {rng_file.name}; expected one for each rank that wrote it")
     set_rng_state(torch.load(rng_file, weights_only=True))
+
+
+def load(engine, path: Path, ema, rank: int, world: int) -> tuple[dict, bool]:
+    """Restore engine, RNG and EMA from checkpoint `path`; returns trainer.json and whether the checkpoint was
+    cut for another number of ranks (then each rank's RNG starts afresh: the caller seeds it)."""
+    ranks = written_by(path)
+    if ranks and ranks != world:  # ZeRO's optimizer partitions are cut for the ranks that wrote them
+        load_resharded(engine, path)
+    else:
+        load_native(engine, path, rank)
     if ema is not None:
         if not (path / "ema.pt").is_file():
             raise VinoInputError(f"checkpoint {path} has no ema.pt but optim.ema is on")
         ema.load_state_dict(torch.load(path / "ema.pt", weights_only=True))
-    return json.loads((path / "trainer.json").read_text())
+    return json.loads((path / "trainer.json").read_text()), bool(ranks) and ranks != world
 
 
 def export(state: dict, config, path: Path, dtype: str) -> Path:

@@ -152,16 +152,25 @@ def train(cfg) -> Path:
     folder = out / "checkpoints"
     step = 0
     resume_from = checkpoint.latest(folder) if cfg.checkpoint.resume else None
+    resharded_from = 0
     if resume_from is not None:
-        trainer = checkpoint.load(ds, resume_from, ema, rank, world)
+        trainer, resharded = checkpoint.load(ds, resume_from, ema, rank, world)
         step = trainer["step"]
         data.sampler.state = trainer["sampler"]
         data.skipped = trainer["skipped"] if rank == 0 else 0  # the count over all ranks
+        if resharded:  # fresh RNG streams for the new ranks, and the checkpoint rewritten in their cut
+            resharded_from = checkpoint.written_by(resume_from)
+            torch.manual_seed(seed + rank + 7919 * step)
+            np.random.seed(seed + rank + 7919 * step)
+            random.seed(seed + rank + 7919 * step)
+            checkpoint.save(ds, folder, step, {k: v for k, v in trainer.items() if k != "step"}, ema,
+                            cfg.checkpoint.keep, rank)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     logger = Logger(out, cfg, step, enabled=rank == 0)
-    logger.write(step, event="resume" if resume_from else "start", samples=len(samples), ranks=world)
+    logger.write(step, event="resume" if resume_from else "start", samples=len(samples), ranks=world,
+                 **({"resharded_from": resharded_from} if resharded_from else {}))
     eval_set = data.eval_samples(cfg.eval.samples) if cfg.eval.every else []
 
     ds.train()
