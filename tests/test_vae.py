@@ -58,7 +58,9 @@ def test_bad_shapes_are_input_errors(vae):
 
 
 def test_tiled_decode_splits_into_tiles_and_matches_untiled(vae):
-    latents = torch.randn(1, 16, 1, 1, 1).repeat(1, 1, 1, 6, 6)  # no spatial structure: tiling changes nothing
+    # No spatial structure, so tiles blend into the untiled image up to the zero padding at a tile's inner edges:
+    # over 40 random latents it moved a pixel (of range [-1, 1]) by 3e-5 at the median and 1e-3 at most
+    latents = torch.randn(1, 16, 1, 1, 1, generator=torch.Generator().manual_seed(0)).repeat(1, 1, 1, 6, 6)
     calls = []
     hook = vae.model.decoder.register_forward_hook(lambda *_: calls.append(1))
     try:
@@ -70,7 +72,7 @@ def test_tiled_decode_splits_into_tiles_and_matches_untiled(vae):
         hook.remove()
     assert len(calls) == 1 + 4  # 48x48 pixels in 2x2 overlapping tiles of 32
     assert tiled.shape == untiled.shape == (1, 3, 1, 48, 48)
-    torch.testing.assert_close(tiled, untiled, atol=1e-4, rtol=0)
+    torch.testing.assert_close(tiled, untiled, atol=2e-3, rtol=0)
 
 
 def test_save_load_round_trip(vae, tmp_path):
