@@ -138,10 +138,13 @@ def load_resharded(engine, path: Path) -> None:
     """Weights, schedule, fp32 master weights and Adam's moments and step from a checkpoint that another number of
     ranks wrote: each parameter is put together from the old partitions and cut again for this rank. Works on
     DeepSpeed's ZeRO-1/2 optimizer (its flat fp32 partitions and each parameter's `_hp_mapping`)."""
+    zero = engine.optimizer
+    if not hasattr(zero, "bit16_groups"):
+        raise VinoInputError(f"checkpoint {path} was written by {written_by(path)} ranks; going on with another number "
+                             "needs optim.zero_stage 1 or 2")
     engine.load_checkpoint(str(path), tag=TAG, load_module_strict=False, load_optimizer_states=False)
     partitions = zero_partitions(path)
     names = {param: name for name, param in engine.module.named_parameters()}
-    zero = engine.optimizer
     step = partitions[0]["base_optimizer_state"]["state"][0]["step"]
     for params, flat in zip(zero.bit16_groups, zero.single_partition_of_fp32_groups):
         moments = {key: torch.zeros_like(flat) for key in ("exp_avg", "exp_avg_sq")}
@@ -156,29 +159,27 @@ def load_resharded(engine, path: Path) -> None:
             param._hp_mapping.set_optim_state_fragment(flat, zero.optimizer.state[flat])
 
 
-def load_native(engine, path: Path, rank: int) -> None:
-    loaded, _ = engine.load_checkpoint(str(path), tag=TAG, load_module_strict=False)
-    if loaded is None:
-        raise VinoInputError(f"checkpoint {path} has no DeepSpeed state under {TAG}/")
-    rng_file = path / f"rng-rank{rank}.pt"
-    if not rng_file.is_file():
-        raise VinoInputError(f"checkpoint {path} has no {rng_file.name}; expected one for each rank that wrote it")
-    set_rng_state(torch.load(rng_file, weights_only=True))
-
-
 def load(engine, path: Path, ema, rank: int, world: int) -> tuple[dict, bool]:
-    """Restore engine, RNG and EMA from checkpoint `path`; returns trainer.json and whether the checkpoint was
-    cut for another number of ranks (then each rank's RNG starts afresh: the caller seeds it)."""
+    """Restore engine, RNG and EMA from checkpoint `path`; returns trainer.json and whether another number of ranks
+    wrote it (then each rank's RNG starts afresh: the caller seeds it)."""
     ranks = written_by(path)
-    if ranks and ranks != world:  # ZeRO's optimizer partitions are cut for the ranks that wrote them
+    other = bool(ranks) and ranks != world
+    if other and any((path / TAG).glob("*zero_pp_rank_*_optim_states.pt")):  # ZeRO cut them for the old ranks
         load_resharded(engine, path)
-    else:
-        load_native(engine, path, rank)
+    else:  # this world's ZeRO partitions, or the whole optimizer state (ZeRO off)
+        loaded, _ = engine.load_checkpoint(str(path), tag=TAG, load_module_strict=False)
+        if loaded is None:
+            raise VinoInputError(f"checkpoint {path} has no DeepSpeed state under {TAG}/")
+        rng_file = path / f"rng-rank{rank}.pt"
+        if not other:
+            if not rng_file.is_file():
+                raise VinoInputError(f"checkpoint {path} has no {rng_file.name}; expected one for each rank that wrote it")
+            set_rng_state(torch.load(rng_file, weights_only=True))
     if ema is not None:
         if not (path / "ema.pt").is_file():
             raise VinoInputError(f"checkpoint {path} has no ema.pt but optim.ema is on")
         ema.load_state_dict(torch.load(path / "ema.pt", weights_only=True))
-    return json.loads((path / "trainer.json").read_text()), bool(ranks) and ranks != world
+    return json.loads((path / "trainer.json").read_text()), other
 
 
 def export(state: dict, config, path: Path, dtype: str) -> Path:
