@@ -90,3 +90,15 @@ def test_four_ranks_split_the_optimizer_and_go_on_with_two_then_four_again(tmp_p
     assert [r.get("resharded_from") for r in log(out) if r.get("event") == "resume"] == [4, 2]
     losses = [r["loss"] for r in log(out) if "loss" in r]
     assert [r["step"] for r in log(out) if "loss" in r] == [1, 2, 3, 4, 5] and all(0 < x < 10 for x in losses)
+
+
+def test_a_kill_while_a_checkpoint_replaces_one_of_the_same_step_keeps_the_old_one(tmp_path):
+    from training.checkpoint import latest
+
+    folder = tmp_path / "checkpoints"
+    (folder / ".step-00000003.replaced").mkdir(parents=True)  # stepped aside; the new one never got its name
+    (folder / ".step-00000003.replaced" / "trainer.json").write_text('{"step": 3}')
+    (folder / "latest").write_text("step-00000003")
+    found = latest(folder)
+    assert found == folder / "step-00000003" and (found / "trainer.json").read_text() == '{"step": 3}'
+    assert not (folder / ".step-00000003.replaced").exists()

@@ -46,6 +46,9 @@ def latest(folder: Path) -> Path | None:
     if not pointer.is_file():
         return None
     path = folder / pointer.read_text().strip()
+    replaced = folder / f".{path.name}.replaced"
+    if not path.is_dir() and replaced.is_dir():  # a kill while a new checkpoint of the same step took its place
+        replaced.rename(path)
     if not path.is_dir():
         raise VinoInputError(f"{pointer} names {path.name}, which is missing; remove {pointer} to start over")
     return path
@@ -89,8 +92,14 @@ def save(engine, folder: Path, step: int, trainer: dict, ema, keep: int, rank: i
             torch.save(ema.state_dict(), partial / "ema.pt")
     barrier()
     if rank == 0:
-        shutil.rmtree(final, ignore_errors=True)  # a re-run after a kill may reach the same step again
+        # The same step again (a re-run after a kill, or a resume on other ranks): the old one steps aside, and
+        # until the new one is in place `latest` finds it there
+        replaced = folder / f".{final.name}.replaced"
+        shutil.rmtree(replaced, ignore_errors=True)
+        if final.is_dir():
+            final.rename(replaced)
         partial.rename(final)
+        shutil.rmtree(replaced, ignore_errors=True)
         with atomic_output(folder / LATEST) as pointer:
             pointer.write_text(final.name)
         for old in sorted(folder.glob("step-*"))[:-keep]:
@@ -170,8 +179,8 @@ def load(engine, path: Path, ema, rank: int, world: int) -> tuple[dict, bool]:
         loaded, _ = engine.load_checkpoint(str(path), tag=TAG, load_module_strict=False)
         if loaded is None:
             raise VinoInputError(f"checkpoint {path} has no DeepSpeed state under {TAG}/")
-        rng_file = path / f"rng-rank{rank}.pt"
         if not other:
+            rng_file = path / f"rng-rank{rank}.pt"
             if not rng_file.is_file():
                 raise VinoInputError(f"checkpoint {path} has no {rng_file.name}; expected one for each rank that wrote it")
             set_rng_state(torch.load(rng_file, weights_only=True))

@@ -158,11 +158,12 @@ def train(cfg) -> Path:
         step = trainer["step"]
         data.sampler.state = trainer["sampler"]
         data.skipped = trainer["skipped"] if rank == 0 else 0  # the count over all ranks
-        if resharded:  # fresh RNG streams for the new ranks, and the checkpoint rewritten in their cut
+        if resharded:  # the checkpoint rewritten in the new ranks' cut, and fresh RNG streams for them
             resharded_from = checkpoint.written_by(resume_from)
-            torch.manual_seed(seed + rank + 7919 * step)
-            np.random.seed(seed + rank + 7919 * step)
-            random.seed(seed + rank + 7919 * step)
+            fresh = seed + rank + 7919 * step  # none of the streams that a run's start seeds
+            torch.manual_seed(fresh)
+            np.random.seed(fresh)
+            random.seed(fresh)
             checkpoint.save(ds, folder, step, {k: v for k, v in trainer.items() if k != "step"}, ema,
                             cfg.checkpoint.keep, rank)
     if rank == 0:
