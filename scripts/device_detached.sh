@@ -8,7 +8,7 @@
 #   bash scripts/device_detached.sh SECONDS 'COMMAND'
 #
 # Back each call (the device returns at most 8 files): detached.log (the command's output so far), logs.tgz
-# (detached.rc once the command has ended, every run's logs/train.jsonl, models/embedded-src/*.log and
+# (detached.rc once the command has ended, every run's logs/train.jsonl, runs/*/results/, models/embedded-src/*.log and
 # output/embedded-bench*/'s tables), and FETCH="path ..." split in 14 MB parts (PATH.part-aa, -ab, ..., with each / in
 # PATH written __: `cat` them back together).
 set -uo pipefail
@@ -28,7 +28,7 @@ out=${OUT:?OUT names the folder that comes back}
 cp "$state/detached.log" "$out/"
 [ ! -f "$state/rc" ] || cp "$state/rc" "$state/detached.rc"
 shopt -s nullglob
-tar czf "$out/logs.tgz" "$state"/detached.* runs/*/*/logs/train.jsonl models/embedded-src/*.log \
+tar czf "$out/logs.tgz" "$state"/detached.* runs/*/*/logs/train.jsonl runs/*/results models/embedded-src/*.log \
   output/embedded-bench*/*.txt output/embedded-bench*/*.json 2>/dev/null
 for file in ${FETCH:-}; do
   [ -f "$file" ] && split -b 14M "$file" "$out/${file//\//__}.part-"  # a/b/c -> a__b__c: no two files clash

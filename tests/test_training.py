@@ -451,3 +451,12 @@ def test_a_spent_time_budget_ends_the_run_with_a_checkpoint_and_an_export(curric
     assert (out / "export" / "vino.safetensors").exists()
     with pytest.raises(VinoInputError, match="run.seconds"):
         train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(0, out, **{"run.seconds": -1}))
+
+
+def test_a_run_with_checkpoints_off_trains_and_writes_no_weights(curriculum, tmp_path):
+    out = tmp_path / "throughput"
+    cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, out, **{"run.steps": 2, "checkpoint.every": 1, "checkpoint.enabled": False, "samples.every": 0}))
+    train(cfg)
+    assert [r["step"] for r in records(out) if "loss" in r] == [1, 2]
+    assert not (out / "checkpoints").exists() and not (out / "export").exists()

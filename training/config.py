@@ -115,6 +115,7 @@ class OptimConfig:
 @dataclass
 class CheckpointConfig:
     every: int = 500  # steps between checkpoints (and one at the end)
+    enabled: bool = True  # false: no checkpoint and no export (a throughput measurement of a model too large to save)
     keep: int = 3  # the newest N are kept
     resume: bool = True  # continue from out/checkpoints/latest when there is one
     export_dtype: str = "bfloat16"

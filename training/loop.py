@@ -130,7 +130,8 @@ def evaluate_in_eval_mode(ds, data: TrainData, samples, cfg, rank: int, world: i
 
 
 def train(cfg) -> Path:
-    """Run the stage of `cfg` to cfg.run.steps (resuming from its latest checkpoint); returns the export."""
+    """Run the stage of `cfg` to cfg.run.steps (resuming from its latest checkpoint); returns the export's path
+    (written unless checkpoint.enabled is false)."""
     rank, world, device = engine.init_distributed()
     out = Path(cfg.run.out)
     seed = cfg.run.seed
@@ -205,7 +206,7 @@ def train(cfg) -> Path:
         if cfg.samples.every and step % cfg.samples.every == 0 and rank == 0:
             written = write_samples(ds.module, vae, config, cfg.samples, step, out, device)
             logger.message(f"step {step}: {len(written)} samples in {written[0].parent if written else '-'}")
-        if step % cfg.checkpoint.every == 0 or step == cfg.run.steps or out_of_time:
+        if cfg.checkpoint.enabled and (step % cfg.checkpoint.every == 0 or step == cfg.run.steps or out_of_time):
             trainer = {"sampler": data.sampler.state, "skipped": round(skipped * world), "stage": cfg.run.stage}
             checkpoint.save(ds, folder, step, trainer, ema, cfg.checkpoint.keep, rank)
     if out_of_time and step < cfg.run.steps:
@@ -215,7 +216,7 @@ def train(cfg) -> Path:
         logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
 
     exported = out / "export" / "vino.safetensors"
-    if rank == 0:
+    if rank == 0 and cfg.checkpoint.enabled:
         state = ds.module.export_state()
         checkpoint.export(state, config, exported, cfg.checkpoint.export_dtype)
         if ema is not None:
