@@ -109,6 +109,8 @@ def test_shards_split_a_task_file_and_write_what_one_process_writes(demo, tmp_pa
         assert list(alone.getdata()) == list(together.getdata())
     assert main([*common, "--out", str(tmp_path / "bad"), "--shard", "3/3"]) == 2
     assert "--shard '3/3': expected K/N" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "past"), "--shard", "6/8"]) == 0  # 5 entries: none for shard 6
+    assert not (tmp_path / "past").exists()
 
 def test_task_file_is_parsed_never_evaluated(tmp_path):
     from vino_model.errors import VinoInputError

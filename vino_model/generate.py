@@ -136,6 +136,9 @@ def run(args) -> list[Path]:
             raise VinoInputError(f"--{name} is required (or --model, or --demo)")
     shard, shards = parse_shard(args.shard)
     entries = [entry for file in task_files for entry in read_task_file(file)][shard::shards]
+    if not entries:  # a shard past the end of a short task file: nothing to load the model for
+        log.info("shard %d/%d: no entries", shard, shards)
+        return []
     dtype = args.dtype or ("bfloat16" if str(device).startswith("cuda") else "float32")
     started = time.perf_counter()
     pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, device, dtype, args.attention, args.compile,
