@@ -292,6 +292,18 @@ def test_gradients_reach_every_mm_encoder_parameter_and_no_vlm_parameter(encoder
     assert all(parameter.grad is None for parameter in trainable.vlm.parameters())
 
 
+def test_reads_use_the_installed_transformers_cache_argument(encoder):
+    """transformers renamed the key/value cache argument (`past_key_values` -> `cache`); reads pass the name the
+    installed version takes, so neither path warns of the old one."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encoder.encode("the hat in Image 1", IMAGES[:1])
+        encoder.encode_batch([("a hat", [], None, None), ("the hat in Image 1", IMAGES[:1], None, None)])
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
 def test_rewrite_returns_the_greedy_continuation_only(encoder):
     request = "a fox in the snow"
     caption = encoder.rewrite(request, max_new_tokens=6)

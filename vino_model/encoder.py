@@ -3,6 +3,8 @@ text) followed by learnable query embeddings ("metaquery"); two MLP connectors t
 hidden_states[-2] into the MMDiT text tokens and the boundary tokens of every visual input.
 """
 
+import functools
+import inspect
 import json
 import re
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from transformers import AutoProcessor, GenerationConfig, Qwen3VLForConditionalG
 from transformers.video_utils import VideoMetadata
 
 from .errors import VinoInputError
+
 
 SYSTEM_PROMPT = "You are a helpful assistant aimed at generating an output video caption."
 REWRITE_SYSTEM_PROMPT = (
@@ -87,6 +90,18 @@ def right_pad(rows, value) -> tuple[torch.Tensor, torch.Tensor]:
     rows = [torch.as_tensor(row) for row in rows]
     out = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
     return out, (torch.arange(out.shape[1]) < torch.tensor([row.shape[0] for row in rows])[:, None]).long()
+
+
+def kv_cache(output):
+    """A transformers model output's key/value cache: `cache` in transformers 5.2x, `past_key_values` before."""
+    return output["cache"] if "cache" in output else output.past_key_values
+
+
+@functools.cache
+def cache_argument(language_model: type) -> str:
+    """The forward argument of a transformers model class that takes a key/value cache: `cache` in transformers
+    5.2x (`past_key_values`, its old name, goes in 5.40)."""
+    return "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
 
 
 class Connector(nn.Module):
@@ -266,7 +281,7 @@ class InterleavedEncoder(nn.Module):
         queries = model.language_model(
             inputs_embeds=metaquery.to(self.vlm.device, self.vlm.dtype)[None],
             position_ids=query_positions,  # [3, 1, Q]
-            past_key_values=prompt.past_key_values,
+            **{cache_argument(type(model.language_model)): kv_cache(prompt)},
             use_cache=True,
             output_hidden_states=True,
         )
@@ -341,7 +356,8 @@ class InterleavedEncoder(nn.Module):
         queries = model.language_model(
             inputs_embeds=metaquery[None].expand(count, -1, -1),
             position_ids=last[:, :, None] + torch.arange(metaquery.shape[0], device=device),
-            attention_mask=mask, past_key_values=prompt.past_key_values, use_cache=True, output_hidden_states=True)
+            attention_mask=mask, **{cache_argument(type(model.language_model)): kv_cache(prompt)}, use_cache=True,
+            output_hidden_states=True)
         # The connectors read each token alone: they run once over the padded batch.
         hidden = torch.cat([prompt.hidden_states[-2], queries.hidden_states[-2]], dim=1)
         hidden = hidden.to(self.mm_encoder.metaquery.dtype)  # [B, L_max + queries, vlm_hidden]
