@@ -27,7 +27,7 @@ LAST_STAGE=${LAST_STAGE:-3}            # stop after this stage (and the decoder)
 HANDOFF=runs/embedded/handoff.tar      # after each stage, the one export the next step reads: all a fresh machine
                                        # needs (with RESUME) to go on from there
 RESUME=${RESUME:-}                     # a handoff.tar from an earlier machine: its export goes in first
-STAGE0_INIT=${STAGE0_INIT:-}           # an earlier run's stage-0 export (vino-ema.safetensors) for stage 0 to go on from:
+STAGE0_INIT=${STAGE0_INIT:-}           # an earlier stage-0 export (a file, or a sharded folder) for stage 0 to go on from:
                                        # stage 0 is the longest, so it grows over several machines
 STAGE_BENCH=${STAGE_BENCH:-}           # stages (1 or 2, space-separated) whose EMA export also runs the benchmark's t2i
                                        # and t2v prompts (output/embedded-bench-stageN/): does a later stage lose them?

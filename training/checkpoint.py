@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from deepspeed.accelerator import get_accelerator
+from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+from deepspeed.runtime.zero.config import ZeroStageEnum
+from deepspeed.utils.tensor_fragment import fragment_address
 
 from vino_model.checkpoint import save_vino
 from vino_model.errors import VinoInputError
@@ -35,6 +38,8 @@ from .engine import barrier
 
 LATEST = "latest"
 TAG = "deepspeed"
+# What a ZeRO-1/2 partition file pickles besides tensors and plain containers (so it loads with weights_only=True)
+ZERO_STATE_GLOBALS = [fragment_address, ZeroStageEnum, LossScaler, DynamicLossScaler]
 
 
 def step_name(step: int) -> str:
@@ -123,8 +128,9 @@ def zero_partitions(path: Path) -> list[dict]:
     if sorted(files) != list(range(written_by(path))):
         raise VinoInputError(f"checkpoint {path} holds ZeRO partitions of ranks {sorted(files)}; expected one for each "
                              f"of the {written_by(path)} ranks that wrote it")
-    return [torch.load(files[r], map_location="cpu", mmap=True, weights_only=False)["optimizer_state_dict"]
-            for r in sorted(files)]
+    with torch.serialization.safe_globals(ZERO_STATE_GLOBALS):
+        return [torch.load(files[r], map_location="cpu", mmap=True, weights_only=True)["optimizer_state_dict"]
+                for r in sorted(files)]
 
 
 def full_state(partitions: list[dict], name: str, key: str) -> torch.Tensor:
