@@ -31,8 +31,7 @@ def torchrun(ranks: int, out: Path, folder: Path, steps: int, keep: int = 1) -> 
         "model.vae": str(folder / "bundle" / "vae.safetensors"), "data.manifest": [str(folder / "world" / "manifest.jsonl")],
         "data.cache": str(folder / "cache"), "data.area": 1024, "data.frames": [1, 5], "data.batch_size": 2,
         "optim.warmup_steps": 1, "optim.schedule": "constant", "checkpoint.every": 2, "checkpoint.keep": keep,
-        "eval.every": 0,
-        "samples.every": 0, "log.every": 1, "log.progress": False,
+        "eval.every": 0, "samples.every": 0, "log.every": 1, "log.progress": False,
     }
     env = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS}
     return subprocess.run(
