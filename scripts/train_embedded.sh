@@ -27,8 +27,9 @@ LAST_STAGE=${LAST_STAGE:-3}            # stop after this stage (and the decoder)
 HANDOFF=runs/embedded/handoff.tar      # after each stage, the one export the next step reads: all a fresh machine
                                        # needs (with RESUME) to go on from there
 RESUME=${RESUME:-}                     # a handoff.tar from an earlier machine: its export goes in first
-STAGE0_INIT=${STAGE0_INIT:-}           # an earlier stage-0 export (a file, or a sharded folder) for stage 0 to go on from:
-                                       # stage 0 is the longest, so it grows over several machines
+START_AT=${START_AT:-0}                # the first stage to run: the ones before it were done on earlier machines, and
+INIT=${INIT:-}                         # stage START_AT starts from INIT, an earlier export (a file, or a sharded folder:
+                                       # training/embedded-src/). The long stage grows this way over several machines
 STAGE_BENCH=${STAGE_BENCH:-}           # stages (1 or 2, space-separated) whose EMA export also runs the benchmark's t2i
                                        # and t2v prompts (output/embedded-bench-stageN/): does a later stage lose them?
 BUNDLE=${BUNDLE:-vino_model/embedded}
@@ -86,6 +87,7 @@ done_up_to=-1  # the last stage with an export: earlier ones are done even when 
 for stage in 0 1 2 3; do
   [ -f "runs/embedded/stage$stage/export/${NEXT_READS[$stage]}.safetensors" ] && done_up_to=$stage
 done
+[ "$done_up_to" -ge $((START_AT - 1)) ] || done_up_to=$((START_AT - 1))
 cache_pid=
 if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task media go into the cache meanwhile
   # shellcheck disable=SC2086
@@ -93,7 +95,8 @@ if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task medi
     'data.manifest=["data/embedded/tasks/manifest.jsonl"]' > "$SRC/stage3-cache.log" 2>&1 &
   cache_pid=$!
 fi
-[ -f "$HANDOFF" ] || [ "$done_up_to" -lt 0 ] || handoff "$done_up_to"
+[ -f "$HANDOFF" ] || [ ! -f "runs/embedded/stage$done_up_to/export/${NEXT_READS[$done_up_to]}.safetensors" ] ||
+  handoff "$done_up_to"
 for stage in $(seq 0 "$LAST_STAGE"); do
   if [ "$stage" -le "$done_up_to" ]; then continue; fi
   if [ "$stage" = 3 ] && [ -n "$cache_pid" ]; then
@@ -102,7 +105,10 @@ for stage in $(seq 0 "$LAST_STAGE"); do
   step "stage $stage"
   extra_var="STAGE${stage}_ARGS"
   init=()
-  [ "$stage" != 0 ] || [ -z "$STAGE0_INIT" ] || init=("model.init=$STAGE0_INIT" "model.mmdit={}")
+  if [ "$stage" = "$START_AT" ] && [ -n "$INIT" ]; then
+    init=("model.init=$INIT")
+    [ "$stage" != 0 ] || init+=("model.mmdit={}")  # the export's own MMDiT config, not stage0.toml's
+  fi
   status=0
   # shellcheck disable=SC2086
   timeout "$(left)" "$PY" -m training.run "training/configs/embedded/stage$stage.toml" "${init[@]}" $STAGE_ARGS \

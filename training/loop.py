@@ -129,6 +129,13 @@ def evaluate_in_eval_mode(ds, data: TrainData, samples, cfg, rank: int, world: i
         ds.train()
 
 
+def peak_memory(device) -> dict:
+    """{"gpu_peak_gib": the most this rank's GPU has held since the start} (a host counter: no sync); {} on a CPU."""
+    if torch.device(device).type != "cuda":
+        return {}
+    return {"gpu_peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
+
+
 def train(cfg) -> Path:
     """Run the stage of `cfg` to cfg.run.steps (resuming from its latest checkpoint); returns the export's path
     (written unless checkpoint.enabled is false)."""
@@ -202,7 +209,7 @@ def train(cfg) -> Path:
         clock.lap("reduce")
         logger.step(step, loss, round(tokens * world), time.perf_counter() - started, clock.phases,
                     lr=ds.get_lr()[0], grad_norm=grad_norm,
-                    skipped=round(skipped * world))
+                    skipped=round(skipped * world), **peak_memory(device))
         if cfg.samples.every and step % cfg.samples.every == 0 and rank == 0:
             written = write_samples(ds.module, vae, config, cfg.samples, step, out, device)
             logger.message(f"step {step}: {len(written)} samples in {written[0].parent if written else '-'}")
