@@ -343,14 +343,35 @@ def test_encode_many_matches_encode_one_by_one(encoder):
 
 
 def test_keyed_contexts_run_the_processor_once(encoder, monkeypatch):
-    contexts = [("a red circle", [], None, None), ("Image 1 turns", [Image.new("RGB", (64, 64), "red")], None, None)]
+    contexts = [("a red circle", [], None, None), ("Image 1 turns", [Image.new("RGB", (64, 64), "red")], None, None),
+                ("a blue star", [], None, None)]
     expected = encoder.encode_many(contexts)
     calls = []
-    process = encoder.process
+    process, prepared_texts = encoder.process, encoder.prepared_texts
     monkeypatch.setattr(encoder, "process", lambda *a: calls.append(a[0]) or process(*a))
+    monkeypatch.setattr(encoder, "prepared_texts", lambda texts: calls.append(list(texts)) or prepared_texts(texts))
     monkeypatch.setattr(encoder, "memo", {})
     for _ in range(3):
-        got = encoder.encode_many(contexts, keys=[("s0", "short"), ("s1", "short")])
-        for a, b in zip(got, expected):
-            torch.testing.assert_close(a.text_states, b.text_states)
-    assert calls == ["a red circle", "Image 1 turns"]  # once per key, then from the memo
+        got = encoder.encode_batch(contexts, keys=[("s0", "short"), ("s1", "short"), ("s2", "short")])
+        for b, want in enumerate(expected):
+            length = want.text_states.shape[0] - encoder.mm_encoder.metaquery.shape[0]
+            torch.testing.assert_close(got.text_states[b, :length], want.text_states[:length], atol=1e-5, rtol=1e-4)
+    # once per key, then from the memo; the text-only contexts are tokenized together
+    assert calls == [["a red circle", "a blue star"], "Image 1 turns"]
+
+
+@pytest.mark.parametrize("text", ["a red circle", "", "two small striped green triangles on the left, moving up"])
+def test_text_only_contexts_tokenized_together_match_the_processor(encoder, text):
+    """The training fast path: a batch of text-only prompts in one tokenizer call gives the processor's ids, types
+    and mRoPE positions, dtypes included."""
+    (fast, fast_positions), = encoder.prepared_texts([text])
+    slow, slow_positions = encoder.prepared((text, [], None, None))
+    assert set(fast) == set(slow.keys())
+    for key in slow.keys():
+        assert fast[key].dtype == slow[key].dtype and torch.equal(fast[key], slow[key]), key
+    assert fast_positions.dtype == slow_positions.dtype and torch.equal(fast_positions, slow_positions)
+
+
+def test_text_only_contexts_tokenized_together_are_checked(encoder):
+    with pytest.raises(VinoInputError, match="prompt mentions Image 1 but no images are connected"):
+        encoder.prepared_texts(["a cat", "the hat in Image 1"])

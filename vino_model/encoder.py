@@ -202,10 +202,7 @@ class InterleavedEncoder(nn.Module):
             raise VinoInputError("video_fps is missing; pass the frame rate of the connected video")
         if not all(isinstance(image, Image.Image) for image in images):
             raise VinoInputError("images must be a list of PIL images")
-        specials = [token for token in self.processor.tokenizer.all_special_tokens if token in text]
-        if specials:
-            raise VinoInputError(f"prompt contains the control token(s) {specials}; remove them from the text")
-        check_labels(text, len(images), video is not None)
+        self.check_text(text, len(images), video is not None)
 
         prompt = render_prompt(self.processor, text, len(images), video is not None, system)
         kwargs = {"text": [prompt], "return_tensors": "pt"}
@@ -214,6 +211,38 @@ class InterleavedEncoder(nn.Module):
         if video is not None:
             kwargs["videos"], kwargs["videos_kwargs"] = self._video_for_vlm(video, video_fps)
         return self.processor(**kwargs)
+
+    def check_text(self, text: str, num_images: int, has_video: bool) -> None:
+        specials = [token for token in self.processor.tokenizer.all_special_tokens if token in text]
+        if specials:
+            raise VinoInputError(f"prompt contains the control token(s) {specials}; remove them from the text")
+        check_labels(text, num_images, has_video)
+
+    def prepared_texts(self, texts: list[str]) -> list[tuple[dict, torch.Tensor]]:
+        """`prepared` of text-only contexts, tokenized in one call (a third of the time of one by one): with no
+        visual input, the mRoPE positions are 0, 1, 2, ... on all three axes."""
+        for text in texts:
+            self.check_text(text, 0, False)
+        if not texts:
+            return []
+        rows = self.processor.tokenizer([render_prompt(self.processor, text, 0, False) for text in texts])["input_ids"]
+        prepared = []
+        for row in rows:
+            ids = torch.tensor([row])  # [1, L]
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": torch.zeros_like(ids)}
+            prepared.append((inputs, torch.arange(len(row))[:, None].expand(-1, 3)))  # positions [L, 3]
+        return prepared
+
+    def prepared_batch(self, contexts: list, keys: list) -> list[tuple]:
+        """`prepared` of each context; the text-only ones that are not memoised yet are tokenized together."""
+        memo = self.memo if self.memo is not None else {}
+        fresh = [i for i, (context, key) in enumerate(zip(contexts, keys))
+                 if not context[1] and context[2] is None and (key is None or key not in memo)]
+        done = dict(zip(fresh, self.prepared_texts([contexts[i][0] for i in fresh]) if fresh else []))
+        if self.memo is not None:
+            self.memo.update({keys[i]: done[i] for i in fresh if keys[i] is not None})
+        return [done[i] if i in done else self.prepared(context, key)
+                for i, (context, key) in enumerate(zip(contexts, keys))]
 
     def prepared(self, context, key=None):
         """`process` of a (text, images, video, video_fps) context and its prompt's RoPE positions [L, 3], both on
@@ -331,7 +360,7 @@ class InterleavedEncoder(nn.Module):
         keys: optional hashable names of the contexts; while `self.memo` is a dict, the processor's output
         for a named context is kept there (on the CPU) and reused, so training pays for it once."""
         contexts = list(contexts)
-        prepared = [self.prepared(context, key) for context, key in zip(contexts, keys or [None] * len(contexts))]
+        prepared = self.prepared_batch(contexts, keys or [None] * len(contexts))
         inputs = [x for x, _ in prepared]
         model, device = self.vlm.model, self.vlm.device
         lengths = [x["input_ids"].shape[1] for x in inputs]
