@@ -25,10 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training import bench, model  # noqa: E402
 from training.config import load as load_config  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
-from vino_model import media  # noqa: E402
 from vino_model.preprocess import frames_to_tensor, tensor_to_frames  # noqa: E402
 from vino_model.sampler import TIMESTEP_SCALE, Branch, combine_guidance, shifted_schedule, velocity  # noqa: E402
-from vino_model.tasks import read_task_file  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
 
@@ -74,18 +72,15 @@ def main(argv=None) -> None:
     trainee.eval().to(device)
     vae = VinoVAE.load(args.vae, device=device)
     data = Path(args.data)
-    entries = [e for e in read_task_file(data / "tasks_image.json") if e.task == "t2i"]
     records = list(read_manifest(data / "manifest.jsonl"))
     for t0 in args.t0:
-        out = Path(args.out) / f"t0-{t0}{'-blank' if args.blank else ''}"
-        for e in entries:
+        def draw(e, t0=t0):
             target = np.asarray(Image.open(records[int(e.index)].target).convert("RGB"))
             caption = "" if args.blank else e.caption
-            image = denoise_from(trainee, vae, caption, target, t0, args.steps, args.shift, args.cfg, e.index)
-            media.write_png(out / f"{e.index}_t2i.png", image)
-        results = [r for r in bench.evaluate([str(data / "tasks_image.json")], out) if r["task"] == "t2i"]
+            return denoise_from(trainee, vae, caption, target, t0, args.steps, args.shift, args.cfg, e.index)
+
         print(f"t0 = {t0}{' (empty prompt)' if args.blank else ''}")
-        print(bench.format_table(results))
+        print(bench.t2i_table(data, Path(args.out) / f"t0-{t0}{'-blank' if args.blank else ''}", draw))
 
 
 if __name__ == "__main__":

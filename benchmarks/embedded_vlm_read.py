@@ -28,9 +28,8 @@ from training import bench, model  # noqa: E402
 from training.config import load as load_config  # noqa: E402
 from training.data import Context  # noqa: E402
 from training.model import find_last  # noqa: E402
-from vino_model import media  # noqa: E402
 from vino_model.preprocess import tensor_to_frames  # noqa: E402
-from vino_model.sampler import TIMESTEP_SCALE, Branch, combine_guidance, shifted_schedule, velocity  # noqa: E402
+from vino_model.sampler import Branch, sample  # noqa: E402
 from vino_model.tasks import read_task_file  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
@@ -76,13 +75,8 @@ def sample_image(trainee, vae, caption: str, caption_only: bool, side: int, seed
                 {"cond": caption, "uncond": ""}.items()}
     latent = side // vae.spatial_compression
     shape = (1, trainee.transformer.cfg.in_channels, 1, latent, latent)  # [B, C, T, H, W]
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    schedule = shifted_schedule(steps, shift).tolist()
-    for i in range(steps):
-        t_model = torch.tensor([schedule[i] * TIMESTEP_SCALE])
-        v = combine_guidance(velocity(trainee.transformer, x, t_model, branches), cfg, 1.0)
-        x = x - (schedule[i] - schedule[i + 1]) * v
-    return tensor_to_frames(vae.decode(x))[0]
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return tensor_to_frames(vae.decode(sample(trainee.transformer, noise, branches, steps, shift, cfg, 1.0)))[0]
 
 
 def main(argv=None) -> None:
@@ -116,14 +110,9 @@ def main(argv=None) -> None:
 
     vae = VinoVAE.load(args.vae)
     for read, caption_only in (("whole-sequence", False), ("caption-only", True)):
-        out = Path(args.out) / read
-        for e in entries:
-            image = sample_image(trainee, vae, e.caption, caption_only, side, int(e.index), args.sample_steps,
-                                 args.shift, args.cfg)
-            media.write_png(out / f"{e.index}_t2i.png", image)
-        results = [r for r in bench.evaluate([str(data / "tasks_image.json")], out) if r["task"] == "t2i"]
         print(f"the MMDiT reads the {read.replace('-', ' ')}")
-        print(bench.format_table(results))
+        print(bench.t2i_table(data, Path(args.out) / read, lambda e: sample_image(
+            trainee, vae, e.caption, caption_only, side, int(e.index), args.sample_steps, args.shift, args.cfg)))
 
 
 if __name__ == "__main__":

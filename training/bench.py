@@ -58,7 +58,7 @@ from training.manifest import TASKS, load_media, read_manifest
 from training.world import (COLORS, DIRECTIONS, GREYS, REGIONS, SHAPES, SIZES, SPEEDS, STRIPE_SHADE, TEXTURES,
                             render)
 from vino_model.errors import VinoInputError, run_cli
-from vino_model.media import RAW_CLIP
+from vino_model.media import RAW_CLIP, write_png
 from vino_model.tasks import read_task_file
 
 RESULT_SUFFIXES = (".png", ".mp4", RAW_CLIP)  # an output's formats, looked for in this order
@@ -477,6 +477,16 @@ def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
                 result = {"task": record.task, "score": 0.0, "checks": {}, "missing": True}
             results.append({"index": int(entry.index), **result})
     return results
+
+
+def t2i_table(data_dir, out_dir, draw) -> str:
+    """Draw each t2i entry of a world split's image task file (draw(entry) -> uint8 [H, W, 3]) into out_dir as
+    vino_model.generate names it, and score them: the t2i table. For probes that sample outside the pipeline."""
+    task_file = os.path.join(data_dir, "tasks_image.json")
+    for entry in read_task_file(task_file):
+        if entry.task == "t2i":
+            write_png(os.path.join(out_dir, f"{entry.index}_t2i.png"), draw(entry))
+    return format_table([r for r in evaluate([task_file], out_dir) if r["task"] == "t2i"])
 
 
 def format_table(results):
