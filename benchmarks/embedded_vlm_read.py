@@ -84,7 +84,8 @@ def main(argv=None) -> None:
     p.add_argument("--init", required=True, help="a stage-0 export (a file or a sharded folder)")
     p.add_argument("--config", default="training/configs/embedded/stage1.toml", help="a stage-1 config (native_align)")
     p.add_argument("--vae", default="models/embedded-src/vae-decoder.safetensors")
-    p.add_argument("--captions", required=True, help="a world manifest whose long and short captions train the connector")
+    p.add_argument("--captions", required=True,
+                   help="a world manifest whose long and short captions train the connector")
     p.add_argument("--data", required=True, help="a held-out world split with t2i entries")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=64)
