@@ -242,3 +242,19 @@ def test_loaded_media_scores_like_arrays(tmp_path):
     frames = world.render(meta["scene"])
     save_media(str(tmp_path / "out.mp4"), frames, 8)
     assert bench.score(meta, load_media(str(tmp_path / "out.mp4"))) == bench.score(meta, frames)
+
+
+def test_t2i_table_scores_what_draw_returns(tmp_path):
+    """Probes draw a split's t2i prompts themselves: the drawn ground truth scores 1, a blank frame 0."""
+    split = str(tmp_path / "heldout")
+    records = world.write_split(split, seed=5, per_task=3, split="heldout", tasks=["t2i"])
+    truth = bench.t2i_table(split, str(tmp_path / "truth"),
+                            lambda entry: np.asarray(Image.open(records[int(entry.index)].target).convert("RGB")))
+    blank = bench.t2i_table(split, str(tmp_path / "blank"), lambda entry: np.zeros((128, 128, 3), np.uint8))
+    assert sorted(os.listdir(tmp_path / "truth")) == sorted(f"{i}_t2i.png" for i in range(3))
+
+    def score(table):
+        row = next(line for line in table.splitlines() if line.startswith("t2i "))
+        return float(row.split()[3])  # task, n, missing, score
+
+    assert score(truth) == 1.0 and score(blank) == 0.0
