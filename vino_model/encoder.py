@@ -19,7 +19,6 @@ from transformers.video_utils import VideoMetadata
 
 from .errors import VinoInputError
 
-
 SYSTEM_PROMPT = "You are a helpful assistant aimed at generating an output video caption."
 REWRITE_SYSTEM_PROMPT = (
     "You write captions for an image and video generator. Rewrite the user's request into one "
@@ -236,12 +235,11 @@ class InterleavedEncoder(nn.Module):
 
     def prepared_batch(self, contexts: list, keys: list) -> list[tuple]:
         """`prepared` of each context; the text-only ones that are not memoised yet are tokenized together."""
-        memo = self.memo if self.memo is not None else {}
+        memo = self.memo if self.memo is not None else {}  # off: a throwaway
         fresh = [i for i, (context, key) in enumerate(zip(contexts, keys))
                  if not context[1] and context[2] is None and (key is None or key not in memo)]
         done = dict(zip(fresh, self.prepared_texts([contexts[i][0] for i in fresh]) if fresh else []))
-        if self.memo is not None:
-            self.memo.update({keys[i]: done[i] for i in fresh if keys[i] is not None})
+        memo.update({keys[i]: done[i] for i in fresh if keys[i] is not None})
         return [done[i] if i in done else self.prepared(context, key)
                 for i, (context, key) in enumerate(zip(contexts, keys))]
 
