@@ -1,6 +1,8 @@
 """The VLM side on a tiny random Qwen3-VL: prompt layout, query positions and causality,
 hidden_states[-2], boundary markers, gradients, and the caption rewrite."""
 
+import copy
+import hashlib
 import json
 
 import numpy as np
@@ -13,9 +15,11 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 from vino_model.encoder import (
     REWRITE_SYSTEM_PROMPT,
     InterleavedEncoder,
+    MemoisedMedia,
     MMEncoder,
     boundary_positions,
     check_labels,
+    fingerprint,
     render_prompt,
 )
 from vino_model.errors import VinoInputError
@@ -358,6 +362,56 @@ def test_keyed_contexts_run_the_processor_once(encoder, monkeypatch):
             torch.testing.assert_close(got.text_states[b, :length], want.text_states[:length], atol=1e-5, rtol=1e-4)
     # once per key, then from the memo; the text-only contexts are tokenized together
     assert calls == [["a red circle", "a blue star"], "Image 1 turns"]
+
+
+def test_memoised_media_are_processed_once_and_their_pixels_kept_once(encoder, monkeypatch):
+    """A sample's prompt variants share its references: the video and images are processed once, and what the
+    model reads is unchanged."""
+    reversed_video = VIDEO[::-1]
+    contexts = [(PROMPT, IMAGES, VIDEO, VIDEO_FPS), ("Image 1, Image 2 and Video 1 again", IMAGES, VIDEO, VIDEO_FPS),
+                (PROMPT, IMAGES, reversed_video, VIDEO_FPS)]
+    expected = encoder.encode_batch(contexts)
+    shared_processor = encoder.processor
+    monkeypatch.setattr(encoder, "memo", {})
+    got = encoder.encode_batch(contexts, keys=["long", "short", "reversed"])
+    torch.testing.assert_close(got.text_states, expected.text_states)
+    for want, have in zip(expected.boundary_tokens, got.boundary_tokens):
+        torch.testing.assert_close(have, want)
+    videos, images = encoder.processor.video_processor, encoder.processor.image_processor
+    assert isinstance(videos, MemoisedMedia) and len(videos.outputs) == 2 and len(images.outputs) == 1
+    long, short, other = (encoder.memo[key][0] for key in ("long", "short", "reversed"))
+    assert long["pixel_values_videos"] is short["pixel_values_videos"]
+    assert long["pixel_values"] is short["pixel_values"] is other["pixel_values"]
+    assert not torch.equal(long["pixel_values_videos"], other["pixel_values_videos"])
+    assert not isinstance(shared_processor.video_processor, MemoisedMedia)  # another encoder's processor is its own
+    encoder.memo = None
+    assert not isinstance(encoder.processor.video_processor, MemoisedMedia)
+
+
+def test_memoised_pixels_take_the_vision_towers_dtype_which_it_casts_to_anyway(encoder):
+    images = MemoisedMedia(encoder.processor.image_processor, torch.bfloat16)
+    pixels = images(images=IMAGES[:1], return_tensors="pt")["pixel_values"]
+    full = encoder.processor.image_processor(images=IMAGES[:1], return_tensors="pt")["pixel_values"]
+    assert pixels.dtype == torch.bfloat16 and full.dtype == torch.float32
+    patch_embed = copy.deepcopy(encoder.vlm.model.visual.patch_embed).to(torch.bfloat16)
+    assert torch.equal(patch_embed(pixels), patch_embed(full))
+
+
+def test_fingerprint_tells_media_apart_by_content_only():
+    def digest(value):
+        d = hashlib.blake2b()
+        assert fingerprint(value, d)
+        return d.digest()
+
+    frames = np.stack([np.asarray(frame) for frame in VIDEO])
+    assert digest([frames, {"fps": 2.0}]) == digest([frames.copy(), {"fps": 2.0}])
+    assert digest([frames, {"fps": 2.0}]) != digest([frames, {"fps": 4.0}])
+    changed = frames.copy()
+    changed[3, 5, 7, 1] ^= 1
+    assert digest([frames]) != digest([changed])
+    assert digest(IMAGES[0]) != digest(IMAGES[0].convert("L"))
+    assert digest(torch.ones(3, dtype=torch.bfloat16)) != digest(torch.ones(3, dtype=torch.float16))
+    assert not fingerprint([frames, object()], hashlib.blake2b())  # its repr may not tell its content
 
 
 @pytest.mark.parametrize("text", ["a red circle", "", "two small striped green triangles on the left, moving up"])

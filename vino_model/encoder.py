@@ -3,11 +3,13 @@ text) followed by learnable query embeddings ("metaquery"); two MLP connectors t
 hidden_states[-2] into the MMDiT text tokens and the boundary tokens of every visual input.
 """
 
+import copy
 import functools
+import hashlib
 import inspect
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +138,64 @@ class EncodedContext:
     input_ids: torch.Tensor | None = None  # [L_prompt]: the prompt's token ids (the queries follow them)
 
 
+def fingerprint(value, digest) -> bool:
+    """Feed `value` (arrays, tensors, PIL images, numbers, strings, and containers and dataclasses of them) into a
+    hashlib digest; False if it holds anything else (whose repr may not tell its content)."""
+    if isinstance(value, Image.Image):
+        digest.update(f"image {value.mode}".encode())
+        value = np.asarray(value)
+    if isinstance(value, torch.Tensor):
+        digest.update(f"tensor {value.dtype}".encode())
+        value = value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy()
+    if isinstance(value, np.ndarray):
+        digest.update(f"array {value.dtype} {value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).data)
+        return True
+    if isinstance(value, dict):
+        digest.update(f"dict {len(value)}".encode())
+        return all(fingerprint(key, digest) and fingerprint(value[key], digest) for key in sorted(value, key=repr))
+    if isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__} {len(value)}".encode())
+        return all(fingerprint(item, digest) for item in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return fingerprint({"dataclass": type(value).__name__, **{f.name: getattr(value, f.name) for f in fields(value)}},
+                           digest)
+    if value is None or isinstance(value, (bool, int, float, str, np.generic)):
+        digest.update(f"{type(value).__name__} {value!r}".encode())
+        return True
+    return False
+
+
+MEDIA_PROCESSORS = ("image_processor", "video_processor")
+
+
+class MemoisedMedia:
+    """Stands in for the processor's image or video processor while the encoder memoises (training): equal media
+    with equal settings are processed once, and their pixels kept once, in the vision tower's dtype (the tower casts
+    them to it on reading). A sample's prompt variants (long, short or no caption) share its references' pixels."""
+
+    PIXELS = ("pixel_values", "pixel_values_videos")
+
+    def __init__(self, inner, dtype: torch.dtype):
+        self.inner, self.dtype, self.outputs = inner, dtype, {}
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __call__(self, *args, **kwargs):
+        digest = hashlib.blake2b(digest_size=20)
+        if not fingerprint((args, kwargs), digest):
+            return self.inner(*args, **kwargs)  # inputs it cannot tell apart by content: not memoised
+        key = digest.digest()
+        if key not in self.outputs:
+            output = self.inner(*args, **kwargs)
+            for name in self.PIXELS:
+                if isinstance(output.get(name), torch.Tensor):
+                    output[name] = output[name].to(self.dtype)
+            self.outputs[key] = output
+        return copy.copy(self.outputs[key])  # the processor pops keys off what it is given
+
+
 @dataclass
 class EncodedBatch:
     text_states: torch.Tensor  # [B, L, text_dim]: each sample's prompt, padding up to the longest, its queries
@@ -158,7 +218,27 @@ class InterleavedEncoder(nn.Module):
         self.vlm = vlm.eval().requires_grad_(False)
         self.processor = processor
         self.mm_encoder = mm_encoder
-        self.memo = None  # a dict turns on memoised processor outputs for keyed contexts (training)
+        self._memo = None
+
+    @property
+    def memo(self) -> dict | None:
+        """None, or a dict that turns on memoised processor outputs for keyed contexts (training); equal media are
+        then processed once (`MemoisedMedia`)."""
+        return self._memo
+
+    @memo.setter
+    def memo(self, memo: dict | None) -> None:
+        """Setting a dict starts afresh; None turns memoising off."""
+        self._memo = memo
+        current = self.processor.video_processor
+        if isinstance(current, MemoisedMedia):  # back to the processor's own
+            for name in MEDIA_PROCESSORS:
+                setattr(self.processor, name, getattr(self.processor, name).inner)
+        if memo is not None:
+            self.processor = copy.copy(self.processor)  # encoders that share a processor keep it as it was
+            dtype = self.vlm.model.visual.dtype
+            for name in MEDIA_PROCESSORS:
+                setattr(self.processor, name, MemoisedMedia(getattr(self.processor, name), dtype))
 
     @classmethod
     def from_folder(cls, qwen_folder, mm_encoder: MMEncoder, device="cpu", dtype=torch.float32):
