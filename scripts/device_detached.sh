@@ -8,7 +8,7 @@
 #   bash scripts/device_detached.sh SECONDS 'COMMAND'
 #
 # Back each call (the device returns at most 8 files): detached.log (the command's output so far), logs.tgz
-# (detached.rc once the command has ended, every run's logs/train.jsonl, runs/*/results/, models/embedded-src/*.log and
+# (detached.rc once the command has ended, detached.mem (the host's and the GPU's memory in use every 30 s), every run's logs/train.jsonl, runs/*/results/, models/embedded-src/*.log and
 # output/embedded-bench*/'s tables), and FETCH="path ..." split in 14 MB parts (PATH.part-aa, -ab, ..., with each / in
 # PATH written __: `cat` them back together).
 set -uo pipefail
@@ -20,6 +20,10 @@ if [ ! -f "$state/rc" ] && ! running; then  # not started yet, or killed with an
   [ ! -f "$state/pid" ] || echo "=== $(date +%T) the command was gone with no exit status: starting it again" >> "$state/detached.log"
   setsid bash -c "( $command ); echo \$? > $state/rc" >> "$state/detached.log" 2>&1 < /dev/null &
   echo $! > "$state/pid"
+  setsid bash -c "while kill -0 $(cat "$state/pid") 2>/dev/null; do
+    echo \"\$(date +%T) host \$(free -g | awk 'NR == 2 {print \$3 \" of \" \$2}') GiB, GPU \$(nvidia-smi \
+      --query-gpu=memory.used,memory.total,utilization.gpu --format=csv,noheader 2>/dev/null)\"; sleep 30
+  done" >> "$state/detached.mem" 2>&1 < /dev/null &
 fi
 end=$(( $(date +%s) + seconds ))
 while [ "$(date +%s)" -lt "$end" ] && [ ! -f "$state/rc" ] && running; do sleep 1; done
