@@ -1,0 +1,75 @@
+"""The processor's time per context, by task, with the encoder's memo off and on (memoised media), on the CPU.
+
+Each sample of a small procedural world is read twice, under its long and its short caption, as training reads a
+sample's prompt variants; with the memo on the second read reuses the first one's media:
+
+    python benchmarks/memoised_media.py [--per-task 8]
+
+prints the milliseconds per context of each task both ways, and the bytes of pixels the memo keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training import world  # noqa: E402
+from training.config import load as load_config  # noqa: E402
+from training.data import letterbox, media_specs, read_fitted, read_image  # noqa: E402
+from training.manifest import read_manifest  # noqa: E402
+from training.model import build  # noqa: E402
+
+CONFIG = ROOT / "training" / "configs" / "embedded" / "stage3.toml"
+
+
+def contexts_by_task(manifest, cfg, reference_area: int) -> dict[str, list]:
+    """task -> [((text, images, video, fps), key)], each sample under its long and its short caption."""
+    by_task = {}
+    for record in read_manifest(manifest):
+        images = [letterbox(read_image(path), reference_area) for path in record.ref_images]
+        video = fps = None
+        if record.ref_video:
+            path, spec = media_specs(record, cfg.data, reference_area)[-1]
+            video, fps = read_fitted(path, spec)
+        by_task.setdefault(record.task, []).extend(
+            ((caption, images, video, fps), (record.id, caption)) for caption in (record.caption_long, record.caption_short))
+    return by_task
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--per-task", type=int, default=8)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = load_config(CONFIG, [f"model.qwen={ROOT / 'training' / 'embedded-src' / 'qwen3vl'}"])
+    cfg.model.init, cfg.model.mmdit = None, load_config(CONFIG.with_name("stage0.toml")).model.mmdit
+    trainee, config = build(cfg)
+    encoder = trainee.encoder
+    with tempfile.TemporaryDirectory() as folder:
+        world.main(["--out", folder, "--size", "128", "--per-task", str(args.per_task), "--seed", "1"])
+        by_task = contexts_by_task(Path(folder) / "manifest.jsonl", cfg, config.reference_area)
+    print(f"{'task':<10} {'memo off, ms':>12} {'memoised media, ms':>19}")
+    for task, contexts in by_task.items():
+        times = []
+        for memo in (None, {}):
+            encoder.memo = memo
+            started = time.perf_counter()
+            for context, key in contexts:
+                encoder.prepared(context, key)
+            times.append(1000 * (time.perf_counter() - started) / len(contexts))
+        print(f"{task:<10} {times[0]:>12.2f} {times[1]:>19.2f}")
+    kept = {id(tensor): tensor for inputs, _ in encoder.memo.values() for name, tensor in inputs.items()
+            if name.startswith("pixel_values")}
+    print(f"pixels kept for the last task: {sum(t.numel() * t.element_size() for t in kept.values()) / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
