@@ -8,9 +8,10 @@
 #   bash scripts/device_detached.sh SECONDS 'COMMAND'
 #
 # Back each call (the device returns at most 8 files): detached.log (the command's output so far), logs.tgz
-# (detached.rc once the command has ended, detached.mem (the host's and the GPU's memory in use every 30 s), every run's logs/train.jsonl, runs/*/results/, models/embedded-src/*.log and
-# output/embedded-bench*/'s tables), and FETCH="path ..." split in 14 MB parts (PATH.part-aa, -ab, ..., with each / in
-# PATH written __: `cat` them back together).
+# (detached.rc once the command has ended, detached.mem with the host's and the GPU's memory in use every 30 s,
+# every run's logs/train.jsonl, runs/*/results/, models/embedded-src/*.log and output/embedded-bench*/'s tables),
+# and FETCH="path ..." split in 14 MB parts (PATH.part-aa, -ab, ..., with each / in PATH written __: `cat` them
+# back together).
 set -uo pipefail
 seconds=$1 command=$2
 state=${DETACHED_STATE:-/tmp/vino-detached}  # the command's pid, output and exit status live here
