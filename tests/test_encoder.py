@@ -384,6 +384,7 @@ def test_memoised_media_are_processed_once_and_their_pixels_kept_once(encoder, m
     assert long["pixel_values"] is short["pixel_values"] is other["pixel_values"]
     assert not torch.equal(long["pixel_values_videos"], other["pixel_values_videos"])
     assert not isinstance(shared_processor.video_processor, MemoisedMedia)  # another encoder's processor is its own
+    assert copy.deepcopy(videos).merge_size == videos.merge_size  # the stand-in copies like the processor
     encoder.memo = None
     assert not isinstance(encoder.processor.video_processor, MemoisedMedia)
 
@@ -411,6 +412,7 @@ def test_fingerprint_tells_media_apart_by_content_only():
     assert digest([frames]) != digest([changed])
     assert digest(IMAGES[0]) != digest(IMAGES[0].convert("L"))
     assert digest(torch.ones(3, dtype=torch.bfloat16)) != digest(torch.ones(3, dtype=torch.float16))
+    assert digest(torch.zeros(2, 3)) != digest(torch.zeros(3, 2))
     assert not fingerprint([frames, object()], hashlib.blake2b())  # its repr may not tell its content
 
 

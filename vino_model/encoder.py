@@ -145,7 +145,7 @@ def fingerprint(value, digest) -> bool:
         digest.update(f"image {value.mode}".encode())
         value = np.asarray(value)
     if isinstance(value, torch.Tensor):
-        digest.update(f"tensor {value.dtype}".encode())
+        digest.update(f"tensor {value.dtype} {tuple(value.shape)}".encode())
         value = value.detach().cpu().contiguous().flatten().view(torch.uint8).numpy()
     if isinstance(value, np.ndarray):
         digest.update(f"array {value.dtype} {value.shape}".encode())
@@ -179,7 +179,9 @@ class MemoisedMedia:
     def __init__(self, inner, dtype: torch.dtype):
         self.inner, self.dtype, self.outputs = inner, dtype, {}
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # what is not its own is the processor's
+        if name == "inner":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def __call__(self, *args, **kwargs):
@@ -230,8 +232,7 @@ class InterleavedEncoder(nn.Module):
     def memo(self, memo: dict | None) -> None:
         """Setting a dict starts afresh; None turns memoising off."""
         self._memo = memo
-        current = self.processor.video_processor
-        if isinstance(current, MemoisedMedia):  # back to the processor's own
+        if isinstance(self.processor.video_processor, MemoisedMedia):  # back to the processor's own
             for name in MEDIA_PROCESSORS:
                 setattr(self.processor, name, getattr(self.processor, name).inner)
         if memo is not None:
