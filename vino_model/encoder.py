@@ -171,15 +171,13 @@ MEDIA_PROCESSORS = ("image_processor", "video_processor")
 
 class MemoisedMedia:
     """Stands in for the processor's image or video processor while the encoder memoises (training): equal media
-    with equal settings are processed once, and their pixels kept once, where the vision tower reads them: on its
-    device, in its dtype (it casts them to that on reading). A sample's prompt variants (long, short or no caption)
-    share its references' pixels, and a batch's pixels are gathered on the GPU: a batch of 96 reference videos is
-    576 MiB of pixels that the host no longer copies every step."""
+    with equal settings are processed once, and their pixels kept once, in the vision tower's dtype (the tower casts
+    them to it on reading). A sample's prompt variants (long, short or no caption) share its references' pixels."""
 
     PIXELS = ("pixel_values", "pixel_values_videos")
 
-    def __init__(self, inner, tower: nn.Module):
-        self.inner, self.tower, self.outputs = inner, tower, {}
+    def __init__(self, inner, dtype: torch.dtype):
+        self.inner, self.dtype, self.outputs = inner, dtype, {}
 
     def __getattr__(self, name):  # what is not its own is the processor's
         if name == "inner":  # not set yet (a copy being made): no recursion
@@ -193,10 +191,9 @@ class MemoisedMedia:
         key = digest.digest()
         if key not in self.outputs:
             output = self.inner(*args, **kwargs)
-            parameter = next(self.tower.parameters())  # where the tower is now (training moves it after set-up)
             for name in self.PIXELS:
                 if isinstance(output.get(name), torch.Tensor):
-                    output[name] = output[name].to(parameter.device, parameter.dtype)
+                    output[name] = output[name].to(self.dtype)
             self.outputs[key] = output
         return copy.copy(self.outputs[key])  # the processor pops keys off what it is given
 
@@ -240,8 +237,9 @@ class InterleavedEncoder(nn.Module):
                 setattr(self.processor, name, getattr(self.processor, name).inner)
         if memo is not None:
             self.processor = copy.copy(self.processor)  # encoders that share a processor keep it as it was
+            dtype = self.vlm.model.visual.dtype
             for name in MEDIA_PROCESSORS:
-                setattr(self.processor, name, MemoisedMedia(getattr(self.processor, name), self.vlm.model.visual))
+                setattr(self.processor, name, MemoisedMedia(getattr(self.processor, name), dtype))
 
     @classmethod
     def from_folder(cls, qwen_folder, mm_encoder: MMEncoder, device="cpu", dtype=torch.float32):
@@ -328,7 +326,7 @@ class InterleavedEncoder(nn.Module):
 
     def prepared(self, context, key=None):
         """`process` of a (text, images, video, video_fps) context and its prompt's RoPE positions [L, 3], both on
-        the CPU; memoised by key while `self.memo` is a dict (the pixels then where the vision tower is)."""
+        the CPU; memoised by key while `self.memo` is a dict."""
         memo = self.memo if key is not None else None
         if memo is not None and key in memo:
             return memo[key]
