@@ -389,6 +389,29 @@ def test_memoised_media_are_processed_once_and_their_pixels_kept_once(encoder, m
     assert not isinstance(encoder.processor.video_processor, MemoisedMedia)
 
 
+def test_memoised_media_read_as_the_vlm_reads_them_with_the_tower_run_once_a_media(encoder, monkeypatch):
+    """Training's reading (`read_prompts`: the tower's features of each media kept) against the VLM's own forward, on
+    a batch that mixes text alone, images alone, a video alone and both."""
+    contexts = [("a red circle", [], None, None), ("Image 1 turns", IMAGES[:1], None, None),
+                ("as in Video 1", [], VIDEO, VIDEO_FPS), (PROMPT, IMAGES, VIDEO, VIDEO_FPS)]
+    expected = encoder.encode_batch(contexts)
+    read = []
+    hook = encoder.vlm.model.visual.register_forward_hook(lambda module, args, output: read.append(args[0].shape[0]))
+    monkeypatch.setattr(encoder, "memo", {})
+    try:
+        for _ in range(2):
+            got = encoder.encode_batch(contexts, keys=["text", "image", "video", "both"])
+            torch.testing.assert_close(got.text_states, expected.text_states)
+            for want, have in zip(expected.boundary_tokens, got.boundary_tokens):
+                torch.testing.assert_close(have, want)
+    finally:
+        hook.remove()
+    images = [encoder.memo[key][0]["pixel_values"] for key in ("image", "both")]
+    videos = [encoder.memo[key][0]["pixel_values_videos"] for key in ("video", "both")]
+    assert videos[0] is videos[1]  # one video in two contexts: read once
+    assert read == [images[0].shape[0] + images[1].shape[0], videos[0].shape[0]]  # the images' pass, the video's
+
+
 def test_memoised_pixels_take_the_vision_towers_dtype_which_it_casts_to_anyway(encoder):
     images = MemoisedMedia(encoder.processor.image_processor, torch.bfloat16)
     pixels = images(images=IMAGES[:1], return_tensors="pt")["pixel_values"]

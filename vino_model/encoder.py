@@ -221,6 +221,7 @@ class InterleavedEncoder(nn.Module):
         self.processor = processor
         self.mm_encoder = mm_encoder
         self._memo = None
+        self.read_media = {}  # id of a memoised pixel tensor -> (the tensor, the vision tower's reading of it)
 
     @property
     def memo(self) -> dict | None:
@@ -232,6 +233,7 @@ class InterleavedEncoder(nn.Module):
     def memo(self, memo: dict | None) -> None:
         """Setting a dict starts afresh; None turns memoising off."""
         self._memo = memo
+        self.read_media = {}
         if isinstance(self.processor.video_processor, MemoisedMedia):  # back to the processor's own
             for name in MEDIA_PROCESSORS:
                 setattr(self.processor, name, getattr(self.processor, name).inner)
@@ -455,10 +457,13 @@ class InterleavedEncoder(nn.Module):
             return torch.cat(parts).to(device) if parts else None
 
         with torch.no_grad():
-            prompt = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
-                           mm_token_type_ids=types.to(device), pixel_values=cat("pixel_values"),
-                           image_grid_thw=cat("image_grid_thw"), pixel_values_videos=cat("pixel_values_videos"),
-                           video_grid_thw=cat("video_grid_thw"), use_cache=True, output_hidden_states=True)
+            if self.memo is not None:  # memoised media: the vision tower read each once
+                prompt = self.read_prompts(ids, mask, positions, inputs)
+            else:
+                prompt = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
+                               mm_token_type_ids=types.to(device), pixel_values=cat("pixel_values"),
+                               image_grid_thw=cat("image_grid_thw"), pixel_values_videos=cat("pixel_values_videos"),
+                               video_grid_thw=cat("video_grid_thw"), use_cache=True, output_hidden_states=True)
         metaquery = self.mm_encoder.metaquery.to(device, self.vlm.dtype)
         last = positions[:, torch.arange(count, device=device), torch.tensor(lengths, device=device) - 1]  # [3, B]
         mask = torch.cat([mask, mask.new_ones(count, metaquery.shape[0])], dim=1)  # prompts, then the queries
@@ -483,6 +488,54 @@ class InterleavedEncoder(nn.Module):
             boundary_tokens=[b.unflatten(0, (-1, 2)) for b in bounds.split([m.numel() for m in markers])],
             input_ids=[ids[b, :length] for b, length in enumerate(lengths)],
         )
+
+    def media_features(self, pixels: list[torch.Tensor], grids: list[torch.Tensor]) -> list[tuple]:
+        """The vision tower's reading of memoised pixel tensors (each a context's images, or its video, with their
+        grids [n, 3]): per tensor (merged [tokens, hidden], [DeepStack features [tokens, hidden], ...]) on the VLM's
+        device. The tower reads the ones it has not read yet in one pass; it is frozen, so a reading keeps."""
+        fresh = list({id(p): i for i, p in enumerate(pixels) if id(p) not in self.read_media}.values())
+        if fresh:
+            tower, device = self.vlm.model.visual, self.vlm.device
+            out = tower(torch.cat([pixels[i] for i in fresh]).to(device, tower.dtype),
+                        grid_thw=torch.cat([grids[i] for i in fresh]).to(device), return_dict=True)
+            sizes = [int(grids[i].prod(-1).sum()) // tower.spatial_merge_size**2 for i in fresh]
+            deep = [feature.split(sizes) for feature in out.deepstack_features]
+            for k, (i, merged) in enumerate(zip(fresh, out.pooler_output.split(sizes))):
+                self.read_media[id(pixels[i])] = pixels[i], (merged, [layer[k] for layer in deep])  # holds the id
+        return [self.read_media[id(p)][1] for p in pixels]
+
+    def read_prompts(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, inputs: list):
+        """The VLM's language model over padded prompts [B, L] (mask and positions on the VLM's device) whose media
+        are memoised: their placeholder tokens take the vision tower's reading (`media_features`), each visual
+        token its own row in prompt order, as the VLM's own forward places them; the DeepStack features go in at
+        the same tokens."""
+        model, device, config = self.vlm.model, self.vlm.device, self.vlm.config
+        embeds = model.get_input_embeddings()(ids.to(device))
+        placed = {}  # token id -> the features of every placeholder of that kind, in reading order
+        for token, pixels, grid in ((config.image_token_id, "pixel_values", "image_grid_thw"),
+                                    (config.video_token_id, "pixel_values_videos", "video_grid_thw")):
+            held = [x for x in inputs if x.get(pixels) is not None]
+            if held:
+                placed[token] = self.media_features([x[pixels] for x in held], [x[grid] for x in held])
+        if not placed:
+            return model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                        use_cache=True, output_hidden_states=True)
+        visual = torch.isin(ids, torch.tensor(list(placed)))  # [B, L], CPU
+        kinds = ids[visual]  # each visual token's kind, in reading order
+        layers = len(next(iter(placed.values()))[0][1])
+
+        def joint(layer: int | None) -> torch.Tensor:  # None: the merged features
+            rows = embeds.new_empty(len(kinds), embeds.shape[-1])
+            for token, features in placed.items():
+                rows[(kinds == token).to(device)] = torch.cat(
+                    [merged if layer is None else deep[layer] for merged, deep in features]).to(rows.dtype)
+            return rows
+
+        visual = visual.to(device)
+        embeds = embeds.masked_scatter(visual[..., None], joint(None))
+        return model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                    visual_pos_masks=visual, deepstack_visual_embeds=[joint(k) for k in range(layers)],
+                                    use_cache=True, output_hidden_states=True)
 
     @torch.no_grad()
     def rewrite(
