@@ -1,11 +1,15 @@
-"""The processor's time per context, by task, with the encoder's memo off and on (memoised media), on the CPU.
+"""What memoised media save a training step, on the CPU: the processor's time per context, and the ops of a batch's
+reading by the VLM.
 
 Each sample of a small procedural world is read twice, under its long and its short caption, as training reads a
 sample's prompt variants; with the memo on the second read reuses the first one's media:
 
     python benchmarks/memoised_media.py [--per-task 8]
 
-prints the milliseconds per context of each task both ways, and the bytes of pixels the memo keeps.
+prints the milliseconds per context of each task with the memo off and on, the bytes of pixels the memo keeps,
+then the tensor ops of `encode_batch` over 4 and 16 memoised contexts of t2v, ti2i and tv2v: the VLM's own forward
+over the kept pixels (session 15's run) against the vision tower's kept features (`InterleavedEncoder.read_prompts`).
+A small model's step is bound by the host launching ops, so the count says the same on every machine.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from training import world  # noqa: E402
 from training.config import load as load_config  # noqa: E402
 from training.data import letterbox, media_specs, read_fitted, read_image  # noqa: E402
+from training.logs import OpCount  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
 from training.model import build  # noqa: E402
 
@@ -42,6 +47,30 @@ def contexts_by_task(manifest, cfg, reference_area: int) -> dict[str, list]:
         by_task.setdefault(record.task, []).extend(
             ((caption, images, video, fps), (record.id, caption)) for caption in (record.caption_long, record.caption_short))
     return by_task
+
+
+def pixels_every_step(encoder):
+    """`read_prompts` as session 15's run read memoised contexts: the VLM's own forward over their kept pixels."""
+    def read(ids, mask, positions, inputs):
+        def cat(key):
+            parts = [x[key] for x in inputs if x.get(key) is not None]
+            return torch.cat(parts) if parts else None
+
+        types = torch.nn.utils.rnn.pad_sequence([x["mm_token_type_ids"][0] for x in inputs], batch_first=True)
+        return encoder.vlm.model(input_ids=ids, attention_mask=mask, position_ids=positions, mm_token_type_ids=types,
+                                 pixel_values=cat("pixel_values"), image_grid_thw=cat("image_grid_thw"),
+                                 pixel_values_videos=cat("pixel_values_videos"), video_grid_thw=cat("video_grid_thw"),
+                                 use_cache=True, output_hidden_states=True)
+    return read
+
+
+def reading_ops(encoder, contexts) -> int:
+    """Ops of `encode_batch` over memoised contexts (run once before, so that the memo holds them)."""
+    batch, keys = [context for context, _ in contexts], [key for _, key in contexts]
+    encoder.encode_batch(batch, keys)
+    with OpCount() as count:
+        encoder.encode_batch(batch, keys)
+    return count.ops
 
 
 def main(argv=None) -> None:
@@ -69,6 +98,18 @@ def main(argv=None) -> None:
     kept = {id(tensor): tensor for inputs, _ in encoder.memo.values() for name, tensor in inputs.items()
             if name.startswith("pixel_values")}
     print(f"pixels kept for the last task: {sum(t.numel() * t.element_size() for t in kept.values()) / 2**20:.1f} MiB")
+    print(f"\n{'task':<6} {'contexts':>8} {'ops, pixels every step':>23} {'ops, kept features':>19}")
+    for task in ("t2v", "ti2i", "tv2v"):
+        for count in (4, 16):
+            ops = []
+            for reader in (pixels_every_step(encoder), None):
+                encoder.memo = {}
+                if reader is None:
+                    del encoder.read_prompts  # the class's own
+                else:
+                    encoder.read_prompts = reader
+                ops.append(reading_ops(encoder, by_task[task][:count]))
+            print(f"{task:<6} {count:>8} {ops[0]:>23} {ops[1]:>19}")
 
 
 if __name__ == "__main__":
