@@ -44,8 +44,9 @@ def contexts_by_task(manifest, cfg, reference_area: int) -> dict[str, list]:
         if record.ref_video:
             path, spec = media_specs(record, cfg.data, reference_area)[-1]
             video, fps = read_fitted(path, spec)
-        by_task.setdefault(record.task, []).extend(
-            ((caption, images, video, fps), (record.id, caption)) for caption in (record.caption_long, record.caption_short))
+        captions = (record.caption_long, record.caption_short)
+        by_task.setdefault(record.task, []).extend(((caption, images, video, fps), (record.id, caption))
+                                                   for caption in captions)
     return by_task
 
 

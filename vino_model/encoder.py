@@ -158,8 +158,8 @@ def fingerprint(value, digest) -> bool:
         digest.update(f"{type(value).__name__} {len(value)}".encode())
         return all(fingerprint(item, digest) for item in value)
     if is_dataclass(value) and not isinstance(value, type):
-        return fingerprint({"dataclass": type(value).__name__, **{f.name: getattr(value, f.name) for f in fields(value)}},
-                           digest)
+        named = {f.name: getattr(value, f.name) for f in fields(value)}
+        return fingerprint({"dataclass": type(value).__name__, **named}, digest)
     if value is None or isinstance(value, (bool, int, float, str, np.generic)):
         digest.update(f"{type(value).__name__} {value!r}".encode())
         return True
