@@ -226,12 +226,11 @@ class InterleavedEncoder(nn.Module):
     @property
     def memo(self) -> dict | None:
         """None, or a dict that turns on memoised processor outputs for keyed contexts (training); equal media are
-        then processed once (`MemoisedMedia`)."""
+        then processed once (`MemoisedMedia`) and read by the vision tower once. Setting a dict starts afresh."""
         return self._memo
 
     @memo.setter
     def memo(self, memo: dict | None) -> None:
-        """Setting a dict starts afresh; None turns memoising off."""
         self._memo = memo
         self.read_media = {}
         if isinstance(self.processor.video_processor, MemoisedMedia):  # back to the processor's own
@@ -448,22 +447,11 @@ class InterleavedEncoder(nn.Module):
         lengths = [x["input_ids"].shape[1] for x in inputs]
         count = len(inputs)
         ids, mask = right_pad([x["input_ids"][0] for x in inputs], self.processor.tokenizer.pad_token_id)
-        types, _ = right_pad([x["mm_token_type_ids"][0] for x in inputs], 0)
         positions, _ = right_pad([p for _, p in prepared], 0)  # [B, L, 3]
         mask, positions = mask.to(device), positions.permute(2, 0, 1).to(device)
-
-        def cat(key):
-            parts = [x[key] for x in inputs if x.get(key) is not None]
-            return torch.cat(parts).to(device) if parts else None
-
-        with torch.no_grad():
-            if self.memo is not None:  # memoised media: the vision tower read each once
-                prompt = self.read_prompts(ids, mask, positions, inputs)
-            else:
-                prompt = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
-                               mm_token_type_ids=types.to(device), pixel_values=cat("pixel_values"),
-                               image_grid_thw=cat("image_grid_thw"), pixel_values_videos=cat("pixel_values_videos"),
-                               video_grid_thw=cat("video_grid_thw"), use_cache=True, output_hidden_states=True)
+        with torch.no_grad():  # memoised media: the vision tower has read each once
+            read = self.read_prompts if self.memo is not None else self.read_prompts_with_pixels
+            prompt = read(ids, mask, positions, inputs)
         metaquery = self.mm_encoder.metaquery.to(device, self.vlm.dtype)
         last = positions[:, torch.arange(count, device=device), torch.tensor(lengths, device=device) - 1]  # [3, B]
         mask = torch.cat([mask, mask.new_ones(count, metaquery.shape[0])], dim=1)  # prompts, then the queries
@@ -504,6 +492,21 @@ class InterleavedEncoder(nn.Module):
                 self.read_media[id(pixels[i])] = pixels[i], (merged, [layer[k] for layer in deep])  # holds the id
         return [self.read_media[id(p)][1] for p in pixels]
 
+    def read_prompts_with_pixels(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, inputs: list):
+        """The VLM's own forward over padded prompts [B, L] (mask and positions on the VLM's device) and the pixels
+        of their media (`inputs`: each prompt's processor output)."""
+        device = self.vlm.device
+
+        def cat(key):
+            parts = [x[key] for x in inputs if x.get(key) is not None]
+            return torch.cat(parts).to(device) if parts else None
+
+        types, _ = right_pad([x["mm_token_type_ids"][0] for x in inputs], 0)
+        return self.vlm.model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
+                              mm_token_type_ids=types.to(device), pixel_values=cat("pixel_values"),
+                              image_grid_thw=cat("image_grid_thw"), pixel_values_videos=cat("pixel_values_videos"),
+                              video_grid_thw=cat("video_grid_thw"), use_cache=True, output_hidden_states=True)
+
     def read_prompts(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, inputs: list):
         """The VLM's language model over padded prompts [B, L] (mask and positions on the VLM's device) whose media
         are memoised: their placeholder tokens take the vision tower's reading (`media_features`), each visual
@@ -517,24 +520,23 @@ class InterleavedEncoder(nn.Module):
             held = [x for x in inputs if x.get(pixels) is not None]
             if held:
                 placed[token] = self.media_features([x[pixels] for x in held], [x[grid] for x in held])
-        if not placed:
-            return model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                        use_cache=True, output_hidden_states=True)
-        visual = torch.isin(ids, torch.tensor(list(placed)))  # [B, L], CPU
-        kinds = ids[visual]  # each visual token's kind, in reading order
-        layers = len(next(iter(placed.values()))[0][1])
+        deepstack = {}  # the visual tokens and their DeepStack features, when there are any
+        if placed:
+            visual = torch.isin(ids, torch.tensor(list(placed)))  # [B, L], CPU
+            kinds = ids[visual]  # each visual token's kind, in reading order
+            layers = len(next(iter(placed.values()))[0][1])
 
-        def joint(layer: int | None) -> torch.Tensor:  # None: the merged features
-            rows = embeds.new_empty(len(kinds), embeds.shape[-1])
-            for token, features in placed.items():
-                rows[(kinds == token).to(device)] = torch.cat(
-                    [merged if layer is None else deep[layer] for merged, deep in features]).to(rows.dtype)
-            return rows
+            def joint(layer: int | None) -> torch.Tensor:  # None: the merged features
+                rows = embeds.new_empty(len(kinds), embeds.shape[-1])
+                for token, features in placed.items():
+                    rows[(kinds == token).to(device)] = torch.cat(
+                        [merged if layer is None else deep[layer] for merged, deep in features]).to(rows.dtype)
+                return rows
 
-        visual = visual.to(device)
-        embeds = embeds.masked_scatter(visual[..., None], joint(None))
-        return model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                    visual_pos_masks=visual, deepstack_visual_embeds=[joint(k) for k in range(layers)],
+            visual = visual.to(device)
+            embeds = embeds.masked_scatter(visual[..., None], joint(None))
+            deepstack = {"visual_pos_masks": visual, "deepstack_visual_embeds": [joint(k) for k in range(layers)]}
+        return model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **deepstack,
                                     use_cache=True, output_hidden_states=True)
 
     @torch.no_grad()
