@@ -373,16 +373,17 @@ def test_memoised_media_are_processed_once_and_their_pixels_kept_once(encoder, m
     expected = encoder.encode_batch(contexts)
     shared_processor = encoder.processor
     monkeypatch.setattr(encoder, "memo", {})
-    got = encoder.encode_batch(contexts, keys=["long", "short", "reversed"])
-    torch.testing.assert_close(got.text_states, expected.text_states)
-    for want, have in zip(expected.boundary_tokens, got.boundary_tokens):
-        torch.testing.assert_close(have, want)
+    keys = ["long", "short", "reversed"]
+    long, short, other = (encoder.prepared(context, key)[0] for context, key in zip(contexts, keys))
     videos, images = encoder.processor.video_processor, encoder.processor.image_processor
     assert isinstance(videos, MemoisedMedia) and len(videos.outputs) == 2 and len(images.outputs) == 1
-    long, short, other = (encoder.memo[key][0] for key in ("long", "short", "reversed"))
     assert long["pixel_values_videos"] is short["pixel_values_videos"]
     assert long["pixel_values"] is short["pixel_values"] is other["pixel_values"]
     assert not torch.equal(long["pixel_values_videos"], other["pixel_values_videos"])
+    got = encoder.encode_batch(contexts, keys=keys)
+    torch.testing.assert_close(got.text_states, expected.text_states)
+    for want, have in zip(expected.boundary_tokens, got.boundary_tokens):
+        torch.testing.assert_close(have, want)
     assert not isinstance(shared_processor.video_processor, MemoisedMedia)  # another encoder's processor is its own
     assert copy.deepcopy(videos).merge_size == videos.merge_size  # the stand-in copies like the processor
     encoder.memo = None
@@ -399,17 +400,28 @@ def test_memoised_media_read_as_the_vlm_reads_them_with_the_tower_run_once_a_med
     hook = encoder.vlm.model.visual.register_forward_hook(lambda module, args, output: read.append(args[0].shape[0]))
     monkeypatch.setattr(encoder, "memo", {})
     try:
-        for _ in range(2):
+        for _ in range(2):  # the second reading takes the kept features: the pixels are let go after the first
             got = encoder.encode_batch(contexts, keys=["text", "image", "video", "both"])
             torch.testing.assert_close(got.text_states, expected.text_states)
             for want, have in zip(expected.boundary_tokens, got.boundary_tokens):
                 torch.testing.assert_close(have, want)
     finally:
         hook.remove()
-    images = [encoder.memo[key][0]["pixel_values"] for key in ("image", "both")]
-    videos = [encoder.memo[key][0]["pixel_values_videos"] for key in ("video", "both")]
-    assert videos[0] is videos[1]  # one video in two contexts: read once
-    assert read == [images[0].shape[0] + images[1].shape[0], videos[0].shape[0]]  # the images' pass, the video's
+    images = [encoder.memo[key][0] for key in ("image", "both")]
+    videos = [encoder.memo[key][0] for key in ("video", "both")]
+    assert videos[0]["pixel_values_videos"] is videos[1]["pixel_values_videos"]  # one video in two contexts
+    patches = [sum(int(x[grid].prod(-1).sum()) for x in held)
+               for held, grid in ((images, "image_grid_thw"), (videos[:1], "video_grid_thw"))]
+    assert read == patches  # the images' pass, the video's: each read once
+    assert all(x[name].numel() == 0 for x, name in [(x, "pixel_values") for x in images] +
+               [(x, "pixel_values_videos") for x in videos])  # read, so let go
+    memo = encoder.memo
+    encoder.memo = {}
+    encoder.memo = memo  # a memo whose pixels an earlier reading let go: an error, not a wrong reading
+    with pytest.raises(RuntimeError, match="set `memo` to a new dict"):
+        encoder.encode_batch(contexts, keys=["text", "image", "video", "both"])
+    with pytest.raises(RuntimeError, match="set `memo` to None"):
+        encoder.encode(*contexts[-1])
 
 
 def test_memoised_pixels_take_the_vision_towers_dtype_which_it_casts_to_anyway(encoder):
