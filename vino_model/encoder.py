@@ -221,7 +221,7 @@ class InterleavedEncoder(nn.Module):
         self.processor = processor
         self.mm_encoder = mm_encoder
         self._memo = None
-        self.read_media = {}  # id of a memoised pixel tensor -> (the tensor, emptied, the vision tower's reading of it)
+        self.read_media = {}  # id of a memoised pixel tensor -> (the tensor, emptied once read; the tower's reading)
 
     @property
     def memo(self) -> dict | None:
@@ -407,7 +407,8 @@ class InterleavedEncoder(nn.Module):
         inputs = self.prepare_inputs(text, images, video, video_fps)
         return self._encoded(self.hidden_states(inputs), inputs["input_ids"][0], num_images, has_video)
 
-    def _encoded(self, hidden: torch.Tensor, input_ids: torch.Tensor, num_images: int, has_video: bool) -> EncodedContext:
+    def _encoded(self, hidden: torch.Tensor, input_ids: torch.Tensor, num_images: int,
+                 has_video: bool) -> EncodedContext:
         """The connectors over one context's VLM hidden states (prompt, then queries): text and boundary tokens."""
         hidden = hidden.to(self.mm_encoder.metaquery.dtype)
         config = self.vlm.config
