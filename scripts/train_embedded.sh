@@ -71,8 +71,29 @@ vae_args=(--size "$SIZE" --batch-size "$VAE_BATCH" --pool "$VAE_POOL" --workers 
 [ -f "$SRC/vae.safetensors" ] || "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" --steps "$VAE_STEPS" "${vae_args[@]}" \
   ${VAE_INIT:+--init "$VAE_INIT" --lr 5e-4}
 wait "$world_base" "$world_tasks"
+
+done_up_to=-1  # the last stage with an export: earlier ones are done even when their files were not kept
+for stage in 0 1 2 3; do
+  [ -f "runs/embedded/stage$stage/export/${NEXT_READS[$stage]}.safetensors" ] && done_up_to=$stage
+done
+[ "$done_up_to" -ge $((START_AT - 1)) ] || done_up_to=$((START_AT - 1))
+cache_pids=()
+fill() {  # MANIFEST LOG: its media, as stage 3 reads them, into the latent cache, in the background
+  # shellcheck disable=SC2086
+  timeout "$(left)" "$PY" -m training.cache training/configs/embedded/stage3.toml $STAGE_ARGS ${STAGE3_ARGS:-} \
+    "data.manifest=[\"$1\"]" > "$2" 2>&1 &
+  cache_pids+=($!)
+}
+if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task media go into the cache meanwhile,
+  fill data/embedded/tasks/manifest.jsonl "$SRC/stage3-cache.log"  # from here on
+  # when stage 3 is next it also reads the base media (stages 0-2 would have cached them): a second fill beside
+  [ "$done_up_to" -lt 2 ] || fill data/embedded/base/manifest.jsonl "$SRC/stage3-base-cache.log"
+fi
 step "the VAE's round-trip ceiling on held-out renders (the encoder must keep colours and layout: VAE_EARLY_CEILING=${VAE_EARLY_CEILING:=0.25})"
-"$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --size "$SIZE" --require "$VAE_EARLY_CEILING"
+"$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --size "$SIZE" --require "$VAE_EARLY_CEILING" || {
+  [ "${#cache_pids[@]}" = 0 ] || kill "${cache_pids[@]}" 2>/dev/null
+  exit 1
+}
 
 # The stages train on this encoder's latents; the decoder goes on sharpening beside them on the same GPU
 # (the bundle pairs the two: the encoder, hence every latent, is unchanged).
@@ -83,24 +104,14 @@ if [ ! -f "$SRC/vae-decoder.safetensors" ]; then
   decoder_pid=$!
 fi
 
-done_up_to=-1  # the last stage with an export: earlier ones are done even when their files were not kept
-for stage in 0 1 2 3; do
-  [ -f "runs/embedded/stage$stage/export/${NEXT_READS[$stage]}.safetensors" ] && done_up_to=$stage
-done
-[ "$done_up_to" -ge $((START_AT - 1)) ] || done_up_to=$((START_AT - 1))
-cache_pid=
-if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task media go into the cache meanwhile
-  # shellcheck disable=SC2086
-  timeout "$(left)" "$PY" -m training.cache training/configs/embedded/stage3.toml $STAGE_ARGS ${STAGE3_ARGS:-} \
-    'data.manifest=["data/embedded/tasks/manifest.jsonl"]' > "$SRC/stage3-cache.log" 2>&1 &
-  cache_pid=$!
-fi
 [ -f "$HANDOFF" ] || [ ! -f "runs/embedded/stage$done_up_to/export/${NEXT_READS[$done_up_to]}.safetensors" ] ||
   handoff "$done_up_to"
 for stage in $(seq 0 "$LAST_STAGE"); do
   if [ "$stage" -le "$done_up_to" ]; then continue; fi
-  if [ "$stage" = 3 ] && [ -n "$cache_pid" ]; then
-    wait "$cache_pid" || step "the stage-3 cache fill stopped early (see $SRC/stage3-cache.log); stage 3 fills the rest"
+  if [ "$stage" = 3 ]; then
+    for pid in "${cache_pids[@]}"; do
+      wait "$pid" || step "a stage-3 cache fill stopped early (see $SRC/stage3-*cache.log); stage 3 fills the rest"
+    done
   fi
   step "stage $stage"
   extra_var="STAGE${stage}_ARGS"
