@@ -313,6 +313,85 @@ def test_without_the_overflow_check_a_non_finite_gradient_stops_the_run_before_i
     assert all(torch.isfinite(t.float()).all() for t in load_file(checked / "export" / "vino.safetensors").values())
 
 
+def test_a_non_finite_gradient_inside_a_window_stops_the_run_at_its_step_before_any_save(curriculum, tmp_path,
+                                                                                           monkeypatch):
+    """The steps read their losses and gradient norms back together every log.every steps; a NaN step inside that
+    window is still named, and nothing after it is saved."""
+    from training import engine
+
+    build_engine, calls = engine.build_engine, []
+
+    def poisoned(cfg, trainee):  # the second step's gradient is NaN
+        ds = build_engine(cfg, trainee)
+        backward = ds.backward
+
+        def nan_on_the_second(loss, **kwargs):
+            calls.append(1)
+            return backward(loss * float("nan") if len(calls) == 2 else loss, **kwargs)
+
+        ds.backward = nan_on_the_second
+        return ds
+
+    monkeypatch.setattr(engine, "build_engine", poisoned)
+    out = tmp_path / "run"
+    cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, out, **{"run.steps": 8, "log.every": 4, "checkpoint.every": 4, "optim.check_overflow": False,
+                   "samples.every": 0}))
+    with pytest.raises(VinoInputError, match=r"step 2: the gradient norm is (nan|inf).*none yet"):
+        train(cfg)
+    assert len(calls) == 4  # the window ran to its end
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").glob("step-*"))
+    assert not (out / "export").exists()
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(curriculum, tmp_path):
+    """Reading a value back (`.item()`, `int()`, a boolean mask's index) waits for the GPU to finish, and a step
+    that waits cannot launch its next ops while the GPU works. A stage-3 forward and backward over text and
+    padded prompts reads nothing back: token counts and padding are known on the host."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from training.data import Context
+    from training.model import build, image_tokens
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.reads = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            masks = [x for a in args if isinstance(a, (list, tuple)) for x in a
+                     if isinstance(x, torch.Tensor) and x.dtype == torch.bool]
+            if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default) or (
+                    masks and func.__name__.startswith("index")):
+                self.reads.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    cfg = train_config.load(CONFIGS / "stage3.toml", curriculum.overrides(3, tmp_path / "s"))
+    trainee, _ = build(cfg)
+    trainee.encoder.memo = {}
+    contexts = [Context(text, [], None, None, key=(i,)) for i, text in enumerate(
+        ["a big red circle moves left slowly over a grey ground", "two small blue squares", ""])]
+    x0 = torch.randn(3, trainee.transformer.cfg.in_channels, 2, 4, 4)
+    trainee(x0, torch.randn_like(x0), torch.rand(3), [[], [], []], contexts)  # the processor's memo fills
+    with Reads() as reads:
+        loss, tokens = trainee(x0, torch.randn_like(x0), torch.rand(3), [[], [], []], contexts)
+        loss.mean().backward()
+    assert reads.reads == []
+    prompts = [len(ids) for ids in trainee.encoder.encode_batch([(c.text, [], None, None) for c in contexts]).input_ids]
+    queries = trainee.encoder.mm_encoder.metaquery.shape[0]
+    assert len(set(prompts)) == 3  # the prompts are padded
+    assert tokens == image_tokens(trainee.transformer.cfg.patch_size, x0, [[], [], []]) + sum(prompts) + 3 * queries
+
+
+def test_a_profiled_run_writes_the_gpu_share_and_the_costliest_ops(curriculum, tmp_path):
+    out = tmp_path / "run"
+    train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, out, **{"run.steps": 4, "log.profile": 2, "log.profile_steps": 2, "samples.every": 0})))
+    text = (out / "logs" / "profile.txt").read_text()
+    assert text.startswith("steps 2-4: ") and "ms a step" in text
+    assert "by self_cpu_time_total:" in text and "aten::" in text
+
+
 @pytest.mark.parametrize("stage", [0, 1])
 def test_a_training_step_runs_about_as_many_tensor_ops_for_a_large_batch_as_for_a_small_one(curriculum, tmp_path,
                                                                                             stage):

@@ -32,7 +32,9 @@ class RunConfig:
     seed: int = 0
     seconds: float = 0.0  # a time budget for this invocation's steps and evaluations (0: none): at the first step
                           # past it the run saves, evaluates and exports as at run.steps (the log says where it stopped;
-                          # run again, and it goes on from there with a new budget)
+                          # run again, and it goes on from there with a new budget). Read where the steps settle
+                          # (every log.every steps, and at each checkpoint), so a run may go up to log.every - 1 steps
+                          # past it
 
 
 @dataclass
@@ -126,6 +128,8 @@ class LogConfig:
     every: int = 10  # steps between JSON-lines / TensorBoard records
     tensorboard: bool = True
     progress: bool = True
+    profile: int = 0  # from this step, `profile_steps` steps under torch.profiler: logs/profile.txt (0: off)
+    profile_steps: int = 10
 
 
 @dataclass

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm import tqdm
 
@@ -42,7 +43,7 @@ class StepClock:
 class Logger:
     def __init__(self, out: Path, cfg, start: int, enabled: bool):
         self.enabled, self.every, self.total = enabled, cfg.log.every, cfg.run.steps
-        self.window = {"loss": 0.0, "tokens": 0, "seconds": 0.0, "steps": 0}
+        self.window = {"loss": 0.0, "settled": 0, "tokens": 0, "seconds": 0.0, "steps": 0}
         self.phases = Counter()
         if not enabled:
             return
@@ -68,24 +69,32 @@ class Logger:
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.tensorboard.add_scalar(name, value, step)
 
-    def step(self, step: int, loss: float, tokens: int, seconds: float, phases: Counter = None, **values) -> None:
-        """After each optimizer step; a record every log.every steps (and at the last) holds window means, with
-        ms_PHASE for each of the step's `phases` (seconds, from a StepClock)."""
+    def settle(self, loss: float, tokens: int, steps: int) -> None:
+        """The summed loss and the tokens of the last `steps` steps, read back from the device together."""
         if not self.enabled:
             return
         window = self.window
         window["loss"] += loss
+        window["settled"] += steps
         window["tokens"] += tokens
+        self.bar.set_postfix(loss=f"{loss / steps:.4f}")
+
+    def step(self, step: int, seconds: float, phases: Counter = None, **values) -> None:
+        """After each optimizer step; a record every log.every steps (and at the last) holds window means, with
+        ms_PHASE for each of the step's `phases` (seconds, from a StepClock). The loop settles the window's
+        losses (`settle`) before it logs them."""
+        if not self.enabled:
+            return
+        window = self.window
         window["seconds"] += seconds
         window["steps"] += 1
         self.phases.update(phases or {})
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / max(seconds, 1e-9):.0f}")
         if step % self.every and step != self.total:
             return
         self.write(
             step,
-            loss=window["loss"] / window["steps"],
+            loss=window["loss"] / max(window["settled"], 1),
             tokens_per_s=window["tokens"] / max(window["seconds"], 1e-9),
             steps_per_s=window["steps"] / max(window["seconds"], 1e-9),
             **{f"ms_{name}": round(1000 * total / window["steps"], 3) for name, total in self.phases.items()},
@@ -103,3 +112,42 @@ class Logger:
             self.jsonl.close()
             if self.tensorboard is not None:
                 self.tensorboard.close()
+
+
+class StepProfile:
+    """torch.profiler over steps [start, start + steps) of rank 0 (off when start is 0), then logs/profile.txt:
+    the GPU's busy share of those steps' wall time and the ops that took the most device and host time."""
+
+    def __init__(self, out: Path, start: int, steps: int, enabled: bool):
+        self.path, self.start, self.end = out / "logs" / "profile.txt", start, start + steps
+        self.enabled, self.profiler, self.begun = enabled and start > 0 and steps > 0, None, 0.0
+
+    def before(self, step: int) -> None:
+        """Before step `step` (the count of steps done) runs."""
+        if self.enabled and step == self.start and self.profiler is None:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.profiler = profile(activities=activities)
+            self.profiler.__enter__()
+            self.begun = time.perf_counter()
+
+    def after(self, step: int) -> None:
+        """After the step that brought the count to `step`."""
+        if self.profiler is None or step < self.end:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - self.begun
+        self.profiler.__exit__(None, None, None)
+        averages = self.profiler.key_averages()
+        kernels = sum(e.self_device_time_total for e in averages if e.device_type.name == "CUDA") / 1e6
+        steps = self.end - self.start
+        lines = [f"steps {self.start}-{self.end}: {1000 * wall / steps:.1f} ms a step, the GPU busy "
+                 f"{1000 * kernels / steps:.1f} ms of it ({kernels / wall:.0%})", ""]
+        for key in ("self_device_time_total", "self_cpu_time_total"):
+            lines += [f"by {key}:", averages.table(sort_by=key, row_limit=30, max_name_column_width=60), ""]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("\n".join(lines))
+        self.profiler, self.enabled = None, False
+

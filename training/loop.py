@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from vino_model.errors import VinoInputError
+from vino_model.offload import copy_ahead
 from vino_model.pipeline import parse_dtype
 from vino_model.vae import VinoVAE
 
 from . import checkpoint, engine, model
 from .data import MEDIA_ERRORS, Batch, Context, LatentCache, TrainData, build_index, collate
-from .logs import Logger, StepClock
+from .logs import Logger, StepClock, StepProfile
 from .manifest import read_manifest
 from .samples import write_samples
 
@@ -32,12 +33,14 @@ log = logging.getLogger("vino.train")
 
 
 def model_inputs(batch: Batch, noise, t, device) -> tuple:
-    references = [[r.to(device) for r in refs] for refs in batch.references]
-    return batch.latents.to(device), noise.to(device), t.to(device), references, batch.contexts
+    """The batch on `device`, copied without waiting for the GPU (`copy_ahead`)."""
+    references = [[copy_ahead(r, device) for r in refs] for refs in batch.references]
+    return copy_ahead(batch.latents, device), noise.to(device), copy_ahead(t, device), references, batch.contexts
 
 
-def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: StepClock) -> tuple[float, int]:
-    """One optimizer step over optim.accumulation micro-batches: (mean loss, tokens). Laps `clock` at each phase."""
+def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: StepClock) -> tuple[torch.Tensor, int]:
+    """One optimizer step over optim.accumulation micro-batches: (mean loss, still on the device: reading it would
+    wait for the GPU; tokens). Laps `clock` at each phase."""
     losses, tokens = [], 0
     for micro in range(cfg.optim.accumulation):
         rng = np.random.default_rng([cfg.run.seed, rank, step, micro])
@@ -53,10 +56,37 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
         clock.lap("backward")
         ds.step()
         clock.lap("optimizer")
-        losses.append(loss.mean().item())
-        clock.lap("wait")
+        losses.append(loss.detach().float().mean())
         tokens += count
-    return sum(losses) / len(losses), tokens
+    return torch.stack(losses).mean(), tokens
+
+
+class Window:
+    """What the steps since the last settled one left on the device: their losses and gradient norms, read back
+    together (`settle`), so that a step does not wait for the GPU and the host runs ahead of it."""
+
+    def __init__(self):
+        self.losses, self.norms, self.tokens = [], [], 0
+
+    def add(self, step: int, loss: torch.Tensor, tokens: int, grad_norm) -> None:
+        self.losses.append(loss)
+        self.norms.append((step, grad_norm))
+        self.tokens += tokens
+
+    def settle(self, check_overflow: bool, latest, folder) -> tuple[float, float | None]:
+        """(the steps' summed loss, the last step's gradient norm); raises at the first step whose norm was not
+        finite while optim.check_overflow is off (that update was applied)."""
+        total = float(torch.stack(self.losses).sum())  # waits for the GPU
+        norms = [(step, None if norm is None else float(norm)) for step, norm in self.norms]
+        for step, norm in norms:
+            if not (check_overflow or norm is None or math.isfinite(norm)):
+                raise VinoInputError(
+                    f"step {step}: the gradient norm is {norm}, and with optim.check_overflow = false that update "
+                    f"was applied: the run stops without saving. Run again to go on from the last checkpoint "
+                    f"({latest(folder) or 'none yet'}), with optim.check_overflow = true to skip such steps"
+                )
+        self.losses, self.norms, self.tokens = [], [], 0
+        return total, norms[-1][1]
 
 
 @torch.no_grad()
@@ -183,11 +213,13 @@ def train(cfg) -> Path:
     eval_set = data.eval_samples(cfg.eval.samples) if cfg.eval.every else []
 
     ds.train()
-    clock = StepClock()
+    clock, window, values = StepClock(), Window(), {}
+    profile = StepProfile(out, cfg.log.profile, cfg.log.profile_steps, enabled=rank == 0)
     begun, out_of_time = time.monotonic(), False
     while step < cfg.run.steps and not out_of_time:
         if eval_set and step % cfg.eval.every == 0:
             logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
+        profile.before(step)
         started = time.perf_counter()
         clock.start()
         loss, tokens = train_step(ds, data, cfg, step, rank, device, clock)
@@ -195,25 +227,25 @@ def train(cfg) -> Path:
             ema.update(step)
             clock.lap("ema")
         step += 1
-        # tokens, skipped: sums below; the ranks' mean time, so that they all stop at the same step
-        loss, tokens, skipped, spent = engine.mean([loss, tokens, data.skipped, time.monotonic() - begun], device)
-        out_of_time = 0 < cfg.run.seconds <= spent
-        grad_norm = ds.get_global_grad_norm()
-        grad_norm = None if grad_norm is None else float(grad_norm)
-        if not (cfg.optim.check_overflow or grad_norm is None or math.isfinite(grad_norm)):
-            raise VinoInputError(
-                f"step {step}: the gradient norm is {grad_norm}, and with optim.check_overflow = false that update was "
-                f"applied: the run stops without saving. Run again to go on from the last checkpoint "
-                f"({checkpoint.latest(folder) or 'none yet'}), with optim.check_overflow = true to skip such steps"
-            )
-        clock.lap("reduce")
-        logger.step(step, loss, round(tokens * world), time.perf_counter() - started, clock.phases,
-                    lr=ds.get_lr()[0], grad_norm=grad_norm,
-                    skipped=round(skipped * world), **peak_memory(device))
+        window.add(step, loss, tokens, ds.get_global_grad_norm())
+        saving = cfg.checkpoint.enabled and (step % cfg.checkpoint.every == 0 or step == cfg.run.steps)
+        if step % cfg.log.every == 0 or step == cfg.run.steps or saving:  # the steps since the last such one settle
+            count, tokens = len(window.losses), window.tokens
+            loss, grad_norm = window.settle(cfg.optim.check_overflow, checkpoint.latest, folder)
+            clock.lap("wait")
+            # loss, tokens, skipped: ranks' means, so sums below; the ranks' mean time, so that they all stop here
+            loss, tokens, skipped, spent = engine.mean([loss, tokens, data.skipped, time.monotonic() - begun], device)
+            out_of_time = 0 < cfg.run.seconds <= spent
+            logger.settle(loss, round(tokens * world), count)
+            values = {"grad_norm": grad_norm, "skipped": round(skipped * world)}
+            clock.lap("reduce")
+        logger.step(step, time.perf_counter() - started, clock.phases, lr=ds.get_lr()[0], **values,
+                    **peak_memory(device))
+        profile.after(step)
         if cfg.samples.every and step % cfg.samples.every == 0 and rank == 0:
             written = write_samples(ds.module, vae, config, cfg.samples, step, out, device)
             logger.message(f"step {step}: {len(written)} samples in {written[0].parent if written else '-'}")
-        if cfg.checkpoint.enabled and (step % cfg.checkpoint.every == 0 or step == cfg.run.steps or out_of_time):
+        if saving or (cfg.checkpoint.enabled and out_of_time):
             trainer = {"sampler": data.sampler.state, "skipped": round(skipped * world), "stage": cfg.run.stage}
             checkpoint.save(ds, folder, step, trainer, ema, cfg.checkpoint.keep, rank)
     if out_of_time and step < cfg.run.steps:

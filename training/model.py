@@ -114,14 +114,17 @@ class Trainee(nn.Module):
 
         return per_sample(got - want) / per_sample(want).clamp_min(1e-6)
 
-    def read(self, contexts) -> tuple[torch.Tensor, torch.Tensor, list, torch.Tensor | None]:
-        """Text tokens [B, L, text_dim] (padded), their mask [B, L], per-sample boundary tokens and the
-        per-sample alignment term (None when off)."""
+    def read(self, contexts) -> tuple[torch.Tensor, torch.Tensor, list[int], list, torch.Tensor | None]:
+        """Text tokens [B, L, text_dim] (padded), their mask [B, L], each sample's count of them (known on the
+        host: counting the mask would wait for the GPU), per-sample boundary tokens and the per-sample alignment
+        term (None when off)."""
         aligned = None
         dtype = self.transformer.proj_out.weight.dtype
         if self.native is not None:
-            text, mask = self.native.padded([c.text for c in contexts])
-            return text.to(dtype), mask, [None] * len(contexts), aligned
+            texts = [c.text for c in contexts]
+            text, mask = self.native.padded(texts)
+            lengths = [len(self.native.caption_ids(t)) + 1 for t in texts]  # and the end-of-turn token
+            return text.to(dtype), mask, lengths, [None] * len(contexts), aligned
         keys = [c.key for c in contexts] if all(c.key is not None for c in contexts) else None
         # The MMDiT reads its text tokens without positions, so the padding may sit between prompt and queries
         encoded = self.encoder.encode_batch([(c.text, c.images, c.video, c.video_fps) for c in contexts], keys)
@@ -129,19 +132,22 @@ class Trainee(nn.Module):
         boundary = [b if b.shape[0] else None for b in encoded.boundary_tokens]
         if self.teacher is not None and self.align and self.training:  # a training term: not in eval_loss
             aligned = self.alignment(contexts, encoded.input_ids, text)
-        return text, encoded.mask, boundary, aligned
+        queries = self.encoder.mm_encoder.metaquery.shape[0]
+        return text, encoded.mask, [len(ids) + queries for ids in encoded.input_ids], boundary, aligned
 
     def forward(self, x0, noise, t, references, contexts):
         """x0, noise: [B, C, T, H, W]; t: [B] in (0, 1). Returns (loss [B], tokens through the MMDiT)."""
-        text, mask, boundary, aligned = self.read(contexts)
+        text, mask, lengths, boundary, aligned = self.read(contexts)
         t5 = t.view(-1, 1, 1, 1, 1)
         noisy = (1 - t5) * x0 + t5 * noise  # x_t
         guidance = torch.full_like(t, GUIDANCE_INPUT)
-        velocity = self.transformer(noisy, t * TIMESTEP_SCALE, text, mask, references, boundary, guidance)
+        padded = len(set(lengths)) > 1
+        velocity = self.transformer(noisy, t * TIMESTEP_SCALE, text, mask if padded else None, references, boundary,
+                                    guidance, text_padded=padded)
         loss = (velocity.float() - (noise - x0)).pow(2).mean(dim=(1, 2, 3, 4))  # target v = noise - x0
         if aligned is not None:
             loss = loss + self.align * aligned
-        return loss, image_tokens(self.transformer.cfg.patch_size, x0, references) + int(mask.sum())
+        return loss, image_tokens(self.transformer.cfg.patch_size, x0, references) + sum(lengths)
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """`transformer.*` and `mm_encoder.*`: the layout Load VINO reads."""

@@ -20,6 +20,7 @@ from transformers import AutoProcessor, GenerationConfig, Qwen3VLForConditionalG
 from transformers.video_utils import VideoMetadata
 
 from .errors import VinoInputError
+from .offload import copy_ahead
 
 SYSTEM_PROMPT = "You are a helpful assistant aimed at generating an output video caption."
 REWRITE_SYSTEM_PROMPT = (
@@ -452,12 +453,13 @@ class InterleavedEncoder(nn.Module):
         count = len(inputs)
         ids, mask = right_pad([x["input_ids"][0] for x in inputs], self.processor.tokenizer.pad_token_id)
         positions, _ = right_pad([p for _, p in prepared], 0)  # [B, L, 3]
-        mask, positions = mask.to(device), positions.permute(2, 0, 1).to(device)
+        positions = positions.permute(2, 0, 1)
+        last = copy_ahead(positions[:, torch.arange(count), torch.tensor(lengths) - 1], device)  # [3, B]
+        mask, positions = copy_ahead(mask, device), copy_ahead(positions.contiguous(), device)
         with torch.no_grad():  # memoised media: the vision tower has read each once
             read = self.read_prompts if self.memo is not None else self.read_prompts_with_pixels
             prompt = read(ids, mask, positions, inputs)
         metaquery = self.mm_encoder.metaquery.to(device, self.vlm.dtype)
-        last = positions[:, torch.arange(count, device=device), torch.tensor(lengths, device=device) - 1]  # [3, B]
         mask = torch.cat([mask, mask.new_ones(count, metaquery.shape[0])], dim=1)  # prompts, then the queries
         queries = model.language_model(
             inputs_embeds=metaquery[None].expand(count, -1, -1),
@@ -473,7 +475,8 @@ class InterleavedEncoder(nn.Module):
                    for b, (context, length) in enumerate(zip(contexts, lengths))]  # [n_visual, 2] each, CPU
         sample = torch.cat([torch.full((m.numel(),), b) for b, m in enumerate(markers)])
         position = torch.cat([m.flatten() for m in markers])
-        bounds = self.mm_encoder.connector_vae_branch(hidden[sample.to(device), position.to(device)])
+        bounds = self.mm_encoder.connector_vae_branch(
+            hidden[copy_ahead(sample, device), copy_ahead(position, device)])
         return EncodedBatch(
             text_states=self.mm_encoder.connector(hidden),
             mask=mask.bool(),
@@ -519,12 +522,17 @@ class InterleavedEncoder(nn.Module):
                               video_grid_thw=cat("video_grid_thw"), use_cache=True, output_hidden_states=True)
 
     def read_prompts(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, inputs: list):
-        """The VLM's language model over padded prompts [B, L] (mask and positions on the VLM's device) whose media
+        """The VLM's language model over padded prompts [B, L] (positions on the VLM's device) whose media
         are memoised: their placeholder tokens take the vision tower's reading (`media_features`), each visual
         token its own row in prompt order, as the VLM's own forward places them; the DeepStack features go in at
-        the same tokens."""
+        the same tokens.
+
+        It reads without the padding mask: the padding comes after each prompt, which a causal model's prompt
+        tokens never see, and the queries' pass and the MMDiT mask it. The library's test of a padding mask for
+        its causal shortcut reads the mask's values, which waits for the GPU; the states at the padding differ
+        from a masked reading's, and nothing reads them."""
         model, device, config = self.vlm.model, self.vlm.device, self.vlm.config
-        embeds = model.get_input_embeddings()(ids.to(device))
+        embeds = model.get_input_embeddings()(copy_ahead(ids, device))
         placed = {}  # token id -> the features of every placeholder of that kind, in reading order
         for token, pixels, grid in ((config.image_token_id, "pixel_values", "image_grid_thw"),
                                     (config.video_token_id, "pixel_values_videos", "video_grid_thw")):
@@ -540,15 +548,17 @@ class InterleavedEncoder(nn.Module):
             def joint(layer: int | None) -> torch.Tensor:  # None: the merged features
                 rows = embeds.new_empty(len(kinds), embeds.shape[-1])
                 for token, features in placed.items():
-                    rows[(kinds == token).to(device)] = torch.cat(
+                    rows[where[token]] = torch.cat(
                         [merged if layer is None else deep[layer] for merged, deep in features]).to(rows.dtype)
                 return rows
 
-            visual = visual.to(device)
+            # indices, not a boolean mask: indexing by a mask on the GPU waits for it to count the mask
+            where = {token: copy_ahead((kinds == token).nonzero().flatten(), device) for token in placed}
+            visual = copy_ahead(visual, device)
             embeds = embeds.masked_scatter(visual[..., None], joint(None))
             deepstack = {"visual_pos_masks": visual, "deepstack_visual_embeds": [joint(k) for k in range(layers)]}
-        return model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **deepstack,
-                                    use_cache=True, output_hidden_states=True)
+        return model.language_model(inputs_embeds=embeds, position_ids=positions, **deepstack, use_cache=True,
+                                    output_hidden_states=True)
 
     @torch.no_grad()
     def rewrite(

@@ -554,14 +554,16 @@ class VinoMMDiT(nn.Module):
     # -- forward
 
     def forward(self, latents, timestep, text, text_mask=None, references=None, boundary=None, guidance=None, pooled=None,
-                step_cache: "StepCache | None" = None):
+                step_cache: "StepCache | None" = None, text_padded: bool = False):
         """Velocity for the noisy latents.
 
         latents: [B, C, T, H, W]; timestep, guidance: [B] (t' * 999 and 1000 in VINO);
         text: [B, L, text_dim] with text_mask [B, L] bool (None = all valid);
         references: per sample a list of reference latents [C, T_r, H_r, W_r] in prompt order (or None);
         boundary: per sample [n_refs, 2, hidden] start/end tokens; pooled: [B, pooled_dim] or None;
-        step_cache: opt-in first-block cache of one conditioning branch across sampling steps.
+        step_cache: opt-in first-block cache of one conditioning branch across sampling steps;
+        text_padded: the caller knows text_mask holds padding, so it is kept untested (the test of a mask on the
+        GPU for all-valid, to drop it, waits for the GPU).
         Returns [B, C, T, H, W].
         """
         batch = latents.shape[0]
@@ -573,7 +575,7 @@ class VinoMMDiT(nn.Module):
             guidance = guidance.expand(batch)
         if references is not None and len(references) != batch:
             raise VinoInputError(f"references are given for {len(references)} samples but the batch has {batch}")
-        if text_mask is not None and bool(text_mask.all()):
+        if text_mask is not None and not text_padded and bool(text_mask.all()):
             text_mask = None
 
         t_features = timestep_features(timestep)

@@ -15,6 +15,16 @@ import torch
 log = logging.getLogger("vino")
 
 
+def copy_ahead(x: torch.Tensor, device) -> torch.Tensor:
+    """x on `device`. A host tensor bound for a GPU goes through pinned memory and does not wait for the GPU's
+    queue, as a blocking copy does, so the host can run ahead of the GPU; the pinned block is not reused before
+    the copy is done (the caching host allocator records it)."""
+    device = torch.device(device)
+    if device.type != "cuda" or x.device.type != "cpu":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
+
+
 def module_bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
