@@ -9,9 +9,9 @@
 #
 # Back each call (the device returns at most 8 files): detached.log (the command's output so far), logs.tgz
 # (detached.rc once the command has ended, detached.mem with the host's and the GPU's memory in use every 30 s,
-# every run's logs/train.jsonl, runs/*/results/, models/embedded-src/*.log and output/embedded-bench*/'s tables),
-# and FETCH="path ..." split in 14 MB parts (PATH.part-aa, -ab, ..., with each / in PATH written __: `cat` them
-# back together).
+# every run's logs/train.jsonl and logs/profile.txt, runs/*/results/, models/embedded-src/*.log and
+# output/embedded-bench*/'s tables), and FETCH="path ..." split in 14 MB parts (PATH.part-aa, -ab, ..., with
+# each / in PATH written __: `cat` them back together).
 set -uo pipefail
 seconds=$1 command=$2
 state=${DETACHED_STATE:-/tmp/vino-detached}  # the command's pid, output and exit status live here
@@ -33,8 +33,8 @@ out=${OUT:?OUT names the folder that comes back}
 cp "$state/detached.log" "$out/"
 [ ! -f "$state/rc" ] || cp "$state/rc" "$state/detached.rc"
 shopt -s nullglob
-tar czf "$out/logs.tgz" "$state"/detached.* runs/*/*/logs/train.jsonl runs/*/results models/embedded-src/*.log \
-  output/embedded-bench*/*.txt output/embedded-bench*/*.json 2>/dev/null
+tar czf "$out/logs.tgz" "$state"/detached.* runs/*/*/logs/train.jsonl runs/*/*/logs/profile.txt runs/*/results \
+  models/embedded-src/*.log output/embedded-bench*/*.txt output/embedded-bench*/*.json 2>/dev/null
 for file in ${FETCH:-}; do
   [ -f "$file" ] && split -b 14M "$file" "$out/${file//\//__}.part-"  # a/b/c -> a__b__c: no two files clash
 done
