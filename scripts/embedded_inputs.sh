@@ -12,10 +12,19 @@ left() {  # seconds a run may take: LIMIT, or what is left until UNTIL (epoch se
 }
 
 world() {  # OUT [training.world args...]: render a world split unless its manifest is there (videos as
-           # VIDEO_FORMAT: mp4, or npz for a machine without PyAV)
+           # VIDEO_FORMAT: mp4, or npz for a machine without PyAV); a split made with other arguments (another
+           # SEED) is an error, not a silent reuse
   local dir=$1; shift
-  [ -f "$dir/manifest.jsonl" ] || "$PY" -m training.world --out "$dir" --size "$SIZE" --workers "$WORKERS" \
-    --video-format "${VIDEO_FORMAT:-mp4}" "$@"
+  local made="--size $SIZE $*"
+  if [ -f "$dir/manifest.jsonl" ]; then
+    if [ -f "$dir/made-with" ] && [ "$(cat "$dir/made-with")" != "$made" ]; then
+      echo "$dir was made with '$(cat "$dir/made-with")', not '$made': remove it to make it anew" >&2
+      return 1
+    fi
+    return 0
+  fi
+  "$PY" -m training.world --out "$dir" --size "$SIZE" --workers "$WORKERS" --video-format "${VIDEO_FORMAT:-mp4}" "$@"
+  echo "$made" > "$dir/made-with"
 }
 
 seed_parts() {  # the committed language model and VAE (training/embedded-src/) go into $SRC, unless it has its

@@ -21,6 +21,9 @@ VAE_INIT=${VAE_INIT:-}                # a VAE file to go on from instead of star
 VAE_POOL=${VAE_POOL:-4000}            # world samples rendered for the VAE
 VAE_BATCH=${VAE_BATCH:-8}             # clips per VAE video step (4x as many stills)
 DECODER_STEPS=${DECODER_STEPS:-8000}  # then the decoder alone, beside the stages (the encoder stays fixed)
+SEED=${SEED:-0}                        # the worlds' and the stages' random streams (run.seed): stage 3 goes on over
+                                       # several machines, and each with its own SEED sees new samples and draws
+                                       # (sessions 15-17 all ran seed 0: the same 51,000 samples in the same order)
 STAGE_ARGS=${STAGE_ARGS:-}             # key=value overrides for every stage (run.steps=2 for a smoke run);
                                        # STAGE0_ARGS .. STAGE3_ARGS for one stage
 LAST_STAGE=${LAST_STAGE:-3}            # stop after this stage (and the decoder): the rest can run on another machine
@@ -62,9 +65,9 @@ source scripts/embedded_inputs.sh
 seed_parts  # the committed language model and VAE, unless FROM_SCRATCH=1
 
 step "world (train split) and the tiny VLM's language, the VAE, in parallel"
-world data/embedded/base --per-task "$BASE_PER_TASK" --tasks t2i,t2v --seed 0 &
+world data/embedded/base --per-task "$BASE_PER_TASK" --tasks t2i,t2v --seed $((2 * SEED)) &
 world_base=$!
-world data/embedded/tasks --per-task "$TASK_PER_TASK" --seed 1 &
+world data/embedded/tasks --per-task "$TASK_PER_TASK" --seed $((2 * SEED + 1)) &
 world_tasks=$!
 [ -d "$SRC/qwen3vl" ] || "$PY" -m training.language --out "$SRC/qwen3vl" --steps "$LM_STEPS"
 vae_args=(--size "$SIZE" --batch-size "$VAE_BATCH" --pool "$VAE_POOL" --workers "$WORKERS")
@@ -80,7 +83,8 @@ done
 cache_pids=()
 fill() {  # MANIFEST LOG: its media, as stage 3 reads them, into the latent cache, in the background
   # shellcheck disable=SC2086
-  timeout "$(left)" "$PY" -m training.cache training/configs/embedded/stage3.toml $STAGE_ARGS ${STAGE3_ARGS:-} \
+  timeout "$(left)" "$PY" -m training.cache training/configs/embedded/stage3.toml "run.seed=$SEED" $STAGE_ARGS \
+    ${STAGE3_ARGS:-} \
     "data.manifest=[\"$1\"]" > "$2" 2>&1 &
   cache_pids+=($!)
 }
@@ -122,7 +126,8 @@ for stage in $(seq 0 "$LAST_STAGE"); do
   fi
   status=0
   # shellcheck disable=SC2086
-  timeout "$(left)" "$PY" -m training.run "training/configs/embedded/stage$stage.toml" "${init[@]}" $STAGE_ARGS \
+  timeout "$(left)" "$PY" -m training.run "training/configs/embedded/stage$stage.toml" "${init[@]}" "run.seed=$SEED" \
+    $STAGE_ARGS \
     ${!extra_var:-} || status=$?
   if [ "$status" = 124 ]; then
     step "stage $stage stopped at UNTIL/LIMIT; run again to go on from its last checkpoint"
