@@ -278,30 +278,40 @@ def test_a_sample_under_several_captions_in_one_batch_loses_what_it_loses_under_
     assert together == pytest.approx(alone, rel=1e-4, abs=1e-6)
 
 
-def test_without_the_overflow_check_a_non_finite_gradient_stops_the_run_before_it_saves(curriculum, tmp_path,
-                                                                                         monkeypatch):
+def nan_gradient_at(monkeypatch, step: int) -> list:
+    """Training's engines from here on give step `step` a NaN gradient; returns the list of backward calls."""
     from training import engine
 
     build_engine, calls = engine.build_engine, []
 
-    def poisoned(cfg, trainee):  # the third step's gradient is NaN
+    def poisoned(cfg, trainee):
         ds = build_engine(cfg, trainee)
         backward = ds.backward
 
-        def nan_on_the_third(loss, **kwargs):
+        def nan_at_the_step(loss, **kwargs):
             calls.append(1)
-            return backward(loss * float("nan") if len(calls) == 3 else loss, **kwargs)
+            return backward(loss * float("nan") if len(calls) == step else loss, **kwargs)
 
-        ds.backward = nan_on_the_third
+        ds.backward = nan_at_the_step
         return ds
 
     monkeypatch.setattr(engine, "build_engine", poisoned)
+    return calls
+
+
+def unchecked_run_stops(curriculum, out: Path, match: str, **changes) -> None:
+    """A stage-0 run with optim.check_overflow off raises a VinoInputError matching `match`."""
+    changes = {"optim.check_overflow": False, "samples.every": 0, **changes}
+    with pytest.raises(VinoInputError, match=match):
+        train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(0, out, **changes)))
+
+
+def test_without_the_overflow_check_a_non_finite_gradient_stops_the_run_before_it_saves(curriculum, tmp_path,
+                                                                                         monkeypatch):
+    calls = nan_gradient_at(monkeypatch, 3)
     out = tmp_path / "run"
-    cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
-        0, out, **{"run.steps": 4, "checkpoint.every": 1, "checkpoint.keep": 5, "optim.check_overflow": False,
-                   "samples.every": 0}))
-    with pytest.raises(VinoInputError, match=r"step 3: the gradient norm is (nan|inf).*step-00000002"):
-        train(cfg)
+    unchecked_run_stops(curriculum, out, r"step 3: the gradient norm is (nan|inf).*step-00000002",
+                        **{"run.steps": 4, "checkpoint.every": 1, "checkpoint.keep": 5})
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000001", "step-00000002"]
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000002"
     assert not (out / "export").exists()
@@ -317,28 +327,10 @@ def test_a_non_finite_gradient_inside_a_window_stops_the_run_at_its_step_before_
                                                                                            monkeypatch):
     """The steps read their losses and gradient norms back together every log.every steps; a NaN step inside that
     window is still named, and nothing after it is saved."""
-    from training import engine
-
-    build_engine, calls = engine.build_engine, []
-
-    def poisoned(cfg, trainee):  # the second step's gradient is NaN
-        ds = build_engine(cfg, trainee)
-        backward = ds.backward
-
-        def nan_on_the_second(loss, **kwargs):
-            calls.append(1)
-            return backward(loss * float("nan") if len(calls) == 2 else loss, **kwargs)
-
-        ds.backward = nan_on_the_second
-        return ds
-
-    monkeypatch.setattr(engine, "build_engine", poisoned)
+    calls = nan_gradient_at(monkeypatch, 2)
     out = tmp_path / "run"
-    cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
-        0, out, **{"run.steps": 8, "log.every": 4, "checkpoint.every": 4, "optim.check_overflow": False,
-                   "samples.every": 0}))
-    with pytest.raises(VinoInputError, match=r"step 2: the gradient norm is (nan|inf).*none yet"):
-        train(cfg)
+    unchecked_run_stops(curriculum, out, r"step 2: the gradient norm is (nan|inf).*none yet",
+                        **{"run.steps": 8, "log.every": 4, "checkpoint.every": 4})
     assert len(calls) == 4  # the window ran to its end
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").glob("step-*"))
     assert not (out / "export").exists()
