@@ -73,9 +73,10 @@ class Window:
         self.norms.append((step, grad_norm))
         self.tokens += tokens
 
-    def settle(self, check_overflow: bool, latest, folder) -> tuple[float, float | None]:
-        """(the steps' summed loss, the last step's gradient norm); raises at the first step whose norm was not
-        finite while optim.check_overflow is off (that update was applied)."""
+    def settle(self, check_overflow: bool, latest, folder) -> tuple[float, int, int, float | None]:
+        """(the steps' summed loss, their count, their tokens, the last step's gradient norm), and a new window;
+        raises at the first step whose norm was not finite while optim.check_overflow is off (that update was
+        applied)."""
         total = float(torch.stack(self.losses).sum())  # waits for the GPU
         norms = [(step, None if norm is None else float(norm)) for step, norm in self.norms]
         for step, norm in norms:
@@ -85,8 +86,9 @@ class Window:
                     f"was applied: the run stops without saving. Run again to go on from the last checkpoint "
                     f"({latest(folder) or 'none yet'}), with optim.check_overflow = true to skip such steps"
                 )
+        count, tokens = len(self.losses), self.tokens
         self.losses, self.norms, self.tokens = [], [], 0
-        return total, norms[-1][1]
+        return total, count, tokens, norms[-1][1]
 
 
 @torch.no_grad()
@@ -230,8 +232,7 @@ def train(cfg) -> Path:
         window.add(step, loss, tokens, ds.get_global_grad_norm())
         saving = cfg.checkpoint.enabled and (step % cfg.checkpoint.every == 0 or step == cfg.run.steps)
         if step % cfg.log.every == 0 or step == cfg.run.steps or saving:  # the steps since the last such one settle
-            count, tokens = len(window.losses), window.tokens
-            loss, grad_norm = window.settle(cfg.optim.check_overflow, checkpoint.latest, folder)
+            loss, count, tokens, grad_norm = window.settle(cfg.optim.check_overflow, checkpoint.latest, folder)
             clock.lap("wait")
             # loss, tokens, skipped: ranks' means, so sums below; the ranks' mean time, so that they all stop here
             loss, tokens, skipped, spent = engine.mean([loss, tokens, data.skipped, time.monotonic() - begun], device)

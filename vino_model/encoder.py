@@ -544,6 +544,8 @@ class InterleavedEncoder(nn.Module):
             visual = torch.isin(ids, torch.tensor(list(placed)))  # [B, L], CPU
             kinds = ids[visual]  # each visual token's kind, in reading order
             layers = len(next(iter(placed.values()))[0][1])
+            # indices, not a boolean mask: indexing by a mask on the GPU waits for it to count the mask
+            where = {token: copy_ahead((kinds == token).nonzero().flatten(), device) for token in placed}
 
             def joint(layer: int | None) -> torch.Tensor:  # None: the merged features
                 rows = embeds.new_empty(len(kinds), embeds.shape[-1])
@@ -552,8 +554,6 @@ class InterleavedEncoder(nn.Module):
                         [merged if layer is None else deep[layer] for merged, deep in features]).to(rows.dtype)
                 return rows
 
-            # indices, not a boolean mask: indexing by a mask on the GPU waits for it to count the mask
-            where = {token: copy_ahead((kinds == token).nonzero().flatten(), device) for token in placed}
             visual = copy_ahead(visual, device)
             embeds = embeds.masked_scatter(visual[..., None], joint(None))
             deepstack = {"visual_pos_masks": visual, "deepstack_visual_embeds": [joint(k) for k in range(layers)]}
