@@ -12,7 +12,7 @@ import torch
 
 from training import config as train_config
 from training.config import DataConfig
-from training.data import LatentCache, Sampler, TrainData, bucket_size, build_index, target_spec
+from training.data import LatentCache, Sampler, TrainData, bucket_size, build_index, fillable, target_spec
 from training.engine import deepspeed_config
 from training.manifest import read_manifest
 from training.world import write_split
@@ -28,6 +28,7 @@ class CountingVAE:
 
     def __init__(self):
         self.vae, self.calls, self.batches = make_tiny_vae(), 0, 0
+        self.device = self.vae.device
 
     def encode(self, pixels, *args, **kwargs):
         self.calls += pixels.shape[0]
@@ -122,6 +123,25 @@ def test_cache_fill_batches_media_of_one_shape_and_matches_one_at_a_time(world, 
         assert memory.load(samples[0].target) is first
     finally:
         (tmp_path / "moved").rename(memory.file(samples[0].target))
+
+
+def test_cache_fill_reports_a_failed_write(world, tmp_path, monkeypatch):
+    """The fill's latents are written on their own thread: a write that fails stops the fill with its error."""
+    records, vae_file, _, _, _ = world
+    cache = LatentCache(tmp_path / "cache", make_tiny_vae(), vae_file, "float32")
+    stored = cache._store
+
+    def store(key, *args):
+        if len(list(cache.folder.glob("latents/*/*.safetensors"))) == 3:
+            raise OSError("disk full")
+        stored(key, *args)
+
+    monkeypatch.setattr(cache, "_store", store)
+    items = [item for record in records for item in fillable(record, data_config(), REFERENCE_AREA)]
+    with pytest.raises(OSError, match="disk full"):
+        cache.fill(items, batch_size=2)
+    assert len(list(cache.folder.glob("latents/*/*.safetensors"))) == 3
+    assert not list(cache.folder.glob("latents/*/*.partial*"))
 
 
 def test_read_ahead_keeps_order_and_holds_at_most_its_window():

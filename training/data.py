@@ -40,7 +40,7 @@ from tqdm import tqdm
 from vino_model.encoder import check_labels
 from vino_model.errors import VinoInputError
 from vino_model.media import atomic_output, read_image, read_video
-from vino_model.preprocess import canvas_size, frames_to_tensor, letterbox, prepare_reference_video
+from vino_model.preprocess import canvas_size, frames_to_array, letterbox, prepare_reference_video
 from vino_model.tasks import kept_without_references
 
 from .manifest import TASKS, Record, release_task
@@ -161,11 +161,17 @@ class LatentCache:
         if file.is_file():
             with safe_open(file, framework="pt") as handle:
                 return key, tuple(handle.get_slice("latent").get_shape())
-        frames, _ = read_fitted(path, spec)
-        pixels = frames_to_tensor(frames)[None]  # [1, 3, T, H, W]
-        latent = self.vae.encode(pixels, sample=False)[0].float().cpu()  # [C, T', H', W']
+        latent = self._encode([frames_to_array(read_fitted(path, spec)[0])])[0]  # [C, T', H', W']
         self._store(key, latent, path, spec)
         return key, tuple(latent.shape)
+
+    def _encode(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        """uint8 [T, H, W, 3] frames of one shape -> their latents [B, C, T', H', W'] on the CPU. The pixels go to
+        the VAE's device as bytes and become floats in [-1, 1] there: on the host that conversion of a 17-frame clip
+        took four times as long as reading it, in the threads that should be reading."""
+        frames = torch.from_numpy(np.stack(arrays)).to(self.vae.device)
+        pixels = frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # as frames_to_tensor does
+        return self.vae.encode(pixels, sample=False).float().cpu()
 
     def _store(self, key: str, latent: torch.Tensor, path, spec: dict) -> None:
         with atomic_output(self.file(key)) as partial:
@@ -174,7 +180,8 @@ class LatentCache:
 
     def fill(self, items, batch_size: int = 32, workers: int = 8) -> int:
         """Encode the misses among (path, spec) items in batches of one pixel shape (media read by
-        `workers` threads); returns how many were encoded. Unreadable media are left for `ensure` to report."""
+        `workers` threads, latents written by one more); returns how many were encoded. Unreadable media are left
+        for `ensure` to report."""
         misses = {}
         for path, spec in items:
             try:
@@ -187,29 +194,37 @@ class LatentCache:
         def read(job):
             key, (path, spec) = job
             try:
-                return key, path, spec, frames_to_tensor(read_fitted(path, spec)[0])
+                return key, path, spec, frames_to_array(read_fitted(path, spec)[0])
             except MEDIA_ERRORS:
                 return None
 
-        groups, done = {}, 0
-        with ThreadPoolExecutor(workers) as pool:
+        def store(group, latents):
+            for (key, path, spec), latent in zip(group, latents):
+                self._store(key, latent, path, spec)
+
+        groups, writes, done = {}, deque(), 0
+        with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as writer:
+
+            def encode(group) -> int:  # the writer stores a group's latents while the next group is read and encoded
+                latents = self._encode([pixels for *_, pixels in group])
+                writes.append(writer.submit(store, [item[:3] for item in group], latents))
+                while len(writes) > 2:
+                    writes.popleft().result()
+                return len(group)
+
             for item in tqdm(read_ahead(pool, read, misses.items(), 2 * max(batch_size, workers)), total=len(misses),
                              desc="latent cache", leave=False, disable=not misses):
                 if item is None:
                     continue
-                group = groups.setdefault(tuple(item[3].shape), [])
+                group = groups.setdefault(item[3].shape, [])
                 group.append(item)
                 if len(group) == batch_size:
-                    done += self._encode_group(groups.pop(tuple(item[3].shape)))
+                    done += encode(groups.pop(item[3].shape))
             for group in groups.values():
-                done += self._encode_group(group)
+                done += encode(group)
+            for write in writes:
+                write.result()
         return done
-
-    def _encode_group(self, group) -> int:
-        latents = self.vae.encode(torch.stack([pixels for *_, pixels in group]), sample=False).float().cpu()
-        for (key, path, spec, _), latent in zip(group, latents):
-            self._store(key, latent, path, spec)
-        return len(group)
 
     def load(self, key: str) -> torch.Tensor:
         if key in self.memory:
