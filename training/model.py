@@ -48,13 +48,14 @@ class NativeTextEncoder:
 
     def __call__(self, texts: list[str]) -> list[torch.Tensor]:
         """[L_i, hidden] for each caption."""
-        states, mask = self.padded(texts)
-        return [row[: int(n)] for row, n in zip(states, mask.sum(dim=1).tolist())]
+        states, _, lengths = self.padded(texts)
+        return [row[:n] for row, n in zip(states, lengths)]
 
     @torch.no_grad()
-    def padded(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def padded(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """The captions' states [B, L, hidden], read in one batch padded after each caption (so the causal model
-        gives its tokens what it gives them alone), and their mask [B, L] (bool, on the model's device)."""
+        gives its tokens what it gives them alone), their mask [B, L] (bool, on the model's device) and each
+        caption's token count (on the host)."""
         rows = [self.caption_ids(t) + [self.tokenizer.eos_token_id] for t in texts]
         ids, mask = right_pad(rows, self.tokenizer.pad_token_id)
         device = self.language_model.device
@@ -65,7 +66,7 @@ class NativeTextEncoder:
         if self.embeddings:
             unit = [F.rms_norm(h, (h.shape[-1],), eps=1e-6) for h in (states, hidden[0])]
             states = unit[0] + self.embeddings * unit[1]
-        return states, mask.bool()
+        return states, mask.bool(), [len(row) for row in rows]
 
 
 def find_last(sequence: list[int], part: list[int]) -> int | None:
@@ -95,7 +96,7 @@ class Trainee(nn.Module):
         the native encoder's states of the caption, over the states' mean square; 0 without a caption.
         input_ids: each sample's prompt; text: the connector's outputs [B, L, D], each row starting with its prompt.
         One gather for the whole batch."""
-        targets, _ = self.teacher.padded([c.text for c in contexts])  # each row starts with its caption's tokens
+        targets, *_ = self.teacher.padded([c.text for c in contexts])  # each row starts with its caption's tokens
         rows, got_at, want_at = [], [], []
         for b, (context, prompt) in enumerate(zip(contexts, input_ids)):
             ids = self.teacher.caption_ids(context.text)
@@ -121,9 +122,7 @@ class Trainee(nn.Module):
         aligned = None
         dtype = self.transformer.proj_out.weight.dtype
         if self.native is not None:
-            texts = [c.text for c in contexts]
-            text, mask = self.native.padded(texts)
-            lengths = [len(self.native.caption_ids(t)) + 1 for t in texts]  # and the end-of-turn token
+            text, mask, lengths = self.native.padded([c.text for c in contexts])
             return text.to(dtype), mask, lengths, [None] * len(contexts), aligned
         keys = [c.key for c in contexts] if all(c.key is not None for c in contexts) else None
         # The MMDiT reads its text tokens without positions, so the padding may sit between prompt and queries
