@@ -5,7 +5,8 @@
 # too, the decoder beside the stages: sharing the GPU slowed stage 1 ninefold). Every step skips what is already
 # done, so a stopped run picks up where it was (a stage resumes from its last checkpoint). UNTIL=epoch-seconds
 # (or LIMIT=seconds) bounds the decoder and the stages: a stage still running then is stopped, and the script
-# exits 75 ("run again to go on").
+# exits 75 ("run again to go on"). STAGE_UNTIL=epoch-seconds instead ends each stage on its own by then (its
+# run.seconds): it exports and hands off, so a machine's last seconds go to the stage, not to a killed one.
 #
 #   bash scripts/train_embedded.sh            # PY=python3 WORKERS=16 ... to change the defaults below
 set -euo pipefail
@@ -124,11 +125,17 @@ for stage in $(seq 0 "$LAST_STAGE"); do
     init=("model.init=$INIT")
     [ "$stage" != 0 ] || init+=("model.mmdit={}")  # the export's own MMDiT config, not stage0.toml's
   fi
+  budget=()
+  if [ -n "${STAGE_UNTIL:-}" ]; then  # the run's steps start about a minute after it does, and its export takes one
+    seconds=$(( STAGE_UNTIL - $(date +%s) - 60 ))
+    [ "$seconds" -gt 0 ] || { step "STAGE_UNTIL=$STAGE_UNTIL leaves no time for stage $stage"; exit 75; }
+    budget=("run.seconds=$seconds")
+  fi
   status=0
   # shellcheck disable=SC2086
   timeout "$(left)" "$PY" -m training.run "training/configs/embedded/stage$stage.toml" "${init[@]}" "run.seed=$SEED" \
     $STAGE_ARGS \
-    ${!extra_var:-} || status=$?
+    ${!extra_var:-} "${budget[@]}" || status=$?
   if [ "$status" = 124 ]; then
     step "stage $stage stopped at UNTIL/LIMIT; run again to go on from its last checkpoint"
     [ -z "$decoder_pid" ] || wait "$decoder_pid" || true
