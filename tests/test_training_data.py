@@ -12,8 +12,9 @@ import torch
 
 from training import config as train_config
 from training.config import DataConfig
-from training.data import LatentCache, Sampler, TrainData, bucket_size, build_index, fillable, target_spec
+from training.data import Batch, LatentCache, Sampler, TrainData, bucket_size, build_index, fillable, target_spec
 from training.engine import deepspeed_config
+from training.loop import model_inputs
 from training.manifest import read_manifest
 from training.world import write_split
 from vino_model.errors import VinoInputError
@@ -331,3 +332,20 @@ def test_kept_in_memory_references_are_what_the_files_give(world):
                 assert all((np.asarray(x) == np.asarray(y)).all() for x, y in zip(a.video, b.video))
         assert a.key is None and b.key[0] == sample.record.id
     assert len(memo.fitted) == sum(len(s.images) + (s.video is not None) for s in samples)
+
+
+def test_a_batchs_references_go_to_the_device_in_one_copy_a_shape_and_keep_their_places():
+    image, wide, clip = (1, 4, 4, 4), (1, 4, 4, 8), (1, 3, 4, 4)  # [C, T, H, W]
+    shapes = [[image, wide], [], [clip, image], [image]]
+    references = [[torch.randn(*shape) for shape in sample] for sample in shapes]
+    batch = Batch(torch.randn(4, 1, 1, 4, 4), references, [None] * 4, ["ti2i_ref"] * 4)
+    _, _, _, moved, _ = model_inputs(batch, torch.randn(4, 1, 1, 4, 4), torch.rand(4), "cpu")
+
+    assert [[tuple(r.shape) for r in refs] for refs in moved] == shapes
+    for got, want in zip(moved, references):
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+    storage = lambda r: r.untyped_storage().data_ptr()  # noqa: E731
+    images = [moved[0][0], moved[2][1], moved[3][0]]
+    assert len({storage(r) for r in images}) == 1  # the three images: one stacked copy
+    assert len({storage(r) for r in (images[0], moved[0][1], moved[2][0])}) == 3

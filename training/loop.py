@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from vino_model.errors import VinoInputError
-from vino_model.offload import copy_ahead
+from vino_model.offload import copy_ahead, copy_ahead_grouped
 from vino_model.pipeline import parse_dtype
 from vino_model.vae import VinoVAE
 
@@ -33,8 +33,9 @@ log = logging.getLogger("vino.train")
 
 
 def model_inputs(batch: Batch, noise, t, device) -> tuple:
-    """The batch on `device`, copied without waiting for the GPU (`copy_ahead`)."""
-    references = [[copy_ahead(r, device) for r in refs] for refs in batch.references]
+    """The batch on `device`, copied without waiting for the GPU (`copy_ahead`), the references one copy a shape."""
+    moved = iter(copy_ahead_grouped([r for refs in batch.references for r in refs], device))
+    references = [[next(moved) for _ in refs] for refs in batch.references]
     return copy_ahead(batch.latents, device), noise.to(device), copy_ahead(t, device), references, batch.contexts
 
 

@@ -25,6 +25,21 @@ def copy_ahead(x: torch.Tensor, device) -> torch.Tensor:
     return x.pin_memory().to(device, non_blocking=True)
 
 
+def copy_ahead_grouped(tensors: list[torch.Tensor], device) -> list[torch.Tensor]:
+    """`copy_ahead` of many tensors in one copy per (shape, dtype): each group is stacked on the host and the
+    results are views of its stacked copy, in the order given. A batch of 512 samples with 1-3 reference
+    latents each made about a thousand copies, each with its own launch and pinned block."""
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(tensors):
+        groups.setdefault((tuple(x.shape), x.dtype, x.device), []).append(i)
+    out: list = [None] * len(tensors)
+    for members in groups.values():
+        moved = copy_ahead(torch.stack([tensors[i] for i in members]), device)
+        for i, x in zip(members, moved.unbind(0)):
+            out[i] = x
+    return out
+
+
 def module_bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
