@@ -126,7 +126,7 @@ for stage in $(seq 0 "$LAST_STAGE"); do
     [ "$stage" != 0 ] || init+=("model.mmdit={}")  # the export's own MMDiT config, not stage0.toml's
   fi
   budget=()
-  if [ -n "${STAGE_UNTIL:-}" ]; then  # the run's steps start about a minute after it does, and its export takes one
+  if [ -n "${STAGE_UNTIL:-}" ]; then  # a minute for what is not steps: the start (52 s in session 19) and the export
     seconds=$(( STAGE_UNTIL - $(date +%s) - 60 ))
     [ "$seconds" -gt 0 ] || { step "STAGE_UNTIL=$STAGE_UNTIL leaves no time for stage $stage"; exit 75; }
     budget=("run.seconds=$seconds")
