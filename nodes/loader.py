@@ -6,7 +6,7 @@ import comfy.model_management as model_management
 import comfy.model_patcher
 import torch
 
-from ..vino_model.mmdit import ATTENTION_BACKENDS
+from ..vino_model.mmdit import ATTENTION_BACKENDS, check_attention
 from ..vino_model.pipeline import DTYPES, VinoPipeline
 from ..vino_model.tiny import BUNDLE_FILES
 from ..vino_model.vae import VinoVAE
@@ -33,9 +33,11 @@ class VinoModel:
     def load(cls, checkpoint, qwen_folder, dtype: str, attention: str) -> "VinoModel":
         if dtype == AUTO:
             dtype = model_management.unet_dtype(supported_dtypes=[torch.bfloat16, torch.float32])
-        # No VAE in the pipeline: references and outputs go through a ComfyUI VAE.
-        pipeline = VinoPipeline.load(checkpoint, qwen_folder, None, device="cpu", dtype=dtype, attention=attention)
         device = model_management.get_torch_device()
+        check_attention(attention, device)  # the parts are built on the CPU but run on `device`
+        # No VAE in the pipeline: references and outputs go through a ComfyUI VAE.
+        pipeline = VinoPipeline.load(checkpoint, qwen_folder, None, device="cpu", dtype=dtype)
+        pipeline.mmdit.attention_backend = attention
         pipeline.device = device  # where its tensors go; the modules follow in load_part
         patcher = comfy.model_patcher.ModelPatcher
         encoder = patcher(pipeline.encoder, device, offload_device=model_management.text_encoder_offload_device())
@@ -57,8 +59,9 @@ def loader_inputs() -> dict:
         }),
         "attention": (list(ATTENTION_BACKENDS), {
             "default": "auto",
-            "tooltip": "PyTorch attention kernel of the MMDiT. auto lets PyTorch choose; cudnn is the fastest "
-                       "on H100-class GPUs.",
+            "tooltip": "Attention kernel of the MMDiT. auto lets PyTorch choose; flash4 (FlashAttention-4, "
+                       "needs the flash-attn-4 package and a Hopper or Blackwell GPU) is the fastest exact kernel "
+                       "on H100/H200, then cudnn.",
         }),
     }
 

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from . import media
 from .errors import VinoInputError, run_cli
+from .mmdit import ATTENTION_BACKENDS
 from .parallel import init_from_env
 from .pipeline import DTYPES, VinoPipeline
 from .tasks import TASKS, read_task_file
@@ -61,7 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--tiled-decode", action="store_true", help="decode the VAE in tiles to save memory")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default bfloat16 on GPU, float32 on CPU")
-    p.add_argument("--attention", default="auto", help="SDPA backend: auto, cudnn, flash, efficient, math")
+    p.add_argument("--attention", default="auto", choices=ATTENTION_BACKENDS,
+                   help="attention kernel: torch SDPA's (auto, cudnn, flash, efficient, math), or flash4 "
+                        "(FlashAttention-4, exact; needs the flash-attn-4 package and a Hopper or Blackwell GPU)")
     p.add_argument("--save-latents", action="store_true", help="also write the final latents as safetensors")
     p.add_argument("--video-suffix", choices=[".mp4", ".webm", ".gif", ".webp", media.RAW_CLIP], default=".mp4",
                    help="the videos' format (default .mp4; .npz keeps every pixel and needs no PyAV)")

@@ -27,15 +27,15 @@ from .errors import VinoInputError
 from .offload import copy_ahead
 from .parallel import SequenceParallel
 
-ATTENTION_BACKENDS = ("auto", "math", "flash", "efficient", "cudnn")
+ATTENTION_BACKENDS = ("auto", "math", "flash", "efficient", "cudnn", "flash4")
 
 
 # ---------------------------------------------------------------- attention and RoPE
 
 
 def sdpa_context(backend: str):
-    """Pin torch's SDPA to one kernel family; 'auto' lets torch choose."""
-    if backend == "auto":
+    """Pin torch's SDPA to one kernel family; 'auto' lets torch choose (as does 'flash4' for what it leaves to SDPA)."""
+    if backend in ("auto", "flash4"):
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -50,8 +50,25 @@ def sdpa_context(backend: str):
     return sdpa_kernel(kernels[backend])
 
 
-def attention(q, k, v, key_mask=None):
-    """q, k, v: [B, S, H, D]; key_mask: [B, S] bool (True = attend) or None. Returns [B, S, H*D]."""
+def check_attention(backend: str, device) -> None:
+    """A clear error, before anything loads, for an attention backend that is unknown or cannot run on `device`."""
+    if backend not in ATTENTION_BACKENDS:
+        raise VinoInputError(f"attention backend {backend!r} is unknown; expected one of {ATTENTION_BACKENDS}")
+    if backend == "flash4":
+        from .flash4 import require
+
+        require(device)
+
+
+def attention(q, k, v, key_mask=None, flash4: bool = False):
+    """q, k, v: [B, S, H, D]; key_mask: [B, S] bool (True = attend) or None. Returns [B, S, H*D].
+
+    flash4: unmasked attention without gradients runs FlashAttention-4 (vino_model.flash4); the rest SDPA.
+    """
+    if flash4 and key_mask is None and not torch.is_grad_enabled():
+        from .flash4 import flash4_attention
+
+        return flash4_attention(q, k, v).flatten(2)
     mask = None if key_mask is None else key_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2).flatten(2)
@@ -64,6 +81,7 @@ class AttentionContext:
     rope: torch.Tensor  # the rotations of this rank's image tokens: [B, N, head_dim / 2], complex
     key_mask: torch.Tensor | None  # [B, N_image_total + L] bool, None when nothing is padded
     parallel: SequenceParallel | None = None
+    flash4: bool = False  # unmasked inference attention through FlashAttention-4
 
 
 def joint_attention(img_qkv, txt_qkv, ctx: AttentionContext):
@@ -77,7 +95,7 @@ def joint_attention(img_qkv, txt_qkv, ctx: AttentionContext):
         img_qkv = [sp.tokens_to_heads(x) for x in img_qkv]
         txt_qkv = [sp.my_heads(x) for x in txt_qkv]
     n_img = img_qkv[0].shape[1]
-    out = attention(*(torch.cat([i, t], dim=1) for i, t in zip(img_qkv, txt_qkv)), ctx.key_mask)
+    out = attention(*(torch.cat([i, t], dim=1) for i, t in zip(img_qkv, txt_qkv)), ctx.key_mask, ctx.flash4)
     img, txt = out[:, :n_img], out[:, n_img:]
     if sp is None:
         return img, txt
@@ -605,7 +623,7 @@ class VinoMMDiT(nn.Module):
         if sp is not None:  # this rank keeps its slice of the image stream
             sp.split(img.shape[1])
             img, rope = sp.shard(img), sp.shard(rope)
-        ctx = AttentionContext(rope, key_mask, sp)
+        ctx = AttentionContext(rope, key_mask, sp, flash4=self.attention_backend == "flash4")
 
         n_img = img.shape[1]
         with sdpa_context(self.attention_backend):

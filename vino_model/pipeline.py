@@ -18,7 +18,7 @@ from .checkpoint import assign_state, load_vino_weights
 from .config import VinoConfig
 from .encoder import EncodedContext, InterleavedEncoder, MMEncoder, check_labels
 from .errors import VinoInputError
-from .mmdit import VinoMMDiT
+from .mmdit import VinoMMDiT, check_attention
 from .sampler import Branch, needed_branches
 from .sampler import sample as run_sampler
 from .tasks import (DEFAULTS, EDIT_FRAMES, MAX_FRAMES, NEGATIVE_PROMPTS, Task, check_inputs, get_task,
@@ -103,6 +103,7 @@ class VinoPipeline:
              compile: bool = False, fp8: bool = False, max_gpu_memory_gb: float | None = None) -> "VinoPipeline":
         """vae_path None: no VAE; the caller encodes references and decodes latents itself (ComfyUI's VAE nodes)."""
         dtype = parse_dtype(dtype)
+        check_attention(attention, device)
         config, transformer, mm_state = load_vino_weights(checkpoint)
         name = Path(checkpoint).name
         if mm_state is None:
