@@ -31,7 +31,7 @@ def main(folder: str):
     for file in sorted(folder.glob("*.json")):
         data = json.loads(file.read_text())
         for row in data.get("rows", []):
-            if "per step" not in row["name"] and "VAE" not in row["name"]:
+            if not any(word in row["name"] for word in ("per step", "VAE", "attention alone", "profile")):
                 rows.append((f"{row['name']} [{data['device'].replace('NVIDIA ', '')}]", row["seconds"]))
         if "gpus" in data:
             tag = "compiled" if data["compile"] else "eager"

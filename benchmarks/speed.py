@@ -1,6 +1,7 @@
 """Speed and memory of VINO's MMDiT and VAE at the release's default video size, on one GPU.
 
     python benchmarks/speed.py --phase forward,loop,compile,fp8,swap,vae --out results.json
+    python benchmarks/speed.py --phase forward,flash4,compile,loop --attention cudnn,flash4   # with flash-attn-4
 
 Every number is measured side by side in the same run with the same random bf16 weights of the real
 13B config (ours is assigned diffusers' tensors, so they are held once), and ratios are printed
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vino_model.config import preset  # noqa: E402
 from vino_model.mmdit import VinoMMDiT  # noqa: E402
 from vino_model.sampler import Branch, sample  # noqa: E402
+from vino_model.speedups import FP8Linear  # noqa: E402
 
 DEV, DT = torch.device("cuda"), torch.bfloat16
 NOISY_TOKENS = 22 * 30 * 53
@@ -128,7 +130,7 @@ def phase_forward(b: Bench):
 @torch.inference_mode()
 def phase_loop(b: Bench, steps: int):
     """Sampling loops: per-step cost against the forwards it must run (the waste between steps)."""
-    b.ours.attention_backend = "cudnn"
+    b.ours.attention_backend = b.attention[-1]
     refs = [b.ref]
     branches = {"cond": Branch(b.text900[0], refs, b.boundary), "uncond": Branch(b.text200[0], refs, b.boundary),
                 "uncond_img": Branch(b.text200[0], [], None)}
@@ -139,40 +141,101 @@ def phase_loop(b: Bench, steps: int):
         per_step = seconds / steps
         b.record(f"sampling loop, {name}, per step ({steps} steps)", per_step,
                  forwards_per_step=forwards, est_50_steps_s=round(per_step * 50, 1),
-                 one_ref_forward_s=round(forward, 3))
+                 one_ref_forward_s=round(forward, 3), attention=b.ours.attention_backend)
 
 
 @torch.inference_mode()
 def phase_compile(b: Bench):
+    """torch.compile of the blocks, with each attention kernel of --attention (exact math throughout)."""
     from vino_model.speedups import compile_blocks
 
     b.ours.attention_backend = "cudnn"
     eager_t2v, eager_ref = b.t2v(), b.one_ref()
     compile_blocks(b.ours)
-    started = time.perf_counter()
-    b.t2v()
+    for backend in b.attention:
+        b.ours.attention_backend = backend
+        started = time.perf_counter()
+        b.t2v()
+        torch.cuda.synchronize()
+        compile_s = time.perf_counter() - started
+        b.record(f"ours t2v, torch.compile blocks, {backend}", timed(b.t2v), NOISY_TOKENS + 256,
+                 compile_s=round(compile_s, 1), rel_error_vs_eager_cudnn=f"{relative_error(b.t2v(), eager_t2v):.1e}")
+        b.record(f"ours 1 reference, torch.compile blocks, {backend}", timed(b.one_ref), NOISY_TOKENS + 1592 + 900,
+                 rel_error_vs_eager_cudnn=f"{relative_error(b.one_ref(), eager_ref):.1e}")
+
+
+def attention_flops(tokens: int) -> float:
+    return 4 * tokens**2 * 3072
+
+
+@torch.inference_mode()
+def phase_flash4(b: Bench):
+    """FlashAttention-4 against cuDNN: the attention kernel alone, then the eager forwards."""
+    from vino_model.flash4 import require
+    from vino_model.mmdit import attention, sdpa_context
+
+    require(DEV)
+    g = torch.Generator(device=DEV).manual_seed(1)
+    for tokens in (NOISY_TOKENS + 256, NOISY_TOKENS + 1592 + 900):
+        q, k, v = (torch.randn(1, tokens, 24, 128, device=DEV, dtype=DT, generator=g) for _ in range(3))
+        with sdpa_context("cudnn"):
+            reference = attention(q, k, v)
+            cudnn_s = timed(lambda: attention(q, k, v), repeats=10)
+        flash4_s = timed(lambda: attention(q, k, v, flash4=True), repeats=10)
+        error = relative_error(attention(q, k, v, flash4=True), reference)
+        for name, seconds in (("cudnn", cudnn_s), ("flash4", flash4_s)):
+            b.record(f"attention alone, {tokens} tokens, {name}", seconds,
+                     attention_tflops=round(attention_flops(tokens) / seconds / 1e12, 1),
+                     **({"rel_error_vs_cudnn": f"{error:.1e}"} if name == "flash4" else {}))
+    b.ours.attention_backend = "cudnn"
+    eager_t2v, eager_ref = b.t2v(), b.one_ref()
+    b.ours.attention_backend = "flash4"
+    b.record("ours t2v, attention=flash4", timed(b.t2v), NOISY_TOKENS + 256,
+             rel_error_vs_cudnn=f"{relative_error(b.t2v(), eager_t2v):.1e}")
+    b.record("ours 1 reference + 900 text tokens, flash4", timed(b.one_ref), NOISY_TOKENS + 1592 + 900,
+             rel_error_vs_cudnn=f"{relative_error(b.one_ref(), eager_ref):.1e}")
+
+
+@torch.inference_mode()
+def phase_profile(b: Bench):
+    """Where the one-reference forward's GPU time goes (after the phases before it: compiled or not)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    b.one_ref()
     torch.cuda.synchronize()
-    compile_s = time.perf_counter() - started
-    b.record("ours t2v, torch.compile blocks", timed(b.t2v), NOISY_TOKENS + 256, compile_s=round(compile_s, 1),
-             rel_error_vs_eager=f"{relative_error(b.t2v(), eager_t2v):.1e}")
-    b.record("ours 1 reference, torch.compile blocks", timed(b.one_ref), NOISY_TOKENS + 1592 + 900,
-             rel_error_vs_eager=f"{relative_error(b.one_ref(), eager_ref):.1e}")
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        b.one_ref()
+        torch.cuda.synchronize()
+    kernels = sorted(((e.key, e.device_time_total / 1e6, e.count) for e in prof.key_averages()
+                      if e.device_time_total > 0), key=lambda k: -k[1])
+    total = sum(seconds for _, seconds, _ in kernels)
+    groups: dict[str, float] = {}
+    for name, seconds, _ in kernels:
+        lower = name.lower()
+        group = ("attention" if any(w in lower for w in ("fmha", "flash", "attention", "cudnn")) else
+                 "matmul" if any(w in lower for w in ("gemm", "nvjet", "cutlass", "sm90_xmma")) else
+                 "triton (fused element-wise)" if "triton" in lower else "other")
+        groups[group] = groups.get(group, 0.0) + seconds
+    b.record(f"profile of the 1-reference forward, attention={b.ours.attention_backend}", total,
+             groups={k: round(v, 4) for k, v in sorted(groups.items(), key=lambda g: -g[1])},
+             top=[(name[:90], round(seconds, 4), count) for name, seconds, count in kernels[:15]])
 
 
 @torch.inference_mode()
 def phase_fp8(b: Bench):
     from vino_model.speedups import compile_blocks, fp8_linears
 
-    b.ours.attention_backend = "cudnn"
+    b.ours.attention_backend = b.attention[-1]
     exact_t2v, exact_ref = b.t2v(), b.one_ref()
     count = fp8_linears(b.ours)
-    b.record("ours t2v, FP8 linears", timed(b.t2v), NOISY_TOKENS + 256, layers=count,
+    b.record(f"ours t2v, FP8 linears, {b.ours.attention_backend}", timed(b.t2v), NOISY_TOKENS + 256, layers=count,
              rel_error_vs_bf16=f"{relative_error(b.t2v(), exact_t2v):.1e}")
     compile_blocks(b.ours)
     b.t2v()
-    b.record("ours t2v, FP8 linears + compile", timed(b.t2v), NOISY_TOKENS + 256,
+    b.record(f"ours t2v, FP8 linears + compile, {b.ours.attention_backend}", timed(b.t2v), NOISY_TOKENS + 256,
              rel_error_vs_bf16=f"{relative_error(b.t2v(), exact_t2v):.1e}")
-    b.record("ours 1 reference, FP8 linears + compile", timed(b.one_ref), NOISY_TOKENS + 1592 + 900,
+    b.record(f"ours 1 reference, FP8 linears + compile, {b.ours.attention_backend}", timed(b.one_ref),
+             NOISY_TOKENS + 1592 + 900,
              rel_error_vs_bf16=f"{relative_error(b.one_ref(), exact_ref):.1e}")
 
 
@@ -180,7 +243,9 @@ def phase_fp8(b: Bench):
 def phase_swap(b: Bench, cap_gib: float):
     from vino_model.offload import BlockSwap
 
-    b.ours.attention_backend = "cudnn"
+    if any(isinstance(m, FP8Linear) for m in b.ours.modules()):
+        raise SystemExit("run the swap phase apart from the fp8 phase, which has replaced the bf16 layers")
+    b.ours.attention_backend = b.attention[-1]
     full = timed(b.one_ref)
     exact = b.one_ref()
     swap = BlockSwap(b.ours, DEV, int(cap_gib * GIB))
@@ -188,7 +253,8 @@ def phase_swap(b: Bench, cap_gib: float):
     torch.cuda.set_per_process_memory_fraction(cap_gib * GIB / torch.cuda.get_device_properties(0).total_memory)
     torch.cuda.reset_peak_memory_stats()
     seconds = timed(b.one_ref)
-    b.record(f"ours 1 reference, block swap under a {cap_gib:g} GiB cap", seconds, NOISY_TOKENS + 1592 + 900,
+    b.record(f"ours 1 reference, block swap under a {cap_gib:g} GiB cap, {b.ours.attention_backend}", seconds,
+             NOISY_TOKENS + 1592 + 900,
              resident_blocks=60 - len(swap.swapped), slowdown=round(seconds / full, 2),
              rel_error_vs_resident=f"{relative_error(b.one_ref(), exact):.1e}")
 
@@ -218,13 +284,15 @@ def phase_vae(b: Bench, cap_gib: float):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--phase", default="forward,loop", help="forward, loop, compile, fp8, swap, vae")
+    p.add_argument("--phase", default="forward,loop", help="forward, loop, compile, flash4, profile, fp8, swap, vae")
     p.add_argument("--out", default="speed.json")
     p.add_argument("--steps", type=int, default=5, help="sampling-loop steps timed (per-step cost is reported)")
     p.add_argument("--cap", type=float, default=24.0, help="GiB cap for the swap and vae phases")
+    p.add_argument("--attention", default="cudnn", help="kernels the compile phase times, and the last for the loops")
     args = p.parse_args()
     phases = args.phase.split(",")
     b = Bench(with_model=phases != ["vae"], with_diffusers="forward" in phases)
+    b.attention = args.attention.split(",")
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     for phase in phases:
         if phase == "forward":
@@ -233,6 +301,10 @@ def main():
             phase_loop(b, args.steps)
         elif phase == "compile":
             phase_compile(b)
+        elif phase == "profile":
+            phase_profile(b)
+        elif phase == "flash4":
+            phase_flash4(b)
         elif phase == "fp8":
             phase_fp8(b)
         elif phase == "swap":
