@@ -59,7 +59,7 @@ class ModelConfig:
     # mean square) between the text connector's output at the caption's tokens and the native encoder's states
     native_align: float = 0.0
     gradient_checkpointing: bool = True
-    attention: str = "auto"  # SDPA kernel family: auto, math, flash, efficient, cudnn; flash4 serves no-grad forwards only
+    attention: str = "auto"  # auto, math, flash, efficient, cudnn (SDPA); flash4 serves no-grad forwards only
     compile: bool = False  # torch.compile each MMDiT block (small models' steps are bound by kernel launches)
 
 
