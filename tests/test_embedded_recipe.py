@@ -20,7 +20,7 @@ from training.model import NativeTextEncoder
 from training.world import write_split
 from vino_model.checkpoint import load_vino_weights, save_vino
 from vino_model.errors import VinoInputError
-from vino_model.generate import apply_bundle
+from vino_model.generate import apply_bundle, entry_image_cfg
 from vino_model.pipeline import VinoPipeline
 from vino_model.tiny import make_tiny_bundle
 from vino_model.vae import VinoVAE
@@ -242,6 +242,24 @@ def test_generate_model_fills_paths_and_unset_options_from_the_bundle(tiny, tmp_
     (out / "vae.safetensors").unlink()
     with pytest.raises(VinoInputError, match="not a VINO bundle"):
         apply_bundle(Namespace(**{**vars(args), "vae": None}))
+
+
+def test_reference_guided_edits_take_the_bundles_own_image_cfg_unless_the_user_sets_one(tiny, tmp_path):
+    out = write_bundle(tiny / "vino.safetensors", tiny / "qwen3vl", tiny / "vae.safetensors", tmp_path / "bundle",
+                       {**DEFAULTS, "image_cfg": 1.5, "image_cfg_ref_edit": 3.0})
+    unset = dict.fromkeys(("checkpoint", "qwen", "vae", "width", "height", "frames", "steps", "cfg", "image_cfg",
+                           "image_cfg_ref_edit", "shift", "negative_image", "negative_video"))
+    edit, plain = Namespace(ref_image_have_base=True), Namespace(ref_image_have_base=False)
+
+    def chosen(**given):
+        args = Namespace(model=out, **{**unset, **given})
+        apply_bundle(args)
+        return entry_image_cfg(args, edit), entry_image_cfg(args, plain)
+
+    assert chosen() == (3.0, 1.5)
+    assert chosen(image_cfg=2.0) == (2.0, 2.0)  # the user's image CFG serves every task
+    assert chosen(image_cfg_ref_edit=4.0) == (4.0, 1.5)
+    assert chosen(image_cfg=2.0, image_cfg_ref_edit=5.0) == (5.0, 2.0)
 
 
 def test_bench_scores_the_ground_truth_itself(tmp_path):

@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg", type=float, help="text CFG (default 5 for images, 7 for videos)")
     p.add_argument("--image-cfg", type=float, help="image CFG; 1 (the default) is off, 1-3 for reference tasks")
+    p.add_argument("--image-cfg-ref-edit", type=float,
+                   help="image CFG of reference-guided edits alone (ti2i with ref_image_have_base); default: "
+                        "--image-cfg where given, else the bundle's")
     p.add_argument("--shift", type=float, help="schedule shift (default 5 for images, 7 for videos)")
     p.add_argument("--negative-image", help="negative prompt for image tasks ('' for none)")
     p.add_argument("--negative-video", help="negative prompt for video tasks ('' for none)")
@@ -91,7 +94,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- running a task file
 
-BUNDLE_DEFAULTS = ("width", "height", "frames", "steps", "cfg", "image_cfg", "shift", "negative_image", "negative_video")
+BUNDLE_DEFAULTS = ("width", "height", "frames", "steps", "cfg", "image_cfg", "image_cfg_ref_edit", "shift",
+                   "negative_image", "negative_video")
 
 
 def apply_bundle(args) -> None:
@@ -106,9 +110,18 @@ def apply_bundle(args) -> None:
             setattr(args, name, path)
     defaults_file = folder / "defaults.json"
     defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else {}
+    given = {name for name in BUNDLE_DEFAULTS if getattr(args, name, None) is not None}
     for name in BUNDLE_DEFAULTS:
-        if getattr(args, name) is None and name in defaults:
+        if name not in given and name in defaults:
             setattr(args, name, defaults[name])
+    if "image_cfg" in given and "image_cfg_ref_edit" not in given:
+        args.image_cfg_ref_edit = None  # the user's image CFG serves every task
+
+
+def entry_image_cfg(args, entry) -> float:
+    """The image CFG of one task-file entry: reference-guided edits may have their own."""
+    ref_edit = getattr(args, "image_cfg_ref_edit", None)
+    return ref_edit if entry.ref_image_have_base and ref_edit is not None else args.image_cfg
 
 
 def run(args) -> list[Path]:
@@ -158,7 +171,7 @@ def run(args) -> list[Path]:
         started = time.perf_counter()
         result = pipe.generate(
             entry.task, entry.caption, images, video, fps, entry.ref_image_have_base, args.width, args.height,
-            args.frames, args.steps, args.seed, args.cfg, args.image_cfg, args.shift, negative,
+            args.frames, args.steps, args.seed, args.cfg, entry_image_cfg(args, entry), args.shift, negative,
             sample_posterior=args.reference_mode == "sample", tiled_decode=args.tiled_decode,
             cache_threshold=args.step_cache,
         )
