@@ -78,7 +78,7 @@ def attention(q, k, v, key_mask=None, flash4: bool = False):
 class AttentionContext:
     """What every block's attention needs besides its own tensors."""
 
-    rope: torch.Tensor  # the rotations of this rank's image tokens: [B, N, head_dim / 2], complex
+    rope: torch.Tensor  # the rotations of this rank's image tokens: [B, N, head_dim / 2, 2] (cos, sin)
     key_mask: torch.Tensor | None  # [B, N_image_total + L] bool, None when nothing is padded
     parallel: SequenceParallel | None = None
     flash4: bool = False  # unmasked inference attention through FlashAttention-4
@@ -106,22 +106,24 @@ def joint_attention(img_qkv, txt_qkv, ctx: AttentionContext):
 
 
 def rope_tables(positions: torch.Tensor, axes: tuple[int, ...], theta: float) -> torch.Tensor:
-    """positions: [..., 3] (t, h, w) -> the rotation of each (real, imag) pair: [..., head_dim / 2], complex64."""
+    """positions: [..., 3] (t, h, w) -> the rotation (cos, sin) of each (real, imag) pair: [..., head_dim / 2, 2],
+    float32. Real rather than complex numbers, so torch.compile fuses the rotation and lets its sizes vary."""
     angles = []
     for axis, dim in enumerate(axes):
         inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float64) / dim)
         angles.append(positions[..., axis, None].double() * inv_freq)
     angle = torch.cat(angles, dim=-1)
-    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
+    return torch.stack([angle.cos(), angle.sin()], dim=-1).float()
 
 
 def apply_rope(x, rotation):
-    """x: [B, S, H, D] with interleaved (real, imag) pairs; rotation: [S, D/2] or [B, S, D/2] (complex). One
-    complex product, computed in float32."""
-    if rotation.dim() == 2:
+    """x: [B, S, H, D] with interleaved (real, imag) pairs; rotation: [S, D/2, 2] or [B, S, D/2, 2] (cos, sin).
+    The complex product of each pair with its rotation, computed in float32."""
+    if rotation.dim() == 3:
         rotation = rotation[None]
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * rotation[:, :, None]).flatten(-2).to(x.dtype)
+    real, imag = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    cos, sin = rotation[:, :, None].unbind(-1)
+    return torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1).flatten(-2).to(x.dtype)
 
 
 # ---------------------------------------------------------------- small layers
@@ -358,7 +360,7 @@ class ImageStream:
     """The batched image stream: tokens, their RoPE tables and masks, where each noisy latent sits."""
 
     tokens: torch.Tensor  # [B, N, D]
-    rope: torch.Tensor  # [B, N, head_dim / 2] complex
+    rope: torch.Tensor  # [B, N, head_dim / 2, 2] (cos, sin)
     mask: torch.Tensor | None  # [B, N] bool, None when every sample has the same length
     noisy_start: list[int]  # per sample: index of the first noisy token
     noisy_len: int
@@ -397,7 +399,7 @@ class StepCache:
 class StreamLayout:
     """Everything about an image stream that depends only on shapes (cached per shape)."""
 
-    rope: torch.Tensor  # [B, N, head_dim / 2] complex
+    rope: torch.Tensor  # [B, N, head_dim / 2, 2] (cos, sin)
     mask: torch.Tensor | None
     lengths: list[int]
     noisy_start: list[int]
@@ -549,7 +551,8 @@ class VinoMMDiT(nn.Module):
                              tuple(latents.shape[1:]), latents.device)
         noisy = self.patchify(latents)  # [B, n, D]
         if not any(references):  # the stream is the noisy latent alone: no per-sample assembly
-            return ImageStream(noisy, layout.rope, layout.mask, layout.noisy_start, noisy.shape[1])
+            # contiguous, as the assembled stream is: compiled blocks then need one graph for both
+            return ImageStream(noisy.contiguous(), layout.rope, layout.mask, layout.noisy_start, noisy.shape[1])
         bounds = []
         for b, refs in enumerate(references):
             given = boundary[b] if boundary is not None and len(refs) else None
