@@ -2,6 +2,7 @@
 code of one checkout or two, measured in the same run: the second against the first as a ratio.
 
     python benchmarks/training_step.py [--roots OLD_CHECKOUT .] [--steps 40] [--batch 256]
+    python benchmarks/training_step.py --variants "" "model.compile=true" --warmup 30   # config changes, one root
 
 (an old checkout without the weights: `mkdir old && git archive REV vino_model training/*.py training/configs |
 tar x -C old`; on the lent GPU it travels as an untracked folder of the working tree)
@@ -26,8 +27,8 @@ HERE = Path(__file__).resolve().parents[1]
 CASES = {"t2i": [0], "mixed references": [1, 2, 3]}
 
 
-def measure(root: Path, steps: int, batch: int) -> dict:
-    """ms a step for each case, with `root`'s code."""
+def measure(root: Path, steps: int, batch: int, overrides: list[str], warmup: int) -> dict:
+    """ms a step for each case, with `root`'s code and the stage-3 config changed by `overrides`."""
     sys.path.insert(0, str(root))
     import torch
     from PIL import Image
@@ -39,7 +40,7 @@ def measure(root: Path, steps: int, batch: int) -> dict:
 
     seed = HERE / "training" / "embedded-src"
     cfg = load(root / "training" / "configs" / "embedded" / "stage3.toml",
-               [f"model.init={seed / 'stage3'}", f"model.qwen={seed / 'qwen3vl'}"])
+               [f"model.init={seed / 'stage3'}", f"model.qwen={seed / 'qwen3vl'}", *overrides])
     rank, world, device = engine.init_distributed()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     trainee, _ = build(cfg)
@@ -61,7 +62,7 @@ def measure(root: Path, steps: int, batch: int) -> dict:
             ds.step()
             return loss.detach().mean()
 
-        for n in range(10):  # the memo, the layouts, cuDNN's plans
+        for n in range(warmup):  # the memo, the layouts, cuDNN's plans (and compiled graphs)
             step(n)
         sync()
         begun, losses = time.perf_counter(), []
@@ -80,18 +81,25 @@ def main(argv=None) -> None:
     p.add_argument("--roots", nargs="+", default=[str(HERE)], help="checkouts to measure, the first the baseline")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--variants", nargs="+", default=[""],
+                   help="config changes to measure, each a space-separated list of section.key=value ('' for none)")
+    p.add_argument("--warmup", type=int, default=10, help="steps of each case before the timed ones")
     p.add_argument("--one", help=argparse.SUPPRESS)  # measure this root in this process, print JSON
+    p.add_argument("--overrides", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(Path(args.one).resolve(), args.steps, args.batch)))
+        result = measure(Path(args.one).resolve(), args.steps, args.batch, args.overrides.split(), args.warmup)
+        print(json.dumps(result))
         return
     results = []
     for root in args.roots:
-        run = subprocess.run([sys.executable, __file__, "--one", root, "--steps", str(args.steps),
-                              "--batch", str(args.batch)], capture_output=True, text=True)
-        if run.returncode:
-            raise SystemExit(f"{root}: exit {run.returncode}\n{run.stderr[-3000:]}")
-        results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        for variant in args.variants:
+            run = subprocess.run([sys.executable, __file__, "--one", root, "--steps", str(args.steps), "--batch",
+                                  str(args.batch), "--warmup", str(args.warmup), f"--overrides={variant}"],
+                                 capture_output=True, text=True)
+            if run.returncode:
+                raise SystemExit(f"{root} {variant!r}: exit {run.returncode}\n{run.stderr[-3000:]}")
+            results.append(json.loads(run.stdout.strip().splitlines()[-1]))
     for case in CASES:
         line = f"{case:18s} " + "  ".join(f"{r[case]:7.1f} ms" for r in results)
         if len(results) > 1:
