@@ -180,7 +180,8 @@ def test_twin_mirrors_its_real_workflow(task):
     assert widgets(real, 20)[0] == widgets(twin, 20)[0] and widgets(real, 20)[2:5] == widgets(twin, 20)[2:5]
     demo = [e for f in DEMO_TASK_FILES for e in json.loads((SHIPPED_BUNDLE / f).read_text())]
     assert widgets(twin, 20)[1] in {e["caption"] for e in demo}
-    image_cfg = DEFAULTS["image_cfg_ref_edit" if task == "ti2i_reference" else "image_cfg"]  # as generate's
+    kind = "ti2i_ref" if task == "ti2i_reference" else task
+    image_cfg = DEFAULTS["image_cfg_tasks"].get(kind, DEFAULTS["image_cfg"])  # what generate gives the same task
     assert widgets(twin, int(SAMPLER))[3:7] == [DEFAULTS["steps"], DEFAULTS["cfg"], image_cfg, DEFAULTS["shift"]]
     assert widgets(real, int(SAMPLER))[7:] == widgets(twin, int(SAMPLER))[7:]  # seed
 

@@ -244,22 +244,23 @@ def test_generate_model_fills_paths_and_unset_options_from_the_bundle(tiny, tmp_
         apply_bundle(Namespace(**{**vars(args), "vae": None}))
 
 
-def test_reference_guided_edits_take_the_bundles_own_image_cfg_unless_the_user_sets_one(tiny, tmp_path):
+def test_tasks_take_the_bundles_own_image_cfg_unless_the_user_sets_one(tiny, tmp_path):
     out = write_bundle(tiny / "vino.safetensors", tiny / "qwen3vl", tiny / "vae.safetensors", tmp_path / "bundle",
-                       {**DEFAULTS, "image_cfg": 1.5, "image_cfg_ref_edit": 3.0})
+                       {**DEFAULTS, "image_cfg": 1.5, "image_cfg_tasks": {"i2v": 3.0, "ti2i_ref": 4.0}})
     unset = dict.fromkeys(("checkpoint", "qwen", "vae", "width", "height", "frames", "steps", "cfg", "image_cfg",
-                           "image_cfg_ref_edit", "shift", "negative_image", "negative_video"))
-    edit, plain = Namespace(ref_image_have_base=True), Namespace(ref_image_have_base=False)
+                           "shift", "negative_image", "negative_video"))
+    entries = [Namespace(task="ti2i", ref_image_have_base=True), Namespace(task="ti2i", ref_image_have_base=False),
+               Namespace(task="i2v", ref_image_have_base=False), Namespace(task="ti2v", ref_image_have_base=False)]
 
     def chosen(**given):
         args = Namespace(model=out, **{**unset, **given})
         apply_bundle(args)
-        return entry_image_cfg(args, edit), entry_image_cfg(args, plain)
+        return [entry_image_cfg(args, entry) for entry in entries]
 
-    assert chosen() == (3.0, 1.5)
-    assert chosen(image_cfg=2.0) == (2.0, 2.0)  # the user's image CFG serves every task
-    assert chosen(image_cfg_ref_edit=4.0) == (4.0, 1.5)
-    assert chosen(image_cfg=2.0, image_cfg_ref_edit=5.0) == (5.0, 2.0)
+    assert chosen() == [4.0, 1.5, 3.0, 1.5]
+    assert chosen(image_cfg=2.0) == [2.0, 2.0, 2.0, 2.0]  # the user's image CFG serves every task
+    (out / "defaults.json").write_text(json.dumps({"image_cfg": 1.0}))  # a bundle without per-task values
+    assert chosen() == [1.0, 1.0, 1.0, 1.0]
 
 
 def test_bench_scores_the_ground_truth_itself(tmp_path):

@@ -32,11 +32,12 @@ from vino_model.vae import VinoVAE
 from .world import VIDEO_FORMATS, write_split
 
 # 128x128 and 17 frames: what the world renders; guidance chosen on the training split (scripts/bench_embedded.sh).
-# image_cfg_ref_edit: on 48 held-out reference-guided edits (GPU, 2026-12-02) the session-19 model scored 0.271 at
-# image CFG 1, 0.333 at 2 and 0.417 at 3, 4 and 6 (3 against 1: 8 wins, 1 loss); the other reference tasks
-# gained nothing from it (benchmarks/results/2026-12-02/image-cfg.md).
+# image_cfg_tasks: the tasks whose output keeps one input image (i2v's first frame, the edited image of ti2i_ref)
+# score higher with image CFG 3. The session-19 model: ti2i_ref 0.271 -> 0.417 on 48 held-out prompts (H200; 8
+# wins, 1 loss; the same at 4 and 6), i2v 0.565 -> 0.614 on 24 (CPU; 8 wins, 1 loss); ti2i, ti2v and tiv2v gained
+# nothing (benchmarks/results/2026-12-02/image-cfg.md).
 DEFAULTS = {"width": 128, "height": 128, "frames": 17, "steps": 30, "cfg": 4.0, "image_cfg": 1.0,
-            "image_cfg_ref_edit": 3.0, "shift": 3.0, "negative_image": "", "negative_video": ""}
+            "image_cfg_tasks": {"i2v": 3.0, "ti2i_ref": 3.0}, "shift": 3.0, "negative_image": "", "negative_video": ""}
 DEMO_SEED = 7  # held-out prompts, apart from the benchmark's (seed 0)
 
 

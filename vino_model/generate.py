@@ -53,10 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, help="sampling steps (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg", type=float, help="text CFG (default 5 for images, 7 for videos)")
-    p.add_argument("--image-cfg", type=float, help="image CFG; 1 (the default) is off, 1-3 for reference tasks")
-    p.add_argument("--image-cfg-ref-edit", type=float,
-                   help="image CFG of reference-guided edits alone (ti2i with ref_image_have_base); default: "
-                        "--image-cfg where given, else the bundle's")
+    p.add_argument("--image-cfg", type=float,
+                   help="image CFG of every task; 1 (the default) is off, 1-3 for reference tasks. Unset, a bundle's "
+                        "defaults may give some tasks their own")
     p.add_argument("--shift", type=float, help="schedule shift (default 5 for images, 7 for videos)")
     p.add_argument("--negative-image", help="negative prompt for image tasks ('' for none)")
     p.add_argument("--negative-video", help="negative prompt for video tasks ('' for none)")
@@ -94,7 +93,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- running a task file
 
-BUNDLE_DEFAULTS = ("width", "height", "frames", "steps", "cfg", "image_cfg", "image_cfg_ref_edit", "shift",
+# image_cfg_tasks: {task: image CFG} over image_cfg, "ti2i_ref" naming ti2i with ref_image_have_base
+BUNDLE_DEFAULTS = ("width", "height", "frames", "steps", "cfg", "image_cfg", "image_cfg_tasks", "shift",
                    "negative_image", "negative_video")
 
 
@@ -114,14 +114,14 @@ def apply_bundle(args) -> None:
     for name in BUNDLE_DEFAULTS:
         if name not in given and name in defaults:
             setattr(args, name, defaults[name])
-    if "image_cfg" in given and "image_cfg_ref_edit" not in given:
-        args.image_cfg_ref_edit = None  # the user's image CFG serves every task
+    if "image_cfg" in given:
+        args.image_cfg_tasks = None  # the user's image CFG serves every task
 
 
 def entry_image_cfg(args, entry) -> float:
-    """The image CFG of one task-file entry: reference-guided edits may have their own."""
-    ref_edit = getattr(args, "image_cfg_ref_edit", None)
-    return ref_edit if entry.ref_image_have_base and ref_edit is not None else args.image_cfg
+    """The image CFG of one task-file entry: the bundle's for its task, if it has one, else image_cfg."""
+    kind = "ti2i_ref" if entry.task == "ti2i" and entry.ref_image_have_base else entry.task
+    return (getattr(args, "image_cfg_tasks", None) or {}).get(kind, args.image_cfg)
 
 
 def run(args) -> list[Path]:
