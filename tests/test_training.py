@@ -498,6 +498,35 @@ def test_ema_forgets_the_starting_weights():
     assert ema.decay_after(10**6) == 0.999  # the configured decay, once warm
 
 
+def test_a_fitted_decay_ends_where_the_time_budget_runs_out():
+    """run.fit_decay: after its first steps the loop moves the cosine's last step to where run.seconds runs out at
+    the rate measured so far (capped at run.steps), and the optimizer's rate follows it."""
+    from types import SimpleNamespace
+
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from training import engine
+
+    optim = train_config.OptimConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    factor = engine.lr_factor(optim, 1000)
+    scheduler = LambdaLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), factor)
+    fit = engine.DecayFit(factor, SimpleNamespace(steps=1000, seconds=100.0, fit_decay=True), 0, skip=10, window=20)
+    assert fit.update(5, 3.0) is None and fit.update(10, 5.0) is None  # skipped, then the first point
+    assert fit.update(20, 10.0) == 200  # 0.5 s a step, 90 s left: 180 steps more
+    assert factor(200) == pytest.approx(0.1) and factor(105) == pytest.approx(0.55)
+    assert scheduler.state_dict()["lr_lambdas"] == [None]  # a checkpoint keeps no stale end
+    assert fit.update(30, 11.0) == 30 + int(89 / 0.3)  # the rate over the last 20 steps: (11 - 5) / 20
+    assert fit.update(40, 12.0) == 40 + int(88 / 0.1)  # the slow first steps forgotten: (12 - 10) / 20
+    assert fit.update(100, 13.0) == 1000  # faster steps: capped at run.steps
+    for _ in range(40):
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(factor(40)) and factor(40) > 0.99
+    for seconds, enabled in ((0.0, True), (100.0, False)):  # no budget, or not asked for: the steps decide
+        still = engine.DecayFit(factor, SimpleNamespace(steps=1000, seconds=seconds, fit_decay=enabled), 0, skip=0)
+        assert still.update(10, 5.0) is None and still.update(20, 10.0) is None
+
+
 def test_compiled_blocks_train_the_same_steps_and_export_the_same_layout(curriculum, tmp_path):
     runs = {}
     for compiled in (False, True):

@@ -35,6 +35,10 @@ class RunConfig:
                           # run again, and it goes on from there with a new budget). Read where the steps settle
                           # (every log.every steps, and at each checkpoint), so a run may go up to log.every - 1 steps
                           # past it
+    fit_decay: bool = False  # with run.seconds: the rate's decay ends where the budget is expected to end (from this
+                             # invocation's step rate, re-estimated every log.every steps), or at run.steps if sooner.
+                             # For a stage that gets one machine's seconds, whatever its step rate: its export is
+                             # annealed and no seconds are left over. Without run.seconds it changes nothing
 
 
 @dataclass

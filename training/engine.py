@@ -64,17 +64,19 @@ def barrier() -> None:
 
 
 def lr_factor(optim, steps: int):
-    """Linear warm-up to 1, then cosine or linear decay to min_lr_ratio at the last step (or constant)."""
+    """Linear warm-up to 1, then cosine or linear decay to min_lr_ratio at the last step (or constant). The decay's
+    last step is `factor.last` (at first `steps`), which the loop may move while the run goes (run.fit_decay)."""
 
     def factor(step: int) -> float:
         if step < optim.warmup_steps:
             return (step + 1) / optim.warmup_steps
         if optim.schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - optim.warmup_steps) / max(1, steps - optim.warmup_steps))
+        progress = min(1.0, (step - optim.warmup_steps) / max(1, factor.last - optim.warmup_steps))
         shape = 0.5 * (1 + math.cos(math.pi * progress)) if optim.schedule == "cosine" else 1 - progress
         return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * shape
 
+    factor.last = steps  # an attribute of a plain function: LambdaLR's state_dict leaves it out
     return factor
 
 
@@ -96,6 +98,32 @@ def deepspeed_config(cfg) -> dict:
         # ahead of the GPU (the loop times its steps itself)
         "timers": {"throughput": {"enabled": False}},
     }
+
+
+class DecayFit:
+    """run.fit_decay: puts the schedule's last step (lr_factor's `last`) where run.seconds should run out, from the
+    seconds a step has taken in this invocation over about the last `window` steps, after its first `skip` steps.
+    A recent window, not the whole run: compiled blocks spend the first few hundred steps compiling (session 21:
+    1.8 s a step over the first 100, 0.4 s from step 300), and a rate that kept those would end the decay too soon."""
+
+    def __init__(self, factor, run, start: int, skip: int = 50, window: int = 200):
+        self.factor, self.steps, self.seconds = factor, run.steps, run.seconds
+        self.enabled = run.fit_decay and run.seconds > 0
+        self.after, self.window, self.points = start + skip, window, []
+
+    def update(self, step: int, spent: float) -> int | None:
+        """At a settled step, `spent` seconds into the budget: the decay's new last step (None: not moved)."""
+        if not self.enabled or step < self.after:
+            return None
+        points = self.points
+        points.append((step, spent))
+        while len(points) > 2 and step - points[1][0] >= self.window:
+            points.pop(0)  # the oldest point kept is the last one at least `window` steps back
+        if len(points) < 2:
+            return None
+        per_step = (spent - points[0][1]) / max(1, step - points[0][0])
+        self.factor.last = min(self.steps, step + max(0, int((self.seconds - spent) / max(per_step, 1e-9))))
+        return self.factor.last
 
 
 def build_engine(cfg, trainee: Trainee):

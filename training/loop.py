@@ -219,6 +219,7 @@ def train(cfg) -> Path:
     clock, window, values = StepClock(), Window(), {}
     profile = StepProfile(out, cfg.log.profile, cfg.log.profile_steps, enabled=rank == 0)
     begun, out_of_time = time.monotonic(), False
+    fit = engine.DecayFit(ds.lr_scheduler.lr_lambdas[0], cfg.run, step)
     while step < cfg.run.steps and not out_of_time:
         if eval_set and step % cfg.eval.every == 0:
             logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
@@ -240,6 +241,9 @@ def train(cfg) -> Path:
             out_of_time = 0 < cfg.run.seconds <= spent
             logger.settle(loss, round(tokens * world), count)
             values = {"grad_norm": grad_norm, "skipped": round(skipped * world)}
+            decay_end = fit.update(step, spent)
+            if decay_end is not None:
+                values["decay_end"] = decay_end
             clock.lap("reduce")
         logger.step(step, time.perf_counter() - started, clock.phases, lr=ds.get_lr()[0], **values,
                     **peak_memory(device))
