@@ -240,6 +240,10 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
     mmdit.attention_backend = m.attention
     if m.compile:
         compile_blocks(mmdit, dynamic=True)  # text lengths and buckets vary from batch to batch
+        # each structure a block meets (an image stream with or without references, padded or not, text masked or
+        # not) is a graph of its own; stage 3's mixture has more than dynamo's default of 8, after which a block
+        # would fall back to running eagerly
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     encoder = InterleavedEncoder.from_folder(m.qwen, mm_encoder.to(dtype), dtype=dtype)
     native = None  # stage 0 feeds it to the MMDiT; later stages may align the connector to it
     if stage == 0 or m.native_align:
