@@ -105,6 +105,13 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
 
 
+def fresh_env(**changes) -> dict:
+    """The environment for a training process of its own: without the rendezvous variables that this process set
+    for its own one-rank group."""
+    rendezvous = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    return {**{k: v for k, v in os.environ.items() if k not in rendezvous}, **changes}
+
+
 def changed(before: dict, after: dict, prefix: str) -> bool:
     keys = [k for k in before if k.startswith(prefix)]
     assert keys, prefix
@@ -180,12 +187,9 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_run(curriculum, tmp_path
 
     killed = tmp_path / "killed"
     args = curriculum.overrides(3, killed, **changes)
-    # a fresh process: without the rendezvous variables this one set for its own one-rank group
-    rendezvous = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if k not in rendezvous}
     with open(tmp_path / "killed.log", "w") as output:
         process = subprocess.Popen([sys.executable, "-m", "training.run", str(config), *args], cwd=ROOT,
-                                   env={**env, "OMP_NUM_THREADS": "1"}, stdout=output, stderr=output)
+                                   env=fresh_env(OMP_NUM_THREADS="1"), stdout=output, stderr=output)
         deadline = time.monotonic() + 240
         log = killed / "logs" / "train.jsonl"
         while not (log.is_file() and any(r.get("step", 0) >= 3 and "loss" in r for r in records(killed))):
@@ -528,15 +532,29 @@ def test_a_fitted_decay_ends_where_the_time_budget_runs_out():
 
 
 def test_compiled_blocks_train_the_same_steps_and_export_the_same_layout(curriculum, tmp_path):
-    runs = {}
+    runs, cache = {}, tmp_path / "compiled.bin"
     for compiled in (False, True):
         out = tmp_path / f"compiled-{compiled}"
-        changes = {"run.steps": 3, "model.compile": compiled, "samples.every": 0}
+        changes = {"run.steps": 3, "model.compile": compiled, "model.compile_cache": str(cache), "samples.every": 0}
         runs[compiled] = (train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(0, out, **changes))),
                           [r["loss"] for r in records(out) if "loss" in r])
     (plain, plain_losses), (compiled, compiled_losses) = runs[False], runs[True]
     assert compiled_losses == pytest.approx(plain_losses, rel=1e-3)
     assert load_file(compiled).keys() == load_file(plain).keys()
+    assert cache.stat().st_size > 0 and not cache.with_name("compiled.bin.partial").exists()
+
+    # a new process with its own (empty) inductor cache takes most of its graphs from the file (one of the seven
+    # compiles again on this CPU, as it does in a plain script)
+    out = tmp_path / "from-cache"
+    changes = {"run.steps": 3, "model.compile": True, "model.compile_cache": str(cache), "samples.every": 0}
+    run = subprocess.run([sys.executable, "-m", "training.run", str(CONFIGS / "stage0.toml"),
+                          *curriculum.overrides(0, out, **changes)], cwd=ROOT, capture_output=True, text=True,
+                         env=fresh_env(TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"),
+                                       OMP_NUM_THREADS=str(torch.get_num_threads())))  # CPU kernels: per thread count
+    assert run.returncode == 0, run.stderr[-3000:]
+    event = next(r for r in records(out) if r.get("event") == "compile cache")
+    assert event["graphs_from_cache"] > 2 * event["graphs_compiled"], str(event)
+    assert [r["loss"] for r in records(out) if "loss" in r] == pytest.approx(compiled_losses, rel=1e-3)
 
 
 def test_a_spent_time_budget_ends_the_run_with_a_checkpoint_and_an_export(curriculum, tmp_path):

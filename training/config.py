@@ -65,6 +65,9 @@ class ModelConfig:
     gradient_checkpointing: bool = True
     attention: str = "auto"  # auto, math, flash, efficient, cudnn (SDPA); flash4 serves no-grad forwards only
     compile: bool = False  # torch.compile each MMDiT block (small models' steps are bound by kernel launches)
+    compile_cache: str = ""  # with compile: a file of compiled graphs, read at the start if it is there and written at
+                             # the end (vino_model.speedups), so a run on the same kind of GPU and torch compiles only
+                             # what earlier runs did not
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 from vino_model.errors import VinoInputError
 from vino_model.offload import copy_ahead, copy_ahead_grouped
 from vino_model.pipeline import parse_dtype
+from vino_model.speedups import compiled_graphs, save_compile_cache
 from vino_model.vae import VinoVAE
 
 from . import checkpoint, engine, model
@@ -268,6 +269,10 @@ def train(cfg) -> Path:
             checkpoint.export({**state, **ema.state_dict()}, config, exported.with_name("vino-ema.safetensors"),
                               cfg.checkpoint.export_dtype)
         logger.message(f"exported {exported}")
+    if rank == 0 and cfg.model.compile and cfg.model.compile_cache:
+        written, graphs = save_compile_cache(cfg.model.compile_cache), compiled_graphs()
+        logger.write(step, event="compile cache", bytes=written, **{f"graphs_{k}": v for k, v in graphs.items()})
+        logger.message(f"compile cache {cfg.model.compile_cache}: {written / 1e6:.1f} MB written; graphs {graphs}")
     engine.barrier()
     logger.close()
     return exported

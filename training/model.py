@@ -24,7 +24,7 @@ from vino_model.errors import VinoInputError
 from vino_model.mmdit import AdaModulation, VinoMMDiT
 from vino_model.pipeline import build_mm_encoder, build_mmdit
 from vino_model.sampler import GUIDANCE_INPUT, TIMESTEP_SCALE, shift_time
-from vino_model.speedups import compile_blocks
+from vino_model.speedups import compile_blocks, load_compile_cache
 
 EXPORTED = ("transformer.", "mm_encoder.")  # the prefixes of the layout Load VINO reads
 
@@ -239,6 +239,8 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
     mmdit.gradient_checkpointing = m.gradient_checkpointing
     mmdit.attention_backend = m.attention
     if m.compile:
+        if m.compile_cache:
+            load_compile_cache(m.compile_cache)
         compile_blocks(mmdit, dynamic=True)  # text lengths and buckets vary from batch to batch
         # each structure a block meets (an image stream with or without references, padded or not, text masked or
         # not) is a graph of its own; stage 3's mixture has more than dynamo's default of 8, after which a block

@@ -4,13 +4,21 @@
   channel, activations scaled per row at run time) through torch._scaled_mm on Hopper GPUs.
 - `compile_blocks(model)`: torch.compile of each repeated block (one graph shared by all blocks
   of a kind), fusing the element-wise work between the matrix products.
+- `load_compile_cache(path)`, `save_compile_cache(path)`: what torch.compile made in one process (its
+  compiled graphs and kernels) kept in a file, so that the next process on the same kind of machine
+  and the same torch skips compiling them again.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0
 
@@ -53,3 +61,45 @@ def compile_blocks(model, **options) -> None:
     for blocks in (model.transformer_blocks, model.single_transformer_blocks):
         for block in blocks:
             block.compile(**options)
+
+
+def load_compile_cache(path) -> bool:
+    """Put the compile artifacts in `path` (save_compile_cache's file) in place before anything compiles. A file
+    that is missing or that this torch cannot read costs only the compiling it would have saved: the log says so."""
+    path = Path(path)
+    if not path.is_file():
+        log.info("compile cache %s: not there yet; this run compiles from scratch and writes it", path)
+        return False
+    try:
+        torch.compiler.load_cache_artifacts(path.read_bytes())
+    except Exception as error:  # noqa: BLE001 - another torch's or a damaged file: compile as without it
+        log.warning("compile cache %s could not be read (%s: %s); compiling from scratch", path,
+                    type(error).__name__, error)
+        return False
+    log.info("compile cache %s: %.1f MB of compiled graphs loaded", path, path.stat().st_size / 1e6)
+    return True
+
+
+def save_compile_cache(path) -> int:
+    """Write what this process compiled (and what load_compile_cache loaded) to `path`, whole or not at all;
+    returns the bytes written (0: nothing compiled, nothing written)."""
+    artifacts = torch.compiler.save_cache_artifacts()
+    if not artifacts:
+        return 0
+    data = artifacts[0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return len(data)
+
+
+def compiled_graphs() -> dict:
+    """This process's compiled graphs so far: how many came from a compile cache, how many were compiled (and how
+    many of those no cache can keep)."""
+    from torch._dynamo.utils import counters
+
+    autograd = counters["aot_autograd"]
+    return {"from_cache": autograd["autograd_cache_hit"], "compiled": autograd["autograd_cache_miss"],
+            "uncacheable": autograd["autograd_cache_bypass"]}
