@@ -557,6 +557,18 @@ def test_compiled_blocks_train_the_same_steps_and_export_the_same_layout(curricu
     assert [r["loss"] for r in records(out) if "loss" in r] == pytest.approx(compiled_losses, rel=1e-3)
 
 
+def test_a_missing_or_damaged_compile_cache_costs_only_the_compiling(tmp_path, caplog):
+    from vino_model.speedups import load_compile_cache
+
+    damaged = tmp_path / "stage3.bin"
+    damaged.write_bytes(b"not a cache")
+    with caplog.at_level("INFO", logger="vino_model.speedups"):
+        assert load_compile_cache(tmp_path / "none.bin") is False
+        assert load_compile_cache(damaged) is False
+    assert "not there yet" in caplog.text and f"{damaged} could not be read" in caplog.text
+    assert damaged.read_bytes() == b"not a cache"  # left for the user to look at; the run's end overwrites it
+
+
 def test_a_spent_time_budget_ends_the_run_with_a_checkpoint_and_an_export(curriculum, tmp_path):
     out = tmp_path / "run"
     cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(

@@ -70,11 +70,14 @@ def load_compile_cache(path) -> bool:
     if not path.is_file():
         log.info("compile cache %s: not there yet; this run compiles from scratch and writes it", path)
         return False
-    try:
-        torch.compiler.load_cache_artifacts(path.read_bytes())
+    try:  # torch logs its own reason and returns None for a file it cannot read
+        loaded = torch.compiler.load_cache_artifacts(path.read_bytes())
     except Exception as error:  # noqa: BLE001 - another torch's or a damaged file: compile as without it
-        log.warning("compile cache %s could not be read (%s: %s); compiling from scratch", path,
-                    type(error).__name__, error)
+        loaded, reason = None, f" ({type(error).__name__}: {error})"
+    else:
+        reason = ""
+    if loaded is None:
+        log.warning("compile cache %s could not be read%s; compiling from scratch", path, reason)
         return False
     log.info("compile cache %s: %.1f MB of compiled graphs loaded", path, path.stat().st_size / 1e6)
     return True
