@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .files import atomic_output
 
 log = logging.getLogger(__name__)
 FP8 = torch.float8_e4m3fn
@@ -90,11 +91,8 @@ def save_compile_cache(path) -> int:
     if not artifacts:
         return 0
     data = artifacts[0]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    with atomic_output(path) as partial:
+        partial.write_bytes(data)
     return len(data)
 
 
