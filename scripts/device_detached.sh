@@ -34,7 +34,7 @@ cp "$state/detached.log" "$out/"
 [ ! -f "$state/rc" ] || cp "$state/rc" "$state/detached.rc"
 shopt -s nullglob
 tar czf "$out/logs.tgz" "$state"/detached.* runs/*/*/logs/train.jsonl runs/*/*/logs/profile.txt runs/*/results \
-  models/embedded-src/*.log output/embedded-bench*/*.txt output/embedded-bench*/*.json 2>/dev/null
+  models/embedded-src/*.log* output/embedded-bench*/*.txt output/embedded-bench*/*.json 2>/dev/null
 for file in ${FETCH:-}; do
   [ -f "$file" ] && split -b 14M "$file" "$out/${file//\//__}.part-"  # a/b/c -> a__b__c: no two files clash
 done

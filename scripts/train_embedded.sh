@@ -36,6 +36,7 @@ INIT=${INIT:-}                         # stage START_AT starts from INIT, an ear
                                        # training/embedded-src/). The long stage grows this way over several machines
 STAGE_BENCH=${STAGE_BENCH:-}           # stages (1 or 2, space-separated) whose EMA export also runs the benchmark's t2i
                                        # and t2v prompts (output/embedded-bench-stageN/): does a later stage lose them?
+FILL_SHARDS=${FILL_SHARDS:-4}          # processes that fill stage 3's cache of the task media (half as many the base's)
 BUNDLE=${BUNDLE:-vino_model/embedded}
 SRC=models/embedded-src
 
@@ -82,17 +83,22 @@ for stage in 0 1 2 3; do
 done
 [ "$done_up_to" -ge $((START_AT - 1)) ] || done_up_to=$((START_AT - 1))
 cache_pids=()
-fill() {  # MANIFEST LOG: its media, as stage 3 reads them, into the latent cache, in the background
-  # shellcheck disable=SC2086
-  timeout "$(left)" "$PY" -m training.cache training/configs/embedded/stage3.toml "run.seed=$SEED" $STAGE_ARGS \
-    ${STAGE3_ARGS:-} \
-    "data.manifest=[\"$1\"]" > "$2" 2>&1 &
-  cache_pids+=($!)
+fill() {  # MANIFEST LOG SHARDS: its media, as stage 3 reads them, into the latent cache, in the background, by SHARDS
+  # processes (reading the media bounded one: 245 a second in session 22, the GPU often idle)
+  local shard
+  for shard in $(seq 0 $(($3 - 1))); do
+    # shellcheck disable=SC2086
+    timeout "$(left)" "$PY" -m training.cache training/configs/embedded/stage3.toml "run.seed=$SEED" $STAGE_ARGS \
+      ${STAGE3_ARGS:-} "data.manifest=[\"$1\"]" --shard "$shard/$3" > "$2.$shard" 2>&1 &
+    cache_pids+=($!)
+  done
 }
 if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task media go into the cache meanwhile,
-  fill data/embedded/tasks/manifest.jsonl "$SRC/stage3-cache.log"  # from here on
-  # when stage 3 is next it also reads the base media (stages 0-2 would have cached them): a second fill beside
-  [ "$done_up_to" -lt 2 ] || fill data/embedded/base/manifest.jsonl "$SRC/stage3-base-cache.log"
+  fill data/embedded/tasks/manifest.jsonl "$SRC/stage3-cache.log" "$FILL_SHARDS"  # from here on
+  # when stage 3 is next it also reads the base media (stages 0-2 would have cached them): a second fill beside,
+  # of half as many media
+  [ "$done_up_to" -lt 2 ] || fill data/embedded/base/manifest.jsonl "$SRC/stage3-base-cache.log" \
+    $(((FILL_SHARDS + 1) / 2))
 fi
 step "the VAE's round-trip ceiling on held-out renders (the encoder must keep colours and layout: VAE_EARLY_CEILING=${VAE_EARLY_CEILING:=0.25})"
 "$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --size "$SIZE" --require "$VAE_EARLY_CEILING" || {
@@ -115,7 +121,7 @@ for stage in $(seq 0 "$LAST_STAGE"); do
   if [ "$stage" -le "$done_up_to" ]; then continue; fi
   if [ "$stage" = 3 ]; then
     for pid in "${cache_pids[@]}"; do
-      wait "$pid" || step "a stage-3 cache fill stopped early (see $SRC/stage3-*cache.log); stage 3 fills the rest"
+      wait "$pid" || step "a stage-3 cache fill stopped early (see $SRC/stage3-*cache.log.*); stage 3 fills the rest"
     done
   fi
   step "stage $stage"

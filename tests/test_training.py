@@ -482,6 +482,29 @@ def test_cache_filled_ahead_is_all_a_stage_needs(curriculum, tmp_path):
     assert {f: f.stat().st_mtime_ns for f in sorted(latents.rglob("*.safetensors"))} == before
 
 
+def test_cache_shards_split_the_media_and_together_fill_them_all(curriculum, tmp_path):
+    """`--shard K/N` processes encode disjoint parts of the stage's media; together they are the whole fill."""
+    from training.cache import main as cache_main
+
+    def fill(folder, *shard):
+        overrides = curriculum.overrides(1, tmp_path / "s1", **{"data.cache": str(tmp_path / folder),
+                                                               "data.tasks": ALL_TASKS})
+        assert cache_main([str(CONFIGS / "stage1.toml"), *overrides, "--device", "cpu", *shard]) == 0
+        return {f.relative_to(tmp_path / folder) for f in (tmp_path / folder / "latents").rglob("*.safetensors")}
+
+    whole = fill("whole")
+    first, second = fill("first", "--shard", "0/2"), fill("second", "--shard", "1/2")
+    assert first and second and not first & second
+    assert first | second == whole
+
+
+def test_a_cache_shard_out_of_range_is_refused(capsys):
+    from training.cache import main as cache_main
+
+    assert cache_main([str(CONFIGS / "stage1.toml"), "--shard", "2/2"]) == 2
+    assert "--shard '2/2': expected K/N with 0 <= K < N" in capsys.readouterr().err
+
+
 def test_ema_forgets_the_starting_weights():
     """The EMA's decay warms up: after 2,000 updates at decay 0.999 the starting weights keep under 1e-6 of
     the average (a flat decay would keep 0.999^2000 = 13.5%), and the first update already moves 90% of the way."""
