@@ -121,7 +121,8 @@ for stage in $(seq 0 "$LAST_STAGE"); do
   if [ "$stage" -le "$done_up_to" ]; then continue; fi
   if [ "$stage" = 3 ]; then
     for pid in "${cache_pids[@]}"; do
-      wait "$pid" || step "a stage-3 cache fill stopped early (see $SRC/stage3-*cache.log.*); stage 3 fills the rest"
+      wait "$pid" || step "a stage-3 cache fill stopped early (see $SRC/stage3-*cache.log.*); stage 3 fills the" \
+        "rest"
     done
   fi
   step "stage $stage"
