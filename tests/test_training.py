@@ -580,6 +580,30 @@ def test_compiled_blocks_train_the_same_steps_and_export_the_same_layout(curricu
     assert [r["loss"] for r in records(out) if "loss" in r] == pytest.approx(compiled_losses, rel=1e-3)
 
 
+def test_evaluations_beside_compiled_blocks_compile_nothing(curriculum, tmp_path, monkeypatch):
+    """The evaluation's one-sample, no-grad forwards run the compiled blocks eagerly: they would each compile
+    graphs of their own (63 s of stage 3's first minutes in session 22), for a few seconds of use a run."""
+    from torch._dynamo.utils import counters
+
+    from training import loop
+
+    compiled_during, evaluate = [], loop.evaluate
+
+    def watched(*args, **kwargs):
+        before = counters["stats"]["unique_graphs"]
+        result = evaluate(*args, **kwargs)
+        compiled_during.append(counters["stats"]["unique_graphs"] - before)
+        return result
+
+    monkeypatch.setattr(loop, "evaluate", watched)
+    out = tmp_path / "run"
+    changes = {"run.steps": 2, "model.compile": True, "eval.every": 1, "samples.every": 0}
+    train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(0, out, **changes)))
+    assert compiled_during == [0, 0, 0]  # steps 0 and 1, and the end
+    assert counters["stats"]["unique_graphs"] > 0  # the steps did compile
+    assert len([r for r in records(out) if "eval_loss" in r]) == 3
+
+
 def test_a_missing_or_damaged_compile_cache_costs_only_the_compiling(tmp_path, caplog):
     from vino_model.speedups import load_compile_cache
 
