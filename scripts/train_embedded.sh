@@ -36,7 +36,7 @@ INIT=${INIT:-}                         # stage START_AT starts from INIT, an ear
                                        # training/embedded-src/). The long stage grows this way over several machines
 STAGE_BENCH=${STAGE_BENCH:-}           # stages (1 or 2, space-separated) whose EMA export also runs the benchmark's t2i
                                        # and t2v prompts (output/embedded-bench-stageN/): does a later stage lose them?
-FILL_SHARDS=${FILL_SHARDS:-4}          # processes that fill stage 3's cache of the task media (half as many the base's)
+FILL_SHARDS=${FILL_SHARDS:-4}          # processes that fill stage 3's cache of the task media (half as many for the base)
 BUNDLE=${BUNDLE:-vino_model/embedded}
 SRC=models/embedded-src
 
