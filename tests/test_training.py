@@ -2,6 +2,7 @@
 exact resume after SIGKILL, and exports that `vino_model` loads and generates from."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -552,6 +553,49 @@ def test_a_fitted_decay_ends_where_the_time_budget_runs_out():
     for seconds, enabled in ((0.0, True), (100.0, False)):  # no budget, or not asked for: the steps decide
         still = engine.DecayFit(factor, SimpleNamespace(steps=1000, seconds=seconds, fit_decay=enabled), 0, skip=0)
         assert still.update(10, 5.0) is None and still.update(20, 10.0) is None
+
+
+def test_wsd_holds_the_rate_until_its_cooldown_then_decays_as_one_minus_sqrt():
+    from training import engine
+
+    optim = train_config.OptimConfig(warmup_steps=10, schedule="wsd", cooldown=0.2, min_lr_ratio=0.1)
+    factor = engine.lr_factor(optim, 100)
+    assert factor(4) == pytest.approx(0.5) and factor(10) == factor(79) == factor(80) == 1.0
+    assert engine.cooldown_start(factor, optim) == 80
+    assert factor(85) == pytest.approx(0.1 + 0.9 * 0.5) and factor(100) == pytest.approx(0.1)
+    assert all(factor(s) >= factor(s + 1) for s in range(10, 120))
+    factor.last = 300  # a later estimate of the last step moves the cooldown's start with it...
+    assert engine.cooldown_start(factor, optim) == 240 and factor(200) == 1.0
+    factor.cooling_from = 80  # ...until the loop fixes it where it wrote the trunk
+    assert factor(80) == 1.0 and factor(190) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.5)))
+    factor.cooling_from, factor.last = None, 10
+    assert engine.cooldown_start(factor, optim) == 10  # never inside the warm-up
+    with pytest.raises(VinoInputError, match="optim.cooldown"):
+        train_config.load(CONFIGS / "stage0.toml", ["optim.schedule=wsd", "optim.cooldown=0"])
+
+
+def test_a_wsd_run_writes_its_trunk_where_the_cooldown_begins(curriculum, tmp_path):
+    """The trunk holds the weights after the steps at the full rate: the same as a constant-rate run of that many
+    steps. A run that stops before its cooldown writes its last weights as the trunk."""
+    changes = {"optim.warmup_steps": 1, "samples.every": 0, "checkpoint.every": 2, "log.every": 1}
+    wsd, constant, stopped = tmp_path / "wsd", tmp_path / "constant", tmp_path / "stopped"
+    train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, wsd, **changes, **{"run.steps": 6, "optim.schedule": "wsd", "optim.cooldown": 0.5})))
+    train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, constant, **changes, **{"run.steps": 3, "optim.schedule": "constant"})))
+    assert [r["step"] for r in records(wsd) if r.get("event") == "trunk"] == [3]
+    lrs = {r["step"]: r["lr"] for r in records(wsd) if "lr" in r}
+    assert lrs[2] == lrs[3] > lrs[4] > lrs[5] > lrs[6]
+    assert json.loads((wsd / "checkpoints" / "step-00000004" / "trainer.json").read_text())["cooling_from"] == 3
+    trunk = load_file(wsd / "export" / "trunk.safetensors")
+    same_steps = load_file(constant / "export" / "vino.safetensors")
+    assert trunk.keys() == same_steps.keys() and all(torch.equal(trunk[k], same_steps[k]) for k in trunk)
+    assert changed(trunk, load_file(wsd / "export" / "vino.safetensors"), "transformer.")
+
+    train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, stopped, **changes, **{"run.steps": 50, "run.seconds": 1e-6, "optim.schedule": "wsd"})))
+    trunk, last = (load_file(stopped / "export" / name) for name in ("trunk.safetensors", "vino.safetensors"))
+    assert all(torch.equal(trunk[k], last[k]) for k in last)
 
 
 def test_compiled_blocks_train_the_same_steps_and_export_the_same_layout(curriculum, tmp_path):

@@ -21,7 +21,7 @@ from .manifest import TASKS
 
 STAGES = (0, 1, 2, 3)
 TIMESTEP_DENSITIES = ("logit_normal", "uniform")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
 
 
 @dataclass
@@ -107,7 +107,11 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0  # on matrices only; norms, biases and the metaquery never decay
     warmup_steps: int = 100
-    schedule: str = "cosine"  # after warm-up: cosine, linear or constant
+    schedule: str = "cosine"  # after warm-up: cosine, linear, constant, or wsd (warm-up, stable, decay): flat at lr
+                              # until the last `cooldown` of the steps, then down as 1 - sqrt(progress). A wsd run
+                              # writes export/trunk.safetensors, its weights where the cooldown begins, which the next
+                              # run can go on from at the full rate (an annealed export must be re-warmed first)
+    cooldown: float = 0.2  # wsd: the share of the run's steps (to its last, run.fit_decay's too) spent cooling down
     min_lr_ratio: float = 0.1  # the decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0
     accumulation: int = 1  # micro-batches per optimizer step
@@ -286,6 +290,8 @@ def check(cfg: TrainConfig) -> None:
         raise VinoInputError(f"flow.timestep={cfg.flow.timestep!r}; expected one of {TIMESTEP_DENSITIES}")
     if cfg.optim.schedule not in SCHEDULES:
         raise VinoInputError(f"optim.schedule={cfg.optim.schedule!r}; expected one of {SCHEDULES}")
+    if not 0 < cfg.optim.cooldown <= 1:
+        raise VinoInputError(f"optim.cooldown={cfg.optim.cooldown}; expected a share of the steps in (0, 1]")
     if not 0 <= cfg.optim.ema < 1:
         raise VinoInputError(f"optim.ema={cfg.optim.ema}; expected a decay in [0, 1) (0 turns EMA off)")
     for name in ("long_caption", "drop_text", "drop_images", "drop_video"):

@@ -64,20 +64,39 @@ def barrier() -> None:
 
 
 def lr_factor(optim, steps: int):
-    """Linear warm-up to 1, then cosine or linear decay to min_lr_ratio at the last step (or constant). The decay's
-    last step is `factor.last` (at first `steps`), which the loop may move while the run goes (run.fit_decay)."""
+    """Linear warm-up to 1, then cosine or linear decay to min_lr_ratio at the last step (or constant, or wsd: 1 until
+    the cooldown, then 1 - sqrt of its progress). The decay's last step is `factor.last` (at first `steps`), which the
+    loop may move while the run goes (run.fit_decay); the loop fixes wsd's first cooling step in `factor.cooling_from`
+    once it has written the trunk there."""
 
     def factor(step: int) -> float:
         if step < optim.warmup_steps:
             return (step + 1) / optim.warmup_steps
         if optim.schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - optim.warmup_steps) / max(1, factor.last - optim.warmup_steps))
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if optim.schedule == "cosine" else 1 - progress
+        if optim.schedule == "wsd":
+            start = cooldown_start(factor, optim)
+            if step < start:
+                return 1.0
+            # 1 - sqrt: Hägele et al. 2024 (arXiv 2405.18392) found it the best cooldown shape, and a 20% cooldown
+            # as good as a cosine over the whole run
+            shape = 1 - math.sqrt(min(1.0, (step - start) / max(1, factor.last - start)))
+        else:
+            progress = min(1.0, (step - optim.warmup_steps) / max(1, factor.last - optim.warmup_steps))
+            shape = 0.5 * (1 + math.cos(math.pi * progress)) if optim.schedule == "cosine" else 1 - progress
         return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * shape
 
-    factor.last = steps  # an attribute of a plain function: LambdaLR's state_dict leaves it out
+    factor.last = steps  # attributes of a plain function: LambdaLR's state_dict leaves them out
+    factor.cooling_from = None
     return factor
+
+
+def cooldown_start(factor, optim) -> int:
+    """wsd: the first step of the cooldown, where the run's weights are its trunk. Until the loop fixes it, it follows
+    `factor.last`: the last `optim.cooldown` of the steps, never inside the warm-up."""
+    if factor.cooling_from is not None:
+        return factor.cooling_from
+    return max(optim.warmup_steps, factor.last - round(optim.cooldown * factor.last))
 
 
 def deepspeed_config(cfg) -> dict:

@@ -173,6 +173,31 @@ def peak_memory(device) -> dict:
     return {"gpu_peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
 
 
+class Trunk:
+    """optim.schedule = "wsd": the weights where the cooldown begins (export/trunk.safetensors), written once. The
+    next run goes on from them at the full rate: from an annealed export, each stage-3 run's re-warm had cost it
+    most of its steps (sessions 16-22: the evaluation loss climbed 8-30% and took 500-1,000 steps to come back)."""
+
+    def __init__(self, path: Path, cfg, config, rank: int, logger: Logger):
+        self.path, self.cfg, self.config, self.rank, self.logger = path, cfg, config, rank, logger
+
+    def due(self, factor, step: int, ended: bool = False) -> bool:
+        """Whether the trunk is to be written now: at the cooldown's first step, or at the end of a run that never
+        reached it. Fixes the cooldown's start there, so later estimates of the last step no longer move it."""
+        if self.cfg.optim.schedule != "wsd" or factor.cooling_from is not None:
+            return False
+        if not ended and step < engine.cooldown_start(factor, self.cfg.optim):
+            return False
+        factor.cooling_from = step
+        return True
+
+    def write(self, ds, step: int) -> None:
+        if self.rank == 0 and self.cfg.checkpoint.enabled:
+            checkpoint.export(ds.module.export_state(), self.config, self.path, self.cfg.checkpoint.export_dtype)
+            self.logger.write(step, event="trunk")
+            self.logger.message(f"step {step}: the trunk, where the cooldown begins: {self.path}")
+
+
 def train(cfg) -> Path:
     """Run the stage of `cfg` to cfg.run.steps (resuming from its latest checkpoint); returns the export's path
     (written unless checkpoint.enabled is false)."""
@@ -193,6 +218,7 @@ def train(cfg) -> Path:
              len({s.shape for s in samples}), f"{sum(p.numel() for p in trainee.parameters() if p.requires_grad):,}")
 
     ds = engine.build_engine(cfg, trainee)
+    factor = ds.lr_scheduler.lr_lambdas[0]
     ema = engine.EMA(ds.module, cfg.optim.ema) if cfg.optim.ema else None
     folder = out / "checkpoints"
     step = 0
@@ -203,6 +229,7 @@ def train(cfg) -> Path:
         step = trainer["step"]
         data.sampler.state = trainer["sampler"]
         data.skipped = trainer["skipped"] if rank == 0 else 0  # the count over all ranks
+        factor.cooling_from = trainer.get("cooling_from")
         if resharded:  # the checkpoint rewritten in the new ranks' cut, and fresh RNG streams for them
             resharded_from = checkpoint.written_by(resume_from)
             fresh = seed + rank + 7919 * step  # none of the streams that a run's start seeds
@@ -223,7 +250,9 @@ def train(cfg) -> Path:
     clock, window, values = StepClock(), Window(), {}
     profile = StepProfile(out, cfg.log.profile, cfg.log.profile_steps, enabled=rank == 0)
     begun, out_of_time = time.monotonic(), False
-    fit = engine.DecayFit(ds.lr_scheduler.lr_lambdas[0], cfg.run, step)
+    fit = engine.DecayFit(factor, cfg.run, step)
+    exported = out / "export" / "vino.safetensors"
+    trunk = Trunk(exported.with_name("trunk.safetensors"), cfg, config, rank, logger)
     while step < cfg.run.steps and not out_of_time:
         if eval_set and step % cfg.eval.every == 0:
             logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
@@ -249,6 +278,8 @@ def train(cfg) -> Path:
             if decay_end is not None:
                 values["decay_end"] = decay_end
             clock.lap("reduce")
+        if trunk.due(factor, step):
+            trunk.write(ds, step)
         logger.step(step, time.perf_counter() - started, clock.phases, lr=ds.get_lr()[0], **values,
                     **peak_memory(device))
         profile.after(step)
@@ -256,7 +287,8 @@ def train(cfg) -> Path:
             written = write_samples(ds.module, vae, config, cfg.samples, step, out, device)
             logger.message(f"step {step}: {len(written)} samples in {written[0].parent if written else '-'}")
         if saving or (cfg.checkpoint.enabled and out_of_time):
-            trainer = {"sampler": data.sampler.state, "skipped": round(skipped * world), "stage": cfg.run.stage}
+            trainer = {"sampler": data.sampler.state, "skipped": round(skipped * world), "stage": cfg.run.stage,
+                       "cooling_from": factor.cooling_from}
             checkpoint.save(ds, folder, step, trainer, ema, cfg.checkpoint.keep, rank)
     if out_of_time and step < cfg.run.steps:
         logger.write(step, event="out of time")
@@ -264,7 +296,8 @@ def train(cfg) -> Path:
     if eval_set:
         logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
 
-    exported = out / "export" / "vino.safetensors"
+    if trunk.due(factor, step, ended=True):  # the run never cooled: its last weights are its trunk
+        trunk.write(ds, step)
     if rank == 0 and cfg.checkpoint.enabled:
         state = ds.module.export_state()
         checkpoint.export(state, config, exported, cfg.checkpoint.export_dtype)
