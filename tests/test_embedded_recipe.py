@@ -225,6 +225,11 @@ def test_bundle_is_half_precision_complete_and_loads(tiny, tmp_path):
     write_bundle(tiny / "vino.safetensors", tiny / "qwen3vl", tiny / "vae.safetensors", out, DEFAULTS)
     assert json.loads((out / "defaults.json").read_text())["steps"] == DEFAULTS["steps"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no .partial or .old left behind
+    with pytest.raises(VinoInputError, match="missing.safetensors"):  # a write that fails keeps the old bundle whole
+        write_bundle(tiny / "vino.safetensors", tiny / "qwen3vl", tmp_path / "missing.safetensors", out,
+                     {**DEFAULTS, "steps": 9})
+    assert json.loads((out / "defaults.json").read_text())["steps"] == DEFAULTS["steps"]
+    assert (out / "vino.safetensors").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
     config, transformer, _ = load_vino_weights(tiny / "vino.safetensors")
     save_vino(tmp_path / "base.safetensors", {f"transformer.{k}": v for k, v in transformer.items()}, config)
     with pytest.raises(VinoInputError, match="no mm_encoder"):

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from vino_model.checkpoint import load_vino_weights, save_vino
 from vino_model.errors import VinoInputError, run_cli
+from vino_model.files import atomic_output
 from vino_model.vae import VinoVAE
 
 from .world import VIDEO_FORMATS, write_split
@@ -46,37 +47,26 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: dict, video_format: str = "mp4") -> Path:
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     config, transformer, mm_encoder = load_vino_weights(checkpoint)
     if mm_encoder is None:
         raise VinoInputError(f"--checkpoint {checkpoint} has no mm_encoder.* weights; expected a stage 1-3 export")
-    state = {f"transformer.{k}": v for k, v in transformer.items()}
-    state.update({f"mm_encoder.{k}": v for k, v in mm_encoder.items()})
-    save_vino(partial / "vino.safetensors", _half(state), config)
-
     if not (qwen / "config.json").is_file():
         raise VinoInputError(f"--qwen {qwen} is not a Qwen3-VL folder (no config.json)")
-    shutil.copytree(qwen, partial / "qwen3vl", ignore=shutil.ignore_patterns("*.safetensors", "*.partial"))
-    for weights in qwen.glob("*.safetensors"):
-        save_file(_half(load_file(weights)), str(partial / "qwen3vl" / weights.name), metadata={"format": "pt"})
-
-    model = VinoVAE.load(vae)
-    model.model.to(torch.float16)
-    model.save(partial / "vae.safetensors")
-    (partial / "defaults.json").write_text(json.dumps(defaults, indent=1) + "\n")
-    write_split(partial / "demo", seed=DEMO_SEED, per_task=1, width=defaults["width"], height=defaults["height"],
-                frames=defaults["frames"], split="heldout", video_format=video_format)  # --demo's, workflows' inputs
-
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        partial.rename(out)
-        shutil.rmtree(old)
-    else:
-        partial.rename(out)
+    state = {f"transformer.{k}": v for k, v in transformer.items()}
+    state.update({f"mm_encoder.{k}": v for k, v in mm_encoder.items()})
+    with atomic_output(out, replace_folder=True) as partial:  # an earlier bundle there is replaced as a whole
+        partial.mkdir()
+        save_vino(partial / "vino.safetensors", _half(state), config)
+        shutil.copytree(qwen, partial / "qwen3vl", ignore=shutil.ignore_patterns("*.safetensors", "*.partial*"))
+        for weights in qwen.glob("*.safetensors"):
+            save_file(_half(load_file(weights)), str(partial / "qwen3vl" / weights.name), metadata={"format": "pt"})
+        model = VinoVAE.load(vae)
+        model.model.to(torch.float16)
+        model.save(partial / "vae.safetensors")
+        (partial / "defaults.json").write_text(json.dumps(defaults, indent=1) + "\n")
+        # --demo's and the workflow twins' inputs
+        write_split(partial / "demo", seed=DEMO_SEED, per_task=1, width=defaults["width"], height=defaults["height"],
+                    frames=defaults["frames"], split="heldout", video_format=video_format)
     return out
 
 

@@ -23,7 +23,6 @@ import argparse
 import itertools
 import logging
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
 from vino_model.encoder import right_pad
 from vino_model.errors import VinoInputError, run_cli
+from vino_model.files import atomic_output
 from vino_model.tiny_qwen import make_tiny_qwen3vl
 
 from .manifest import TASKS
@@ -95,16 +95,23 @@ def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, caption
           device: str, list_objects: bool = True, identity: float = 0.0) -> Path:
     if out.exists():
         raise VinoInputError(f"--out {out} exists; remove it or choose another folder")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    with atomic_output(out) as partial:  # the folder appears whole, or not at all
+        train_into(partial, steps, batch_size, lr, text, captions, seed, device, list_objects, identity)
+    return out
+
+
+def train_into(folder: Path, steps: int, batch_size: int, lr: float, text: dict, captions: int, seed: int,
+               device: str, list_objects: bool, identity: float) -> None:
+    """`train`'s work, written into `folder`."""
     pairs = world_captions(captions, seed)
-    make_tiny_qwen3vl(partial, seed=seed, corpus=[part for pair in pairs for part in pair], text=text)
-    processor = AutoProcessor.from_pretrained(partial)
-    model = Qwen3VLForConditionalGeneration.from_pretrained(partial, dtype=torch.float32).to(device)
+    make_tiny_qwen3vl(folder, seed=seed, corpus=[part for pair in pairs for part in pair], text=text)
+    processor = AutoProcessor.from_pretrained(folder)
+    model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).to(device)
     tokenizer = processor.tokenizer
     ids = [chat_ids(tokenizer, caption, objects if list_objects else "") for caption, objects in pairs]
     log.info("language model: %s parameters, %d captions, %.1f tokens each",
-             f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", len(ids), np.mean(list(map(len, ids))))
+             f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", len(ids),
+             np.mean(list(map(len, ids))))
     params = [p for n, p in model.named_parameters() if "visual" not in n]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
@@ -128,14 +135,12 @@ def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, caption
         if step % 100 == 0 or step == steps:
             log.info("step %d/%d: next-token loss %.4f, identity loss %.4f (%.0f s)", step, steps, result.loss.item(),
                      readback.item(), time.perf_counter() - started)
-    model.eval().to("cpu").save_pretrained(partial, safe_serialization=True)
+    model.eval().to("cpu").save_pretrained(folder, safe_serialization=True)
     for layer in READ_LAYERS:
         for where in ("sequence", "word"):
-            separation = attribute_separation(partial, layer, where)
+            separation = attribute_separation(folder, layer, where)
             log.info("text states at hidden_states[%d] move %s when one word changes (%s)", layer,
                      ", ".join(f"{v:.3f} for {k}" for k, v in separation.items()), where)
-    partial.rename(out)
-    return out
 
 
 SEPARATION_PROMPT = "a picture of a {size} {color} {shape} in the center on a white background"
