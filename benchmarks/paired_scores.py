@@ -1,0 +1,90 @@
+"""Two models on the same held-out prompts, prompt by prompt: for each task kind both mean scores and how many
+prompts rose and fell, with the two-sided sign test's p-value over those that moved.
+
+    python benchmarks/paired_scores.py OLD.json[,OLD2.json ...] NEW.json[,NEW2.json ...]
+
+Each side is one or more `python -m training.bench --json` files (a comma-separated list: one model scored in
+several runs, say some tasks on a CPU and the rest on a GPU); where a prompt is in several files of one side, the
+later file's score counts. Only prompts both sides scored are compared: "all tasks" is the mean of the task kinds'
+means over the kinds both sides hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training.manifest import TASKS  # noqa: E402
+from vino_model.errors import VinoInputError, run_cli  # noqa: E402
+
+
+def read_scores(spec: str) -> dict[tuple[str, int], float]:
+    """(task kind, prompt index) -> score, from a comma-separated list of training.bench --json files."""
+    scores = {}
+    for name in spec.split(","):
+        path = Path(name)
+        try:
+            records = json.loads(path.read_text())
+            scores.update({(r["task"], int(r["index"])): float(r["score"]) for r in records})
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise VinoInputError(f"{name}: expected a training.bench --json file (a list of task, index and score "
+                                 f"records); {error}") from error
+    return scores
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Two-sided p-value that rises and falls this uneven come from a fair coin."""
+    n, k = better + worse, min(better, worse)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def compare(old: dict, new: dict) -> list[dict]:
+    """One row per task kind both sides scored (in the world's order), and an "all tasks" row."""
+    rows = []
+    for task in [t for t in TASKS if any(k[0] == t for k in old.keys() & new.keys())]:
+        keys = sorted(k for k in old.keys() & new.keys() if k[0] == task)
+        better = sum(new[k] > old[k] for k in keys)
+        worse = sum(new[k] < old[k] for k in keys)
+        rows.append({"task": task, "prompts": len(keys), "old": sum(old[k] for k in keys) / len(keys),
+                     "new": sum(new[k] for k in keys) / len(keys), "better": better, "worse": worse,
+                     "p": sign_test(better, worse)})
+    if rows:
+        rows.append({"task": "all tasks", "prompts": sum(r["prompts"] for r in rows),
+                     "old": sum(r["old"] for r in rows) / len(rows), "new": sum(r["new"] for r in rows) / len(rows),
+                     "better": sum(r["better"] for r in rows), "worse": sum(r["worse"] for r in rows)})
+        rows[-1]["p"] = sign_test(rows[-1]["better"], rows[-1]["worse"])
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| task | prompts | old | new | better / worse | sign test p |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['task']} | {r['prompts']} | {r['old']:.3f} | {r['new']:.3f} | {r['better']} / {r['worse']} | "
+              f"{r['p']:.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("old", help="the model compared against: training.bench --json file(s), comma-separated")
+    p.add_argument("new", help="the model compared: training.bench --json file(s), comma-separated")
+    args = p.parse_args(argv)
+
+    def run():
+        rows = compare(read_scores(args.old), read_scores(args.new))
+        if not rows:
+            raise VinoInputError(f"{args.old} and {args.new} share no scored prompt")
+        print(table(rows))
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
