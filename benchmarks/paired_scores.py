@@ -48,19 +48,21 @@ def sign_test(better: int, worse: int) -> float:
 
 def compare(old: dict, new: dict) -> list[dict]:
     """One row per task kind both sides scored (in the world's order), and an "all tasks" row."""
+
+    def row(task: str, prompts: int, old_mean: float, new_mean: float, better: int, worse: int) -> dict:
+        return {"task": task, "prompts": prompts, "old": old_mean, "new": new_mean, "better": better, "worse": worse,
+                "p": sign_test(better, worse)}
+
+    shared = old.keys() & new.keys()
     rows = []
-    for task in [t for t in TASKS if any(k[0] == t for k in old.keys() & new.keys())]:
-        keys = sorted(k for k in old.keys() & new.keys() if k[0] == task)
-        better = sum(new[k] > old[k] for k in keys)
-        worse = sum(new[k] < old[k] for k in keys)
-        rows.append({"task": task, "prompts": len(keys), "old": sum(old[k] for k in keys) / len(keys),
-                     "new": sum(new[k] for k in keys) / len(keys), "better": better, "worse": worse,
-                     "p": sign_test(better, worse)})
+    for task in [t for t in TASKS if any(k[0] == t for k in shared)]:
+        keys = sorted(k for k in shared if k[0] == task)
+        rows.append(row(task, len(keys), sum(old[k] for k in keys) / len(keys), sum(new[k] for k in keys) / len(keys),
+                        sum(new[k] > old[k] for k in keys), sum(new[k] < old[k] for k in keys)))
     if rows:
-        rows.append({"task": "all tasks", "prompts": sum(r["prompts"] for r in rows),
-                     "old": sum(r["old"] for r in rows) / len(rows), "new": sum(r["new"] for r in rows) / len(rows),
-                     "better": sum(r["better"] for r in rows), "worse": sum(r["worse"] for r in rows)})
-        rows[-1]["p"] = sign_test(rows[-1]["better"], rows[-1]["worse"])
+        rows.append(row("all tasks", sum(r["prompts"] for r in rows), sum(r["old"] for r in rows) / len(rows),
+                        sum(r["new"] for r in rows) / len(rows), sum(r["better"] for r in rows),
+                        sum(r["worse"] for r in rows)))
     return rows
 
 

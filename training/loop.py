@@ -191,9 +191,11 @@ class Trunk:
         factor.cooling_from = step
         return True
 
-    def write(self, ds, step: int) -> None:
+    def write(self, ds, step: int, state: dict | None = None) -> None:
+        """Export the trunk (on rank 0): `state`, when the caller has already taken the weights out, else ds's."""
         if self.rank == 0 and self.cfg.checkpoint.enabled:
-            checkpoint.export(ds.module.export_state(), self.config, self.path, self.cfg.checkpoint.export_dtype)
+            state = ds.module.export_state() if state is None else state
+            checkpoint.export(state, self.config, self.path, self.cfg.checkpoint.export_dtype)
             self.logger.write(step, event="trunk")
             self.logger.message(f"step {step}: the trunk, where the cooldown begins: {self.path}")
 
@@ -296,11 +298,11 @@ def train(cfg) -> Path:
     if eval_set:
         logger.write(step, **evaluate_in_eval_mode(ds, data, eval_set, cfg, rank, world, device))
 
-    if trunk.due(factor, step, ended=True):  # the run never cooled: its last weights are its trunk
-        trunk.write(ds, step)
     if rank == 0 and cfg.checkpoint.enabled:
         state = ds.module.export_state()
         checkpoint.export(state, config, exported, cfg.checkpoint.export_dtype)
+        if trunk.due(factor, step, ended=True):  # the run never cooled: its last weights are its trunk
+            trunk.write(ds, step, state)
         if ema is not None:
             checkpoint.export({**state, **ema.state_dict()}, config, exported.with_name("vino-ema.safetensors"),
                               cfg.checkpoint.export_dtype)
