@@ -428,6 +428,26 @@ def test_memoised_media_read_as_the_vlm_reads_them_with_the_tower_run_once_a_med
         encoder.encode(*contexts[-1])
 
 
+def test_an_unmemoised_view_generates_mid_training_and_leaves_the_memo_as_it_was(encoder, monkeypatch):
+    """Training's samples read with `encode`, which a memo refuses: the view reads as the encoder without a memo
+    does, with the same modules, and the memo keeps its entries and its memoised processors."""
+    context = (PROMPT, IMAGES, VIDEO, VIDEO_FPS)
+    expected = encoder.encode(*context)
+    monkeypatch.setattr(encoder, "memo", {})
+    encoder.encode_batch([context], keys=["both"])  # read: the memo's pixels are let go
+    view = encoder.unmemoised()
+    got = view.encode(*context)
+    torch.testing.assert_close(got.text_states, expected.text_states)
+    torch.testing.assert_close(got.boundary_tokens, expected.boundary_tokens)
+    assert view.mm_encoder is encoder.mm_encoder and view.vlm is encoder.vlm
+    assert list(encoder.memo) == ["both"] and encoder.read_media
+    assert isinstance(encoder.processor.video_processor, MemoisedMedia)
+    with pytest.raises(RuntimeError, match="set `memo` to None"):
+        encoder.encode(*context)
+    encoder.memo = None
+    assert encoder.unmemoised() is encoder
+
+
 def test_memoised_pixels_take_the_vision_towers_dtype_which_it_casts_to_anyway(encoder):
     images = MemoisedMedia(encoder.processor.image_processor, torch.bfloat16)
     pixels = images(images=IMAGES[:1], return_tensors="pt")["pixel_values"]

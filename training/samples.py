@@ -44,7 +44,7 @@ def write_samples(trainee: Trainee, vae, config, cfg, step: int, out: Path, devi
     entries = read_task_file(cfg.tasks)
     if trainee.native is not None:
         entries = [e for e in entries if e.task in ("t2i", "t2v")]
-    pipeline = VinoPipeline(trainee.transformer, trainee.encoder, vae, config, device,
+    pipeline = VinoPipeline(trainee.transformer, trainee.encoder.unmemoised(), vae, config, device,
                             trainee.transformer.proj_out.weight.dtype)
     folder = out / "samples" / step_name(step)
     written = []

@@ -243,6 +243,18 @@ class InterleavedEncoder(nn.Module):
             for name in MEDIA_PROCESSORS:
                 setattr(self.processor, name, MemoisedMedia(getattr(self.processor, name), dtype))
 
+    def unmemoised(self) -> "InterleavedEncoder":
+        """This encoder, its modules shared, reading as if no memo were set and leaving the memo as it is: for a
+        generation in the middle of training (its samples)."""
+        if self.memo is None:
+            return self
+        view = copy.copy(self)
+        view._memo, view.read_media = None, {}
+        view.processor = copy.copy(self.processor)
+        for name in MEDIA_PROCESSORS:
+            setattr(view.processor, name, getattr(self.processor, name).inner)
+        return view
+
     @classmethod
     def from_folder(cls, qwen_folder, mm_encoder: MMEncoder, device="cpu", dtype=torch.float32):
         """Load a Qwen3-VL folder (e.g. Qwen3-VL-4B-Instruct); the VLM gets `dtype`, mm_encoder keeps its own."""
