@@ -35,7 +35,7 @@ STAGE_RUNS = {
     1: {"run.steps": 3, "optim.lr": 1e-2},
     2: {"run.steps": 3, "optim.lr": 1e-3},
     3: {"run.steps": 4, "optim.lr": 1e-3, "data.tasks": ALL_TASKS, "optim.accumulation": 2, "optim.ema": 0.9,
-        "samples.every": 4, "samples.limit": 2},
+        "samples.every": 4, "samples.limit": 2, "data.keep_in_memory": True, "data.prefill_workers": 2},
 }
 
 
@@ -170,6 +170,9 @@ def test_stage3_trains_everything_on_the_task_mixture_and_writes_samples(curricu
         assert changed(before, after, trained), trained
     ema = load_file(export.with_name("vino-ema.safetensors"))
     assert changed(after, ema, "transformer.") and set(ema) == set(after)
+    prefill = next(r for r in records(out) if r.get("event") == "prefill")
+    referring = [r for r in read_manifest(str(curriculum.manifest)) if r.ref_images or r.ref_video]
+    assert prefill["contexts"] == len(referring) and prefill["media"] >= len(referring)
     samples = sorted(p.name for p in (out / "samples" / "step-00000004").iterdir())
     assert len(samples) == 2 and all(name.endswith(".mp4") for name in samples)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000004"]

@@ -300,6 +300,9 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     assert "offload_optimizer" not in deepspeed_config(cfg)["zero_optimization"]
     with pytest.raises(VinoInputError, match="offload_optimizer needs optim.zero_stage 1 or 2"):
         train_config.load(tmp_path / "stage.toml", ["optim.offload_optimizer=true", "optim.zero_stage=0"])
+    with pytest.raises(VinoInputError, match="data.prefill_workers=4; expected 0, or processes that fill what "
+                                             "data.keep_in_memory = true keeps"):
+        train_config.load(tmp_path / "stage.toml", ["data.prefill_workers=4"])
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("training/configs/*/stage*.toml")),
@@ -349,3 +352,53 @@ def test_a_batchs_references_go_to_the_device_in_one_copy_a_shape_and_keep_their
     images = [moved[0][0], moved[2][1], moved[3][0]]
     assert len({storage(r) for r in images}) == 1  # the three images: one stacked copy
     assert len({storage(r) for r in (images[0], moved[0][1], moved[2][0])}) == 3
+
+
+def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_processing_or_file_left(world, tmp_path,
+                                                                                                 monkeypatch):
+    """Two worker processes fit and process every sample's references and the tower reads them; a batch then reads
+    them (with the long or the short caption) exactly as an encoder without a memo reads the same files, while no
+    media is processed again and no file read."""
+    from training import data as data_module
+    from training.prefill import prefill
+    from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, MMEncoder
+    from vino_model.tiny_qwen import make_tiny_qwen3vl
+
+    records, vae_file, cache, samples, _ = world
+    qwen = make_tiny_qwen3vl(tmp_path / "qwen", seed=0)
+    torch.manual_seed(0)
+    encoder = InterleavedEncoder.from_folder(qwen, MMEncoder(vlm_hidden=64, num_queries=4, text_dim=48,
+                                                             boundary_dim=40))
+    data = TrainData(samples, cache, data_config(keep_in_memory=True), REFERENCE_AREA, 0, 0, 1, read_media=True)
+    encoder.memo = {}
+    filled = prefill(data, encoder, qwen, workers=2)
+
+    referring = [s for s in samples if s.record.ref_images or s.video is not None]
+    assert {s.record.task for s in referring} == {"i2v", "ti2v", "ti2i", "ti2i_ref", "tv2v", "tiv2v", "clone"}
+    assert filled["contexts"] == len(referring)
+    assert filled["media"] == sum(bool(s.record.ref_images) + (s.video is not None) for s in referring)
+    kept = [output for name in MEDIA_PROCESSORS for output in getattr(encoder.processor, name).outputs.values()]
+    assert len(kept) == filled["media"]
+    assert all(value.numel() == 0 for output in kept for key, value in output.items() if key.startswith("pixel"))
+
+    refused = lambda *args, **kwargs: pytest.fail("a prefilled reference was read from its file again")  # noqa: E731
+    monkeypatch.setattr(data_module, "read_image", refused)
+    monkeypatch.setattr(data_module, "read_video", refused)
+    loaded = [data.load(s, np.random.default_rng(0), dropout=False)[2] for s in referring]
+    contexts = [(c.text, c.images, c.video, c.video_fps) for c in loaded]
+    contexts += [(s.record.caption_short, *context[1:]) for s, context in zip(referring, contexts)]
+    got = encoder.encode_batch(contexts, keys=[("long", c.key) for c in loaded] + [("short", c.key) for c in loaded])
+    # a media processor's call that was not prefilled keeps a new output
+    assert len(kept) == sum(len(getattr(encoder.processor, name).outputs) for name in MEDIA_PROCESSORS)
+    monkeypatch.undo()
+
+    plain = TrainData(samples, cache, data_config(), REFERENCE_AREA, 0, 0, 1, read_media=True)
+    from_files = [plain.load(s, np.random.default_rng(0), dropout=False)[2] for s in referring]
+    fresh = [(c.text, c.images, c.video, c.video_fps) for c in from_files]
+    fresh += [(s.record.caption_short, *context[1:]) for s, context in zip(referring, fresh)]
+    encoder.memo = None
+    expected = encoder.encode_batch(fresh)
+    assert torch.equal(got.mask, expected.mask)
+    torch.testing.assert_close(got.text_states[got.mask], expected.text_states[expected.mask], atol=1e-5, rtol=1e-4)
+    for have, want in zip(got.boundary_tokens, expected.boundary_tokens, strict=True):
+        torch.testing.assert_close(have, want, atol=1e-5, rtol=1e-4)

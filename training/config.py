@@ -90,6 +90,7 @@ class DataConfig:
     vae_dtype: str = "float32"
     cache_batch: int = 16  # media of one pixel shape the VAE encodes at once when filling the cache
     keep_in_memory: bool = False  # latents, fitted references and VLM inputs stay in RAM once made (small models)
+    prefill_workers: int = 0  # processes that make the VLM's reading of each reference before step 0 (keep_in_memory)
 
 
 @dataclass
@@ -274,6 +275,9 @@ def check(cfg: TrainConfig) -> None:
                              "expected a batch of at least 1 (image_batch_size 0: the same as batch_size)")
     if not data.manifest:
         raise VinoInputError("data.manifest is empty; list at least one manifest.jsonl")
+    if data.prefill_workers < 0 or (data.prefill_workers and not (data.keep_in_memory and run.stage > 0)):
+        raise VinoInputError(f"data.prefill_workers={data.prefill_workers}; expected 0, or processes that fill what "
+                             "data.keep_in_memory = true keeps, in a stage whose VLM reads the references (1-3)")
     for task, share in data.tasks.items():
         if task not in TASKS:
             raise VinoInputError(f"data.tasks names {task!r}; expected tasks among {', '.join(TASKS)}")

@@ -476,13 +476,23 @@ class TrainData:
 
     def media(self, path: str, video_spec: dict | None):
         """A reference as the VLM reads it: a letterboxed image, or (video frames, fps); memoised with the latents."""
-        memo_key = (path, json.dumps(video_spec, sort_keys=True))
+        memo_key = fitted_key(path, video_spec)
         if self.fitted is not None and memo_key in self.fitted:
             return self.fitted[memo_key]
-        fitted = letterbox(read_image(path), self.reference_area) if video_spec is None else read_fitted(path, video_spec)
+        fitted = fit_reference(path, video_spec, self.reference_area)
         if self.fitted is not None:
             self.fitted[memo_key] = fitted
         return fitted
+
+
+def fitted_key(path: str, video_spec: dict | None) -> tuple[str, str]:
+    """Names a reference as the VLM reads it (`TrainData.fitted`)."""
+    return path, json.dumps(video_spec, sort_keys=True)
+
+
+def fit_reference(path: str, video_spec: dict | None, reference_area: int):
+    """A reference as the VLM reads it: a letterboxed image (`video_spec` None), or (video frames, fps)."""
+    return letterbox(read_image(path), reference_area) if video_spec is None else read_fitted(path, video_spec)
 
 
 def collate(loaded) -> Batch:

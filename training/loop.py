@@ -28,6 +28,7 @@ from . import checkpoint, engine, model
 from .data import MEDIA_ERRORS, Batch, Context, LatentCache, TrainData, build_index, collate
 from .logs import Logger, StepClock, StepProfile
 from .manifest import read_manifest
+from .prefill import prefill
 from .samples import write_samples
 
 log = logging.getLogger("vino.train")
@@ -252,6 +253,11 @@ def train(cfg) -> Path:
     clock, window, values = StepClock(), Window(), {}
     profile = StepProfile(out, cfg.log.profile, cfg.log.profile_steps, enabled=rank == 0)
     begun, out_of_time = time.monotonic(), False
+    if cfg.data.prefill_workers:  # inside run.seconds: it takes steps' time
+        filled = prefill(data, trainee.encoder, cfg.model.qwen, cfg.data.prefill_workers)
+        logger.write(step, event="prefill", **filled)
+        logger.message(f"prefill: the references of {filled['contexts']} contexts, {filled['media']} media read by "
+                       f"the vision tower, in {filled['seconds']} s")
     fit = engine.DecayFit(factor, cfg.run, step)
     exported = out / "export" / "vino.safetensors"
     trunk = Trunk(exported.with_name("trunk.safetensors"), cfg, config, rank, logger)

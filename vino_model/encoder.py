@@ -170,6 +170,57 @@ def fingerprint(value, digest) -> bool:
 MEDIA_PROCESSORS = ("image_processor", "video_processor")
 
 
+def process_context(processor, text: str, images=(), video=None, video_fps: float | None = None, system=SYSTEM_PROMPT):
+    """The processor's output for a (text, images, video, video_fps) context, on the CPU: token ids (visual
+    placeholders expanded), pixels and grids. Needs only the processor, not the VLM."""
+    images = list(images)
+    if video is not None and not all(isinstance(frame, Image.Image) for frame in video):
+        raise VinoInputError("video must be one list of PIL frames; VINO takes at most one video")
+    if video is not None and len(video) < 2:
+        raise VinoInputError(f"video has {len(video)} frame(s); expected at least 2 (connect a still as an image)")
+    if video is not None and video_fps is None:
+        raise VinoInputError("video_fps is missing; pass the frame rate of the connected video")
+    if not all(isinstance(image, Image.Image) for image in images):
+        raise VinoInputError("images must be a list of PIL images")
+    check_text(processor, text, len(images), video is not None)
+
+    prompt = render_prompt(processor, text, len(images), video is not None, system)
+    kwargs = {"text": [prompt], "return_tensors": "pt"}
+    if images:
+        kwargs["images"] = images
+    if video is not None:
+        kwargs["videos"], kwargs["videos_kwargs"] = video_for_vlm(processor, video, video_fps)
+    return processor(**kwargs)
+
+
+def check_text(processor, text: str, num_images: int, has_video: bool) -> None:
+    specials = [token for token in processor.tokenizer.all_special_tokens if token in text]
+    if specials:
+        raise VinoInputError(f"prompt contains the control token(s) {specials}; remove them from the text")
+    check_labels(text, num_images, has_video)
+
+
+def video_for_vlm(processor, video: list[Image.Image], video_fps: float):
+    """Frames sampled at VIDEO_FPS with their source indices, and the per-frame size bounds."""
+    video_processor = processor.video_processor
+    metadata = VideoMetadata(total_num_frames=len(video), fps=float(video_fps))
+    metadata.frames_indices = [int(i) for i in video_processor.sample_frames(metadata, fps=VIDEO_FPS)]
+    frames = np.stack([np.asarray(video[i].convert("RGB")) for i in metadata.frames_indices])  # [T, H, W, 3]
+    # The processor bounds the pixels of all sampled frames together; scale the bounds by the count.
+    token_pixels = (video_processor.patch_size * video_processor.merge_size) ** 2
+    num_frames = len(frames)
+    videos_kwargs = {
+        "video_metadata": [metadata],
+        "do_sample_frames": False,
+        "cap_pixels_per_frame": False,
+        "size": {
+            "shortest_edge": VIDEO_MIN_TOKENS_PER_FRAME * token_pixels * num_frames,
+            "longest_edge": VIDEO_MAX_TOKENS_PER_FRAME * token_pixels * num_frames,
+        },
+    }
+    return [frames], videos_kwargs
+
+
 class MemoisedMedia:
     """Stands in for the processor's image or video processor while the encoder memoises (training): equal media
     with equal settings are processed once, and their pixels kept once, in the vision tower's dtype (the tower casts
@@ -197,6 +248,15 @@ class MemoisedMedia:
                     output[name] = output[name].to(self.dtype)
             self.outputs[key] = output
         return copy.copy(self.outputs[key])  # the processor pops keys off what it is given
+
+
+def memoising(processor, dtype: torch.dtype):
+    """A copy of `processor` whose image and video processors are `MemoisedMedia` (the original, which other
+    encoders may share, keeps its own)."""
+    processor = copy.copy(processor)
+    for name in MEDIA_PROCESSORS:
+        setattr(processor, name, MemoisedMedia(getattr(processor, name), dtype))
+    return processor
 
 
 @dataclass
@@ -238,10 +298,7 @@ class InterleavedEncoder(nn.Module):
             for name in MEDIA_PROCESSORS:
                 setattr(self.processor, name, getattr(self.processor, name).inner)
         if memo is not None:
-            self.processor = copy.copy(self.processor)  # encoders that share a processor keep it as it was
-            dtype = self.vlm.model.visual.dtype
-            for name in MEDIA_PROCESSORS:
-                setattr(self.processor, name, MemoisedMedia(getattr(self.processor, name), dtype))
+            self.processor = memoising(self.processor, self.vlm.model.visual.dtype)
 
     def unmemoised(self) -> "InterleavedEncoder":
         """This encoder, its modules shared, reading as if no memo were set and leaving the memo as it is: for a
@@ -290,36 +347,13 @@ class InterleavedEncoder(nn.Module):
 
     def process(self, text: str, images=(), video=None, video_fps: float | None = None, system=SYSTEM_PROMPT):
         """`prepare_inputs` on the CPU."""
-        images = list(images)
-        if video is not None and not all(isinstance(frame, Image.Image) for frame in video):
-            raise VinoInputError("video must be one list of PIL frames; VINO takes at most one video")
-        if video is not None and len(video) < 2:
-            raise VinoInputError(f"video has {len(video)} frame(s); expected at least 2 (connect a still as an image)")
-        if video is not None and video_fps is None:
-            raise VinoInputError("video_fps is missing; pass the frame rate of the connected video")
-        if not all(isinstance(image, Image.Image) for image in images):
-            raise VinoInputError("images must be a list of PIL images")
-        self.check_text(text, len(images), video is not None)
-
-        prompt = render_prompt(self.processor, text, len(images), video is not None, system)
-        kwargs = {"text": [prompt], "return_tensors": "pt"}
-        if images:
-            kwargs["images"] = images
-        if video is not None:
-            kwargs["videos"], kwargs["videos_kwargs"] = self._video_for_vlm(video, video_fps)
-        return self.processor(**kwargs)
-
-    def check_text(self, text: str, num_images: int, has_video: bool) -> None:
-        specials = [token for token in self.processor.tokenizer.all_special_tokens if token in text]
-        if specials:
-            raise VinoInputError(f"prompt contains the control token(s) {specials}; remove them from the text")
-        check_labels(text, num_images, has_video)
+        return process_context(self.processor, text, images, video, video_fps, system)
 
     def prepared_texts(self, texts: list[str]) -> list[tuple[dict, torch.Tensor]]:
         """`prepared` of text-only contexts, tokenized in one call (a sixth of the time of one by one): with no
         visual input, the mRoPE positions are 0, 1, 2, ... on all three axes."""
         for text in texts:
-            self.check_text(text, 0, False)
+            check_text(self.processor, text, 0, False)
         if not texts:
             return []
         rows = self.processor.tokenizer([render_prompt(self.processor, text, 0, False) for text in texts])["input_ids"]
@@ -354,26 +388,6 @@ class InterleavedEncoder(nn.Module):
         if memo is not None:
             memo[key] = inputs, positions
         return inputs, positions
-
-    def _video_for_vlm(self, video: list[Image.Image], video_fps: float):
-        """Frames sampled at VIDEO_FPS with their source indices, and the per-frame size bounds."""
-        video_processor = self.processor.video_processor
-        metadata = VideoMetadata(total_num_frames=len(video), fps=float(video_fps))
-        metadata.frames_indices = [int(i) for i in video_processor.sample_frames(metadata, fps=VIDEO_FPS)]
-        frames = np.stack([np.asarray(video[i].convert("RGB")) for i in metadata.frames_indices])  # [T, H, W, 3]
-        # The processor bounds the pixels of all sampled frames together; scale the bounds by the count.
-        token_pixels = (video_processor.patch_size * video_processor.merge_size) ** 2
-        num_frames = len(frames)
-        videos_kwargs = {
-            "video_metadata": [metadata],
-            "do_sample_frames": False,
-            "cap_pixels_per_frame": False,
-            "size": {
-                "shortest_edge": VIDEO_MIN_TOKENS_PER_FRAME * token_pixels * num_frames,
-                "longest_edge": VIDEO_MAX_TOKENS_PER_FRAME * token_pixels * num_frames,
-            },
-        }
-        return [frames], videos_kwargs
 
     def hidden_states(self, inputs) -> torch.Tensor:
         """hidden_states[-2] of the VLM over the prompt followed by the metaquery: [L_prompt + Q, vlm_hidden].
