@@ -3,18 +3,23 @@
 # measure the pixels (training.bench), and score the split's ground-truth renders for the gap.
 #   bash scripts/bench_embedded.sh DATA_DIR OUT_DIR [vino_model.generate options...]
 #   MODEL=vino_model/embedded (default) PY=.venv/bin/python VIDEO_FORMAT=mp4 (npz: no PyAV needed)
-#   SHARDS=N: N generating processes a task file side by side (a GPU that one small model leaves idle; default 1)
+#   SHARDS=N: N generating processes a task file side by side (a GPU that one small model leaves idle; default 1),
+#   each with its share of the cores for torch's threads (OMP_NUM_THREADS, unless set): on a 2-core CPU two shards
+#   of two threads each made ti2i_ref 1.5x slower than one process, and two of one thread t2v 1.27x faster
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 MODEL=${MODEL:-vino_model/embedded}
 SHARDS=${SHARDS:-1}
+threads=$(( $(nproc) / SHARDS ))
+threads=${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}
 data=$1 out=$2
 shift 2
 for kind in image video; do
   pids=()
   for shard in $(seq 0 $((SHARDS - 1))); do
-    "$PY" -m vino_model.generate --model "$MODEL" --tasks "$data/tasks_$kind.json" --out "$out" --reference-mode mode \
-      --video-suffix ".${VIDEO_FORMAT:-mp4}" --shard "$shard/$SHARDS" "$@" > /dev/null &
+    OMP_NUM_THREADS=$threads "$PY" -m vino_model.generate --model "$MODEL" --tasks "$data/tasks_$kind.json" \
+      --out "$out" --reference-mode mode --video-suffix ".${VIDEO_FORMAT:-mp4}" --shard "$shard/$SHARDS" "$@" \
+      > /dev/null &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done  # set -e: a failed shard fails the benchmark
