@@ -3,10 +3,11 @@
 With `data.keep_in_memory` the encoder keeps the processor's output for each reference and the vision tower's
 reading of it, but a run makes them as its batches first meet the references, on the main process between its
 steps: session 24's stage 3 ran steps 10-500 at 0.89 s a step and steps 1,310-1,710 at 0.31 s. Here worker
-processes fit each sample's references and run the processor over them (the CPU's work, a video's in about 50-100
-ms); the main process keeps their outputs in the encoder's `MemoisedMedia` and `TrainData.fitted`, and the vision
-tower reads them a chunk at a time, so their pixels (6.3 MB a reference video) are let go as they come in. A batch
-then runs the processor only for its prompts' text and for references that dropout left a sample fewer of.
+processes fit each sample's references and run the processor over them (the CPU's work: 0.1-0.2 s a reference
+video on a busy 2-core CPU); the main process keeps their outputs in the encoder's `MemoisedMedia` and in
+`TrainData.fitted`, and the vision tower reads them a chunk at a time, so their pixels (6.3 MB a reference video)
+are let go as they come in. A batch then runs the processor only for its prompts' text and for the references
+that dropout left a sample fewer of.
 """
 
 from __future__ import annotations
