@@ -11,13 +11,17 @@ import pytest
 import torch
 
 from training import config as train_config
+from training import data as data_module
 from training.config import DataConfig
 from training.data import Batch, LatentCache, Sampler, TrainData, bucket_size, build_index, fillable, target_spec
 from training.engine import deepspeed_config
 from training.loop import model_inputs
 from training.manifest import read_manifest
+from training.prefill import prefill
 from training.world import write_split
+from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, MMEncoder
 from vino_model.errors import VinoInputError
+from vino_model.tiny_qwen import make_tiny_qwen3vl
 from vino_model.vae import make_tiny_vae
 
 REFERENCE_AREA = 64 * 64
@@ -359,11 +363,6 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     """Two worker processes fit and process every sample's references and the tower reads them; a batch then reads
     them (with the long or the short caption) exactly as an encoder without a memo reads the same files, while no
     media is processed again and no file read."""
-    from training import data as data_module
-    from training.prefill import prefill
-    from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, MMEncoder
-    from vino_model.tiny_qwen import make_tiny_qwen3vl
-
     records, vae_file, cache, samples, _ = world
     qwen = make_tiny_qwen3vl(tmp_path / "qwen", seed=0)
     torch.manual_seed(0)

@@ -259,6 +259,16 @@ def memoising(processor, dtype: torch.dtype):
     return processor
 
 
+def unmemoising(processor):
+    """`processor` with its own image and video processors again: a copy, if `memoising` made it."""
+    if not isinstance(processor.video_processor, MemoisedMedia):
+        return processor
+    processor = copy.copy(processor)
+    for name in MEDIA_PROCESSORS:
+        setattr(processor, name, getattr(processor, name).inner)
+    return processor
+
+
 @dataclass
 class EncodedBatch:
     text_states: torch.Tensor  # [B, L, text_dim]: each sample's prompt, padding up to the longest, its queries
@@ -294,9 +304,7 @@ class InterleavedEncoder(nn.Module):
     def memo(self, memo: dict | None) -> None:
         self._memo = memo
         self.read_media = {}
-        if isinstance(self.processor.video_processor, MemoisedMedia):  # back to the processor's own
-            for name in MEDIA_PROCESSORS:
-                setattr(self.processor, name, getattr(self.processor, name).inner)
+        self.processor = unmemoising(self.processor)  # back to the processor's own
         if memo is not None:
             self.processor = memoising(self.processor, self.vlm.model.visual.dtype)
 
@@ -307,9 +315,7 @@ class InterleavedEncoder(nn.Module):
             return self
         view = copy.copy(self)
         view._memo, view.read_media = None, {}
-        view.processor = copy.copy(self.processor)
-        for name in MEDIA_PROCESSORS:
-            setattr(view.processor, name, getattr(self.processor, name).inner)
+        view.processor = unmemoising(self.processor)
         return view
 
     @classmethod
