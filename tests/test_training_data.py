@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -360,9 +361,9 @@ def test_a_batchs_references_go_to_the_device_in_one_copy_a_shape_and_keep_their
 
 def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_processing_or_file_left(world, tmp_path,
                                                                                                  monkeypatch):
-    """Two worker processes fit and process every sample's references and the tower reads them; a batch then reads
-    them (with the long or the short caption) exactly as an encoder without a memo reads the same files, while no
-    media is processed again and no file read."""
+    """Two worker processes fit and process every sample's references and the tower reads them, holding no file
+    open for what they sent; a batch then reads them (with the long or the short caption) exactly as an encoder
+    without a memo reads the same files, while no media is processed again and no file read."""
     records, vae_file, cache, samples, _ = world
     qwen = make_tiny_qwen3vl(tmp_path / "qwen", seed=0)
     torch.manual_seed(0)
@@ -370,7 +371,10 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
                                                              boundary_dim=40))
     data = TrainData(samples, cache, data_config(keep_in_memory=True), REFERENCE_AREA, 0, 0, 1, read_media=True)
     encoder.memo = {}
+    open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = open_files()
     filled = prefill(data, encoder, qwen, workers=2)
+    opened = open_files() - before
 
     referring = [s for s in samples if s.record.ref_images or s.video is not None]
     assert {s.record.task for s in referring} == {"i2v", "ti2v", "ti2i", "ti2i_ref", "tv2v", "tiv2v", "clone"}
@@ -379,6 +383,9 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     kept = [output for name in MEDIA_PROCESSORS for output in getattr(encoder.processor, name).outputs.values()]
     assert len(kept) == filled["media"]
     assert all(value.numel() == 0 for output in kept for key, value in output.items() if key.startswith("pixel"))
+    # the outputs came by value: no shared-memory file is held open per kept tensor (session 25's broken pool)
+    tensors = [value for output in kept for value in output.values() if isinstance(value, torch.Tensor)]
+    assert opened < sum(value.numel() > 0 for value in tensors) // 2
 
     refused = lambda *args, **kwargs: pytest.fail("a prefilled reference was read from its file again")  # noqa: E731
     monkeypatch.setattr(data_module, "read_image", refused)

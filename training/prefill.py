@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -44,9 +45,11 @@ def full_context(sample: Sample) -> tuple[str, list, tuple | None]:
     return record.caption_long, [(path, None) for path in record.ref_images], video
 
 
-def _read(context) -> tuple[dict, dict]:
+def _read(context) -> bytes:
     """In a worker: one context's fitted references (`TrainData.fitted`'s entries) and what the processor made of
-    them (`MemoisedMedia.outputs` by processor name)."""
+    them (`MemoisedMedia.outputs` by processor name), pickled by value. The pool's own pickler would move each
+    tensor into shared memory, whose file the main process keeps open as long as it keeps the tensor: a stage's
+    thousands of kept outputs ran past the open-file limit, and the pool broke (session 25, on the GPU machine)."""
     text, images, video = context
     references = images + ([video] if video else [])
     area = _worker["reference_area"]
@@ -58,7 +61,7 @@ def _read(context) -> tuple[dict, dict]:
     for name in MEDIA_PROCESSORS:
         media = getattr(processor, name)
         made[name], media.outputs = media.outputs, {}
-    return fitted, made
+    return pickle.dumps((fitted, made), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def read_by_tower(encoder: InterleavedEncoder, outputs: list) -> int:
@@ -87,7 +90,7 @@ def prefill(data: TrainData, encoder: InterleavedEncoder, qwen_folder, workers: 
     spawn = multiprocessing.get_context("spawn")  # this process may hold CUDA, which a fork must not inherit
     with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_start_worker,
                              initargs=(str(qwen_folder), dtype, data.reference_area)) as pool:
-        for fitted, made in read_ahead(pool, _read, contexts, 4 * workers):
+        for fitted, made in map(pickle.loads, read_ahead(pool, _read, contexts, 4 * workers)):
             data.fitted.update(fitted)
             for name, outputs in made.items():
                 fresh = {key: output for key, output in outputs.items() if key not in kept[name]}
