@@ -8,7 +8,7 @@ import torch
 
 from ..vino_model.mmdit import ATTENTION_BACKENDS, check_attention
 from ..vino_model.pipeline import DTYPES, VinoPipeline
-from ..vino_model.tiny import BUNDLE_FILES
+from ..vino_model.tiny import BUNDLE_FILES, bundle_defaults, output_defaults
 from ..vino_model.vae import VinoVAE
 
 from . import register
@@ -128,5 +128,8 @@ class LoadVinoEmbedded:
         return {"required": loader_inputs()}
 
     def load(self, dtype, attention):
-        checkpoint, qwen_folder, vae = (register.embedded_bundle() / part for part in BUNDLE_FILES)
-        return (VinoModel.load(checkpoint, qwen_folder, dtype, attention), EmbeddedVAE(VinoVAE.load(vae)))
+        bundle = register.embedded_bundle()
+        checkpoint, qwen_folder, vae = (bundle / part for part in BUNDLE_FILES)
+        model = VinoModel.load(checkpoint, qwen_folder, dtype, attention)
+        model.pipeline.output_defaults = output_defaults(bundle_defaults(bundle))  # the sampler's zeros: its size
+        return (model, EmbeddedVAE(VinoVAE.load(vae)))

@@ -12,9 +12,10 @@ from .vae import LATENT_FORMAT
 PREVIEW_FORMAT = "JPEG"
 
 
-def release_defaults(name: str) -> str:
+def zero_means(name: str) -> str:
     image, video = DEFAULTS["image"][name], DEFAULTS["video"][name]
-    return f"0 = the release's default for the task ({image} for images, {video} for videos)"
+    return (f"0 = the model's default for the task: the release's ({image} for images, {video} for videos), or "
+            "the embedded default's own (its defaults.json)")
 
 
 class VinoSampler:
@@ -23,7 +24,8 @@ class VinoSampler:
         "Denoises the output latent with the MMDiT, attending to the wrapped references, with the release's "
         "sampler (flow matching, Euler, shifted schedule) and guidance: text CFG against the negative prompt, "
         "image CFG against the negative prompt without the reference images. Zero in width, height, frames, "
-        "text_cfg or shift takes the release's default for the task. Decode the LATENT with core VAE Decode."
+        "text_cfg or shift takes the model's default for the task (the release's; the embedded default's are its "
+        "bundle's, the size it was trained at). Decode the LATENT with core VAE Decode."
     )
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("HunyuanVideo latent [1, 16, T, H, W] (ComfyUI's unscaled convention) for VAE Decode.",)
@@ -38,21 +40,22 @@ class VinoSampler:
                 "tooltip": "From Qwen3-VL Interleaved Encode, through Reference Latent Wrap when it has references.",
             }),
             "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16,
-                              "tooltip": f"Multiple of 16; {release_defaults('width')}. {size}."}),
+                              "tooltip": f"Multiple of 16; {zero_means('width')}. {size}."}),
             "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16,
-                               "tooltip": f"Multiple of 16; {release_defaults('height')}. {size}."}),
+                               "tooltip": f"Multiple of 16; {zero_means('height')}. {size}."}),
             "frames": ("INT", {"default": 0, "min": 0, "max": 1025, "step": 4,
-                               "tooltip": f"4k+1 frames (the release goes up to {MAX_FRAMES}); 0 = "
-                                          f"{DEFAULTS['video']['frames']}. Images are "
-                                          "1 frame; video edits take the video's frame count."}),
+                               "tooltip": f"4k+1 frames (the release goes up to {MAX_FRAMES}); 0 = the model's "
+                                          f"default (the release's {DEFAULTS['video']['frames']}, or the embedded "
+                                          "default's own). Images are 1 frame; video edits take the video's frame "
+                                          "count."}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Euler steps (the release: 50)."}),
             "text_cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                                   "tooltip": f"Text guidance; 1 = off; {release_defaults('text_cfg')}."}),
+                                   "tooltip": f"Text guidance; 1 = off; {zero_means('text_cfg')}."}),
             "image_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                     "tooltip": "Image guidance; 1 = off (the release's default); 1 to 3 for "
                                                "reference-driven tasks."}),
             "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                "tooltip": f"Schedule shift; {release_defaults('shift')}."}),
+                                "tooltip": f"Schedule shift; {zero_means('shift')}."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                              "tooltip": "Seed of the initial noise."}),
         }}
@@ -63,8 +66,8 @@ class VinoSampler:
                                  "to the encoder and to the sampler")
         if context.branches is None:
             raise VinoInputError("the context has references without latents; pass it through Reference Latent Wrap")
-        defaults = DEFAULTS[context.task.output]
         pipeline = vino.load_part(vino.mmdit)
+        defaults = pipeline.output_defaults[context.task.output]
         width, height, frames = pipeline.output_shape(context.task, context.media, width or None, height or None,
                                                       frames or None)
         previewer = latent_preview.get_previewer(pipeline.device, LATENT_FORMAT)

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from comfy_host import REPO, ComfyError, ComfyServer, PromptRejected, screenshot_workflows
 from tiny_demo import demo_media
 from training.bundle import DEFAULTS
-from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE, make_tiny_bundle
+from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE, TINY_DEFAULTS, make_tiny_bundle
 
 PACK = "ComfyUI-VINO"
 WORKFLOWS = REPO / "workflows"
@@ -30,10 +30,11 @@ FRONTEND_ONLY = {"MarkdownNote", "Note"}  # drawn by the frontend, never sent to
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SAMPLER, OUTPUT = "22", "24"  # node ids in every workflow
 
-# What each twin writes: (kind, width, height, frames): the embedded default's 64x64 and 17 frames; edits
-# keep their 64x64 world references.
-TWIN_OUTPUTS = {task: ("png" if task in ("t2i", "ti2i", "ti2i_reference") else "mp4", 64, 64,
-                       1 if task in ("t2i", "ti2i", "ti2i_reference") else 17) for task in TASKS}
+# What each twin writes: (kind, width, height, frames): the size of the bundle's defaults.json (here the tiny
+# model's 64x64; the sampler's width and height are 0) and 17 frames; edits keep their 64x64 world references.
+TWIN_OUTPUTS = {task: ("png" if task in ("t2i", "ti2i", "ti2i_reference") else "mp4", TINY_DEFAULTS["width"],
+                       TINY_DEFAULTS["height"], 1 if task in ("t2i", "ti2i", "ti2i_reference") else 17)
+                for task in TASKS}
 
 NODES = {  # node id: (display name, required inputs, optional inputs, outputs)
     "VINO_Load": ("Load VINO", ["checkpoint", "qwen3vl", "dtype", "attention"], [], ["VINO_MODEL"]),
@@ -184,6 +185,7 @@ def test_twin_mirrors_its_real_workflow(task):
     image_cfg = DEFAULTS["image_cfg_tasks"].get(kind, DEFAULTS["image_cfg"])  # what generate gives the same task
     assert widgets(twin, int(SAMPLER))[3:7] == [DEFAULTS["steps"], DEFAULTS["cfg"], image_cfg, DEFAULTS["shift"]]
     assert widgets(real, int(SAMPLER))[7:] == widgets(twin, int(SAMPLER))[7:]  # seed
+    assert widgets(twin, int(SAMPLER))[:2] == [0, 0]  # the size of the bundle that Load VINO (embedded) loads
 
 
 def test_the_pack_copies_the_twins_example_inputs_into_the_input_folder(comfy):

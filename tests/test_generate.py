@@ -8,9 +8,11 @@ from safetensors.torch import load_file
 
 from tiny_demo import write_demo
 from vino_model import media
+from vino_model.errors import VinoInputError
 from vino_model.generate import main
 from vino_model.pipeline import VinoPipeline
-from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE
+from vino_model.tasks import DEFAULTS, read_task_file
+from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE, bundle_defaults, output_defaults
 
 SIZE = ["--width", "48", "--height", "32", "--frames", "5", "--steps", "2"]
 
@@ -112,10 +114,8 @@ def test_shards_split_a_task_file_and_write_what_one_process_writes(demo, tmp_pa
     assert main([*common, "--out", str(tmp_path / "past"), "--shard", "6/8"]) == 0  # 5 entries: none for shard 6
     assert not (tmp_path / "past").exists()
 
-def test_task_file_is_parsed_never_evaluated(tmp_path):
-    from vino_model.errors import VinoInputError
-    from vino_model.tasks import read_task_file
 
+def test_task_file_is_parsed_never_evaluated(tmp_path):
     (tmp_path / "a.png").touch()
     (tmp_path / "t.json").write_text(json.dumps([{"task": "i2v", "caption": "x", "ref_image_paths": '["a.png"]'}]))
     assert read_task_file(tmp_path / "t.json")[0].ref_image_paths == [tmp_path / "a.png"]
@@ -140,3 +140,23 @@ def test_demo_runs_every_task_kind_of_the_shipped_demo(tmp_path, monkeypatch):
         else:
             frames, _ = media.read_video(path)
             assert len(frames) == 17 and frames[0].size == (64, 64)
+
+
+def test_a_bundles_defaults_json_is_what_unset_sizes_and_guidance_take(tmp_path):
+    """The trained default's defaults.json over the release's defaults (what VINO Sampler's zeros take for Load VINO
+    (embedded default)); a bundle without one: the release's; a broken one: an error that names it."""
+    from training.bundle import DEFAULTS as TRAINED
+
+    (tmp_path / "defaults.json").write_text(json.dumps(TRAINED))
+    ours = output_defaults(bundle_defaults(tmp_path))
+    for output, frames in (("image", 1), ("video", TRAINED["frames"])):
+        assert ours[output] == {"width": TRAINED["width"], "height": TRAINED["height"], "frames": frames,
+                                "shift": TRAINED["shift"], "text_cfg": TRAINED["cfg"]}
+    assert ours["video"] != DEFAULTS["video"]
+    assert output_defaults(bundle_defaults(tmp_path / "elsewhere")) == DEFAULTS
+    (tmp_path / "defaults.json").write_text('{"width": 128,')
+    with pytest.raises(VinoInputError, match="defaults.json is not valid JSON"):
+        bundle_defaults(tmp_path)
+    (tmp_path / "defaults.json").write_text("[128, 128]")
+    with pytest.raises(VinoInputError, match="expected a JSON object"):
+        bundle_defaults(tmp_path)

@@ -13,7 +13,6 @@ the trained weights are not in the checkout, it runs those tasks on a tiny rando
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -28,7 +27,7 @@ from .mmdit import ATTENTION_BACKENDS
 from .parallel import init_from_env
 from .pipeline import DTYPES, VinoPipeline
 from .tasks import TASKS, read_task_file
-from .tiny import BUNDLE_FILES, DEMO_TASK_FILES, SHIPPED_BUNDLE, is_bundle, make_tiny_bundle
+from .tiny import BUNDLE_FILES, DEMO_TASK_FILES, SHIPPED_BUNDLE, bundle_defaults, is_bundle, make_tiny_bundle
 
 log = logging.getLogger("vino")
 
@@ -108,8 +107,7 @@ def apply_bundle(args) -> None:
     for name, path in parts.items():
         if getattr(args, name) is None:
             setattr(args, name, path)
-    defaults_file = folder / "defaults.json"
-    defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else {}
+    defaults = bundle_defaults(folder)
     given = {name for name in BUNDLE_DEFAULTS if getattr(args, name, None) is not None}
     for name in BUNDLE_DEFAULTS:
         if name not in given and name in defaults:
@@ -133,12 +131,11 @@ def run(args) -> list[Path]:
         if is_bundle(SHIPPED_BUNDLE):
             args.model = args.model or SHIPPED_BUNDLE
         else:  # the trained weights are not in this checkout: the same tasks on a tiny random model
-            if is_writer and not is_bundle(DEMO_MODEL):
-                make_tiny_bundle(DEMO_MODEL)
+            if is_writer:
+                make_tiny_bundle(DEMO_MODEL)  # also adds defaults.json to one written before it had one
             if parallel is not None:
                 torch.distributed.barrier()
-            args.model = DEMO_MODEL
-            args.width, args.height, args.frames, args.steps = 64, 64, 17, args.steps or 4
+            args.model = DEMO_MODEL  # its defaults.json: 64x64, 17 frames, 4 steps
             log.warning("demo: no trained embedded default in %s; running a tiny RANDOM model instead (its "
                         "outputs are noise: they show the path runs)", SHIPPED_BUNDLE)
     if args.model:

@@ -97,6 +97,8 @@ class VinoPipeline:
         self.mmdit, self.encoder, self.vae, self.config = mmdit, encoder, vae, config
         self.device, self.dtype = torch.device(device), dtype
         self.offload = False
+        self.output_defaults = DEFAULTS  # per output kind, what unset sizes, frames, guidance and shift take: the
+                                         # release's, or a bundle's own (tiny.output_defaults)
 
     @classmethod
     def load(cls, checkpoint, qwen_folder, vae_path, device="cpu", dtype="float32", attention="auto",
@@ -180,7 +182,7 @@ class VinoPipeline:
         n_images, has_video = len(media.images), media.video is not None
         check_inputs(task, n_images, has_video, have_base)
         check_labels(prompt, n_images, has_video)
-        text_cfg = DEFAULTS[task.output]["text_cfg"] if text_cfg is None else text_cfg
+        text_cfg = self.output_defaults[task.output]["text_cfg"] if text_cfg is None else text_cfg
         negative = NEGATIVE_PROMPTS[task.output] if negative_prompt is None else negative_prompt
         all_images = list(range(n_images))
         wanted = {
@@ -235,7 +237,7 @@ class VinoPipeline:
 
     def output_shape(self, task: Task, media: Media, width=None, height=None, frames=None) -> tuple[int, int, int]:
         """(width, height, frames) of the output, following the task's rule."""
-        defaults = DEFAULTS[task.output]
+        defaults = self.output_defaults[task.output]
         if task.size_from == "video":
             first = media.video[0]
             return first.width, first.height, len(media.video)
@@ -278,7 +280,7 @@ class VinoPipeline:
                  negative_prompt=None, sample_posterior=True, tiled_decode=False, callback=None,
                  cancel=None, cache_threshold: float = 0.0) -> Generation:
         task = get_task(task)
-        defaults = DEFAULTS[task.output]
+        defaults = self.output_defaults[task.output]
         text_cfg = defaults["text_cfg"] if text_cfg is None else text_cfg
         shift = defaults["shift"] if shift is None else shift
         max_video_frames = frames or EDIT_FRAMES

@@ -1,6 +1,6 @@
 """Tiny random VINO bundles: the real code paths at CPU-friendly sizes, for tests and demos.
 
-`python -m vino_model.tiny OUT` writes OUT/vino.safetensors, OUT/qwen3vl/ and OUT/vae.safetensors.
+`python -m vino_model.tiny OUT` writes OUT/vino.safetensors, OUT/qwen3vl/, OUT/vae.safetensors and OUT/defaults.json.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import torch
 from .checkpoint import save_vino
 from .config import EncoderConfig, VinoConfig, preset
 from .encoder import MMEncoder
+from .errors import VinoInputError
 from .mmdit import VinoMMDiT
+from .tasks import DEFAULTS
 from .tiny_qwen import make_tiny_qwen3vl
 from .vae import make_tiny_vae
 
@@ -26,8 +28,39 @@ SHIPPED_BUNDLE = Path(__file__).resolve().parent / "embedded"
 DEMO_TASK_FILES = ("demo/tasks_image.json", "demo/tasks_video.json")
 
 
+# A tiny random model's sampling defaults: the whole path on a CPU in seconds (its outputs are noise at any size).
+TINY_DEFAULTS = {"width": 64, "height": 64, "frames": 17, "steps": 4}
+
+
 def is_bundle(folder: Path) -> bool:
     return all((folder / part).exists() for part in BUNDLE_FILES)
+
+
+def bundle_defaults(folder: Path) -> dict:
+    """A bundle's defaults.json (training/bundle.py: width, height, frames, steps, cfg, image_cfg, shift, ...), or
+    {} when it has none."""
+    path = Path(folder) / "defaults.json"
+    if not path.is_file():
+        return {}
+    try:
+        defaults = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise VinoInputError(f"{path} is not valid JSON ({err}); expected the bundle's sampling defaults") from err
+    if not isinstance(defaults, dict):
+        raise VinoInputError(f"{path} holds a {type(defaults).__name__}; expected a JSON object of sampling defaults")
+    return defaults
+
+
+def output_defaults(bundle: dict) -> dict:
+    """tasks.DEFAULTS (per output kind: width, height, frames, shift, text_cfg) with a bundle's defaults over the
+    release's: what a model left to its own defaults draws."""
+    own = {"width": bundle.get("width"), "height": bundle.get("height"), "shift": bundle.get("shift"),
+           "text_cfg": bundle.get("cfg")}
+    result = {}
+    for output, release in DEFAULTS.items():
+        frames = {"frames": bundle.get("frames")} if output == "video" else {}
+        result[output] = {**release, **{k: v for k, v in {**own, **frames}.items() if v is not None}}
+    return result
 
 
 def random_vino_state(config: VinoConfig, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -42,9 +75,11 @@ def random_vino_state(config: VinoConfig, seed: int = 0) -> dict[str, torch.Tens
 def make_tiny_bundle(out: str | Path, seed: int = 0) -> Path:
     """Write a complete tiny random bundle (a no-op when it is already there)."""
     out = Path(out)
-    if all((out / name).exists() for name in BUNDLE_FILES):
-        return out
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / "defaults.json").is_file():  # also into a bundle written before it had one
+        (out / "defaults.json").write_text(json.dumps(TINY_DEFAULTS, indent=1) + "\n")
+    if is_bundle(out):
+        return out
     qwen = make_tiny_qwen3vl(out / "qwen3vl", seed=seed)
     vlm_hidden = json.loads((qwen / "config.json").read_text())["text_config"]["hidden_size"]
     base = preset("tiny")
