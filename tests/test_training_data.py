@@ -18,6 +18,7 @@ from training.data import Batch, LatentCache, Sampler, TrainData, bucket_size, b
 from training.engine import deepspeed_config
 from training.loop import model_inputs
 from training.manifest import read_manifest
+from training import prefill as prefill_module
 from training.prefill import prefill
 from training.world import write_split
 from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, MMEncoder
@@ -359,11 +360,15 @@ def test_a_batchs_references_go_to_the_device_in_one_copy_a_shape_and_keep_their
     assert len({storage(r) for r in (images[0], moved[0][1], moved[2][0])}) == 3
 
 
+@pytest.mark.parametrize("tower", ["workers", "main"])
 def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_processing_or_file_left(world, tmp_path,
-                                                                                                 monkeypatch):
-    """Two worker processes fit and process every sample's references and the tower reads them, holding no file
-    open for what they sent; a batch then reads them (with the long or the short caption) exactly as an encoder
-    without a memo reads the same files, while no media is processed again and no file read."""
+                                                                                                 monkeypatch, tower):
+    """Two worker processes fit and process every sample's references and the tower reads them (in the workers
+    when it is small, else on the main process), holding no file open for what they sent; a batch then reads them
+    (with the long or the short caption) exactly as an encoder without a memo reads the same files, while no media
+    is processed again and no file read."""
+    if tower == "main":
+        monkeypatch.setattr(prefill_module, "WORKER_TOWER", 0)
     records, vae_file, cache, samples, _ = world
     qwen = make_tiny_qwen3vl(tmp_path / "qwen", seed=0)
     torch.manual_seed(0)
@@ -379,6 +384,7 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     referring = [s for s in samples if s.record.ref_images or s.video is not None]
     assert {s.record.task for s in referring} == {"i2v", "ti2v", "ti2i", "ti2i_ref", "tv2v", "tiv2v", "clone"}
     assert filled["contexts"] == len(referring)
+    assert filled["tower"] == tower
     assert filled["media"] == sum(bool(s.record.ref_images) + (s.video is not None) for s in referring)
     kept = [output for name in MEDIA_PROCESSORS for output in getattr(encoder.processor, name).outputs.values()]
     assert len(kept) == filled["media"]

@@ -5,9 +5,15 @@ reading of it, but a run makes them as its batches first meet the references, on
 steps: session 24's stage 3 ran steps 10-500 at 0.89 s a step and steps 1,310-1,710 at 0.31 s. Here worker
 processes fit each sample's references and run the processor over them (the CPU's work: 0.1-0.2 s a reference
 video on a busy 2-core CPU); the main process keeps their outputs in the encoder's `MemoisedMedia` and in
-`TrainData.fitted`, and the vision tower reads them a chunk at a time, so their pixels (6.3 MB a reference video)
-are let go as they come in. A batch then runs the processor only for its prompts' text and for the references
-that dropout left a sample fewer of.
+`TrainData.fitted`. A batch then runs the processor only for its prompts' text and for the references that dropout
+left a sample fewer of.
+
+The main process bounds it, not the workers (benchmarks/prefill_rate.py, H200 machine, 15 workers: their own work
+115x faster than the pool's; 21,000 contexts in 226-243 s). Their outputs come through the pool's one result pipe,
+3.3 MB a context, mostly pixels; with the pixels left out the pool ran 1.6x faster. So a small vision tower (the
+embedded default's: depth 2, width 32) reads the pixels in the workers, which send its reading instead (about 20x
+smaller than a video's pixels); a large one (Qwen3-VL-4B's) reads them on the main process's GPU, a chunk at a
+time, and the pixels are let go as they come in.
 """
 
 from __future__ import annotations
@@ -19,22 +25,28 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
-from transformers import AutoProcessor
+from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
-from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, memoising, process_context
+from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, memoising, process_context, tower_readings
 
 from .data import Sample, TrainData, fit_reference, fitted_key, read_ahead
 
 TOWER_CHUNK = 64  # processor outputs the vision tower reads in one pass
+WORKER_TOWER = 20_000_000  # parameters of the largest vision tower the workers run themselves, on their CPU
 PIXELS = (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw"))
 
 _worker = {}  # a worker process's memoising processor and reference area
 
 
-def _start_worker(qwen_folder: str, dtype: str, reference_area: int) -> None:
+def _start_worker(qwen_folder: str, dtype: str, reference_area: int, tower: bool) -> None:
+    """`tower`: this worker also runs the (frozen) vision tower, in float32, and sends its reading in `dtype`."""
     torch.set_num_threads(1)  # as many workers as cores
     _worker["processor"] = memoising(AutoProcessor.from_pretrained(qwen_folder), getattr(torch, dtype))
     _worker["reference_area"] = reference_area
+    _worker["dtype"] = getattr(torch, dtype)
+    if tower:
+        vlm = Qwen3VLForConditionalGeneration.from_pretrained(qwen_folder, dtype=torch.float32)
+        _worker["tower"] = vlm.model.visual.eval()
 
 
 def full_context(sample: Sample) -> tuple[str, list, tuple | None]:
@@ -61,7 +73,27 @@ def _read(context) -> bytes:
     for name in MEDIA_PROCESSORS:
         media = getattr(processor, name)
         made[name], media.outputs = media.outputs, {}
-    return pickle.dumps((fitted, made), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((fitted, made, _read_in_worker(made)), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _read_in_worker(made: dict) -> dict:
+    """With this worker's tower: its reading of each output's pixels ((processor name, output key, pixel name) ->
+    reading, in the main tower's dtype), their tensors in `made` emptied."""
+    tower = _worker.get("tower")
+    if tower is None:
+        return {}
+    places = [(name, key, pixels, grid) for name, outputs in made.items() for key, output in outputs.items()
+              for pixels, grid in PIXELS if isinstance(output.get(pixels), torch.Tensor)]
+    if not places:
+        return {}
+    with torch.no_grad():
+        readings = tower_readings(tower, [made[n][k][p] for n, k, p, _ in places],
+                                  [made[n][k][g] for n, k, _, g in places], "cpu")
+    dtype = _worker["dtype"]
+    for name, key, pixels, _ in places:
+        made[name][key][pixels] = made[name][key][pixels][:0].clone()
+    return {place[:3]: (merged.to(dtype), [layer.to(dtype) for layer in deep])
+            for place, (merged, deep) in zip(places, readings)}
 
 
 def read_by_tower(encoder: InterleavedEncoder, outputs: list) -> int:
@@ -74,10 +106,23 @@ def read_by_tower(encoder: InterleavedEncoder, outputs: list) -> int:
     return len(pixels)
 
 
+def keep_readings(encoder: InterleavedEncoder, output: dict, readings: dict, place: tuple) -> int:
+    """File a worker tower's readings of a processor output's pixels in the encoder (on its device); returns how
+    many tensors."""
+    device = encoder.vlm.device
+    kept = 0
+    for pixels, _ in PIXELS:
+        if (*place, pixels) in readings:
+            merged, deep = readings[(*place, pixels)]
+            encoder.keep_reading(output[pixels], (merged.to(device), [layer.to(device) for layer in deep]))
+            kept += 1
+    return kept
+
+
 def prefill(data: TrainData, encoder: InterleavedEncoder, qwen_folder, workers: int) -> dict:
     """Fill `data.fitted`, the encoder's memoised media and the tower's readings for every sample with references,
     in `workers` processes (at most one fewer than the cores); returns what it did (contexts, media read by the
-    tower, seconds) for the log."""
+    tower, where, seconds) for the log."""
     if data.fitted is None or encoder.memo is None or not data.read_media:
         raise RuntimeError("prefill fills what data.keep_in_memory keeps (data.fitted, encoder.memo) in a stage whose "
                            "VLM reads the references")
@@ -85,18 +130,24 @@ def prefill(data: TrainData, encoder: InterleavedEncoder, qwen_folder, workers: 
     workers = max(1, min(workers, (os.cpu_count() or 2) - 1))
     contexts = [full_context(s) for s in data.samples if s.record.ref_images or s.video is not None]
     kept = {name: getattr(encoder.processor, name).outputs for name in MEDIA_PROCESSORS}
-    dtype = str(encoder.vlm.model.visual.dtype).removeprefix("torch.")
+    tower = encoder.vlm.model.visual
+    in_workers = sum(p.numel() for p in tower.parameters()) <= WORKER_TOWER
+    dtype = str(tower.dtype).removeprefix("torch.")
     pending, read = [], 0
     spawn = multiprocessing.get_context("spawn")  # this process may hold CUDA, which a fork must not inherit
     with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_start_worker,
-                             initargs=(str(qwen_folder), dtype, data.reference_area)) as pool:
-        for fitted, made in map(pickle.loads, read_ahead(pool, _read, contexts, 4 * workers)):
+                             initargs=(str(qwen_folder), dtype, data.reference_area, in_workers)) as pool:
+        for fitted, made, readings in map(pickle.loads, read_ahead(pool, _read, contexts, 4 * workers)):
             data.fitted.update(fitted)
             for name, outputs in made.items():
                 fresh = {key: output for key, output in outputs.items() if key not in kept[name]}
                 kept[name].update(fresh)  # equal media of two samples: the first one's output is kept
-                pending += fresh.values()
+                if in_workers:
+                    read += sum(keep_readings(encoder, output, readings, (name, key)) for key, output in fresh.items())
+                else:
+                    pending += fresh.values()
             if len(pending) >= TOWER_CHUNK:
                 read, pending = read + read_by_tower(encoder, pending), []
     read += read_by_tower(encoder, pending)
-    return {"contexts": len(contexts), "media": read, "seconds": round(time.monotonic() - started, 1)}
+    return {"contexts": len(contexts), "media": read, "tower": "workers" if in_workers else "main",
+            "seconds": round(time.monotonic() - started, 1)}

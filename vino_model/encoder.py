@@ -250,6 +250,15 @@ class MemoisedMedia:
         return copy.copy(self.outputs[key])  # the processor pops keys off what it is given
 
 
+def tower_readings(tower, pixels: list[torch.Tensor], grids: list[torch.Tensor], device) -> list[tuple]:
+    """The vision tower's reading of pixel tensors (each with its grids [n, 3]) in one pass: per tensor (merged
+    [tokens, hidden], [DeepStack features [tokens, hidden], ...]) on `device`."""
+    out = tower(torch.cat(pixels).to(device, tower.dtype), grid_thw=torch.cat(grids).to(device), return_dict=True)
+    sizes = [int(grid.prod(-1).sum()) // tower.spatial_merge_size**2 for grid in grids]
+    deep = [feature.split(sizes) for feature in out.deepstack_features]
+    return [(merged, [layer[k] for layer in deep]) for k, merged in enumerate(out.pooler_output.split(sizes))]
+
+
 def memoising(processor, dtype: torch.dtype):
     """A copy of `processor` whose image and video processors are `MemoisedMedia` (the original, which other
     encoders may share, keeps its own)."""
@@ -527,16 +536,16 @@ class InterleavedEncoder(nn.Module):
             raise RuntimeError("memoised pixels that the vision tower read under an earlier memo were let go; "
                                "set `memo` to a new dict (a memo's contexts are read under it alone)")
         if fresh:
-            tower, device = self.vlm.model.visual, self.vlm.device
-            out = tower(torch.cat([pixels[i] for i in fresh]).to(device, tower.dtype),
-                        grid_thw=torch.cat([grids[i] for i in fresh]).to(device), return_dict=True)
-            sizes = [int(grids[i].prod(-1).sum()) // tower.spatial_merge_size**2 for i in fresh]
-            deep = [feature.split(sizes) for feature in out.deepstack_features]
-            for k, (i, merged) in enumerate(zip(fresh, out.pooler_output.split(sizes))):
-                self.read_media[id(pixels[i])] = pixels[i], (merged, [layer[k] for layer in deep])  # holds the id
-            for i in fresh:
-                pixels[i].set_()
+            readings = tower_readings(self.vlm.model.visual, [pixels[i] for i in fresh], [grids[i] for i in fresh],
+                                      self.vlm.device)
+            for i, reading in zip(fresh, readings):
+                self.keep_reading(pixels[i], reading)
         return [self.read_media[id(p)][1] for p in pixels]
+
+    def keep_reading(self, pixels: torch.Tensor, reading: tuple) -> None:
+        """Keep the tower's reading of memoised `pixels` (made here or by another process) and let the pixels go."""
+        self.read_media[id(pixels)] = pixels, reading  # holds the id
+        pixels.set_()
 
     def read_prompts_with_pixels(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, inputs: list):
         """The VLM's own forward over padded prompts [B, L] (mask and positions on the VLM's device) and the pixels
