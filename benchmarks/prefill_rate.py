@@ -54,25 +54,25 @@ def main(argv=None):
     dtype = str(trainee.encoder.vlm.model.visual.dtype).removeprefix("torch.")
 
     timed = {}
-    for name, largest in (("tower on the main process (anchor)", 0), ("tower in the workers", P.WORKER_TOWER)):
-        data = fresh()
-        trainee.encoder.memo = {}
+    for label, largest in (("tower on the main process (anchor)", 0), ("tower in the workers", P.WORKER_TOWER)):
+        trainee.encoder.memo = {}  # afresh: no media processed or read
         P.WORKER_TOWER = largest
-        timed[name] = P.prefill(data, trainee.encoder, cfg.model.qwen, args.workers)
-    n = timed[name]["contexts"]
-    contexts = [P.full_context(s) for s in data.samples if s.record.ref_images or s.video is not None]
-    P._start_worker(str(cfg.model.qwen), dtype, data.reference_area, True)
+        timed[label] = P.prefill(fresh(), trainee.encoder, cfg.model.qwen, args.workers)
+    anchor, last = timed.values()
+    n = anchor["contexts"]
+    contexts = [P.full_context(s) for s in samples if s.record.ref_images or s.video is not None]
+    P._start_worker(str(cfg.model.qwen), dtype, config.reference_area, True)
     torch.set_num_threads(1)
     started = time.monotonic()
     sizes = [len(P._read(c)) for c in contexts[:: max(1, len(contexts) // args.single)]]  # every task
     single = (time.monotonic() - started) / len(sizes)
-    anchor = next(iter(timed.values()))["seconds"]
-    print(f"{n} contexts, {timed[name]['media']} media, {args.workers} workers; the workers send "
+    print(f"{n} contexts, {last['media']} media, {args.workers} workers; the workers send "
           f"{sum(sizes) / len(sizes) / 1e6:.2f} MB a context with the tower")
     for label, filled in timed.items():
-        print(f"{label:<40} {n / filled['seconds']:8.1f} contexts/s  {anchor / filled['seconds']:6.2f}x")
+        print(f"{label:<40} {n / filled['seconds']:8.1f} contexts/s  {anchor['seconds'] / filled['seconds']:6.2f}x")
     print(f"{'the workers alone':<40} {args.workers / single:8.1f} contexts/s  "
-          f"{anchor / (n * single / args.workers):6.2f}x  ({single * 1000:.1f} ms a context in one)")
+          f"{anchor['seconds'] / (n * single / args.workers):6.2f}x  ({single * 1000:.1f} ms a context in one)")
+
 
 if __name__ == "__main__":
     main()

@@ -13,12 +13,12 @@ import torch
 
 from training import config as train_config
 from training import data as data_module
+from training import prefill as prefill_module
 from training.config import DataConfig
 from training.data import Batch, LatentCache, Sampler, TrainData, bucket_size, build_index, fillable, target_spec
 from training.engine import deepspeed_config
 from training.loop import model_inputs
 from training.manifest import read_manifest
-from training import prefill as prefill_module
 from training.prefill import prefill
 from training.world import write_split
 from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, MMEncoder

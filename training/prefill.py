@@ -35,6 +35,11 @@ TOWER_CHUNK = 64  # processor outputs the vision tower reads in one pass
 WORKER_TOWER = 20_000_000  # parameters of the largest vision tower the workers run themselves, on their CPU
 PIXELS = (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw"))
 
+
+def pixel_names(output: dict) -> list[tuple[str, str]]:
+    """(pixels, grid) names of the pixel tensors a processor output holds."""
+    return [(pixels, grid) for pixels, grid in PIXELS if isinstance(output.get(pixels), torch.Tensor)]
+
 _worker = {}  # a worker process's memoising processor and reference area
 
 
@@ -83,7 +88,7 @@ def _read_in_worker(made: dict) -> dict:
     if tower is None:
         return {}
     places = [(name, key, pixels, grid) for name, outputs in made.items() for key, output in outputs.items()
-              for pixels, grid in PIXELS if isinstance(output.get(pixels), torch.Tensor)]
+              for pixels, grid in pixel_names(output)]
     if not places:
         return {}
     with torch.no_grad():
@@ -98,8 +103,7 @@ def _read_in_worker(made: dict) -> dict:
 
 def read_by_tower(encoder: InterleavedEncoder, outputs: list) -> int:
     """The vision tower reads the pixels of processor outputs (and lets them go); returns how many tensors."""
-    pixels = [(output[name], output[grid]) for output in outputs for name, grid in PIXELS
-              if isinstance(output.get(name), torch.Tensor)]
+    pixels = [(output[name], output[grid]) for output in outputs for name, grid in pixel_names(output)]
     if pixels:
         with torch.no_grad():
             encoder.media_features([p for p, _ in pixels], [g for _, g in pixels])
@@ -110,13 +114,11 @@ def keep_readings(encoder: InterleavedEncoder, output: dict, readings: dict, pla
     """File a worker tower's readings of a processor output's pixels in the encoder (on its device); returns how
     many tensors."""
     device = encoder.vlm.device
-    kept = 0
-    for pixels, _ in PIXELS:
-        if (*place, pixels) in readings:
-            merged, deep = readings[(*place, pixels)]
-            encoder.keep_reading(output[pixels], (merged.to(device), [layer.to(device) for layer in deep]))
-            kept += 1
-    return kept
+    names = pixel_names(output)
+    for pixels, _ in names:
+        merged, deep = readings[(*place, pixels)]
+        encoder.keep_reading(output[pixels], (merged.to(device), [layer.to(device) for layer in deep]))
+    return len(names)
 
 
 def prefill(data: TrainData, encoder: InterleavedEncoder, qwen_folder, workers: int) -> dict:
