@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from training import model  # noqa: E402
 from training import prefill as P  # noqa: E402
 from training.config import load as load_config  # noqa: E402
-from training.data import LatentCache, TrainData, build_index  # noqa: E402
+from training.data import LatentCache, build_index  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
@@ -48,19 +48,18 @@ def main(argv=None):
     trainee.encoder.to(device)
     vae = VinoVAE.load(cfg.model.vae, device=device, dtype=torch.float32)
     cache = LatentCache(cfg.data.cache, vae, cfg.model.vae, "float32", True)
-    samples, _ = build_index(list(read_manifest(args.manifest)), cfg.data, cache, config.reference_area, 0, 1,
-                             lambda x: [x])
-    fresh = lambda: TrainData(samples, cache, cfg.data, config.reference_area, 0, 0, 1, read_media=True)  # noqa: E731
+    records = list(read_manifest(args.manifest))
+    build_index(records, cfg.data, cache, config.reference_area, 0, 1, lambda x: [x])  # every medium readable
+    contexts = P.record_contexts(records, cfg.data, config.reference_area)
     dtype = str(trainee.encoder.vlm.model.visual.dtype).removeprefix("torch.")
 
     timed = {}
     for label, largest in (("tower on the main process (anchor)", 0), ("tower in the workers", P.WORKER_TOWER)):
         trainee.encoder.memo = {}  # afresh: no media processed or read
         P.WORKER_TOWER = largest
-        timed[label] = P.prefill(fresh(), trainee.encoder, cfg.model.qwen, args.workers)
+        timed[label] = P.prefill(contexts, {}, trainee.encoder, cfg.model.qwen, config.reference_area, args.workers)
     anchor, last = timed.values()
     n = anchor["contexts"]
-    contexts = [P.full_context(s) for s in samples if s.record.ref_images or s.video is not None]
     P._start_worker(str(cfg.model.qwen), dtype, config.reference_area, True)
     torch.set_num_threads(1)
     started = time.monotonic()

@@ -134,12 +134,8 @@ fi
   handoff "$done_up_to"
 for stage in $(seq 0 "$LAST_STAGE"); do
   if [ "$stage" -le "$done_up_to" ]; then continue; fi
-  if [ "$stage" = 3 ]; then
-    for pid in "${cache_pids[@]}"; do
-      wait "$pid" || step "a stage-3 cache fill stopped early (see $SRC/stage3-*cache.log.*); stage 3 fills the" \
-        "rest"
-    done
-  fi
+  # stage 3 starts while its cache fills still run: it prefills its references meanwhile, then its index waits for
+  # them (training/data.py: LatentCache.wait_for_fillers) and encodes what a fill left out
   step "stage $stage"
   extra_var="STAGE${stage}_ARGS"
   init=()
@@ -148,8 +144,8 @@ for stage in $(seq 0 "$LAST_STAGE"); do
     [ "$stage" != 0 ] || init+=("model.mmdit={}")  # the export's own MMDiT config, not stage0.toml's
   fi
   budget=()
-  if [ -n "${STAGE_UNTIL:-}" ]; then  # a minute for what is not steps: the start (52 s in session 19) and the export
-    seconds=$(( STAGE_UNTIL - $(date +%s) - 60 ))
+  if [ -n "${STAGE_UNTIL:-}" ]; then  # run.seconds count from the stage's set-up on (model, prefill, index): 25 s
+    seconds=$(( STAGE_UNTIL - $(date +%s) - 25 ))  # for its imports before that and for the export
     [ "$seconds" -gt 0 ] || { step "STAGE_UNTIL=$STAGE_UNTIL leaves no time for stage $stage"; exit 75; }
     budget=("run.seconds=$seconds")
   fi
@@ -172,6 +168,9 @@ for stage in $(seq 0 "$LAST_STAGE"); do
   fi
 done
 
+for pid in "${cache_pids[@]}"; do
+  wait "$pid" || step "a stage-3 cache fill stopped early (see $SRC/stage3-*cache.log.*); stage 3 filled the rest"
+done
 step "the tuned decoder's round-trip ceiling (must reach VAE_CEILING=${VAE_CEILING:=0.85})"
 if [ -n "$decoder_pid" ]; then
   status=0

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ from training.data import Batch, LatentCache, Sampler, TrainData, bucket_size, b
 from training.engine import deepspeed_config
 from training.loop import model_inputs
 from training.manifest import read_manifest
-from training.prefill import prefill
+from training.prefill import prefill, record_contexts
 from training.world import write_split
 from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, MMEncoder
 from vino_model.errors import VinoInputError
@@ -360,6 +361,41 @@ def test_a_batchs_references_go_to_the_device_in_one_copy_a_shape_and_keep_their
     assert len({storage(r) for r in (images[0], moved[0][1], moved[2][0])}) == 3
 
 
+def test_a_run_waits_for_the_processes_filling_its_manifests_cache_and_for_no_others(tmp_path):
+    """`python -m training.cache` holds its manifests' fill while it encodes; a run's index waits for it (its media
+    are not encoded twice) and not for a fill of other manifests."""
+    (tmp_path / "vae.safetensors").write_bytes(b"weights")
+    cache = LatentCache(tmp_path / "cache", None, tmp_path / "vae.safetensors", "float32")
+    entered, release = threading.Event(), threading.Event()
+
+    def filler():
+        with cache.filling(["tasks/manifest.jsonl"]):
+            entered.set()
+            release.wait(10)
+
+    waited = {}
+
+    def waiter(manifests):
+        thread = threading.Thread(target=lambda: waited.update({len(manifests): cache.wait_for_fillers(manifests)}))
+        thread.start()
+        return thread
+
+    fill = threading.Thread(target=filler)
+    fill.start()
+    assert entered.wait(10)
+    other = waiter(["base/manifest.jsonl"])
+    other.join(10)
+    assert not other.is_alive()  # a fill of other media: no wait
+    same = waiter(["base/manifest.jsonl", "tasks/manifest.jsonl"])
+    same.join(0.5)
+    assert same.is_alive()  # the fill of its media still runs
+    release.set()
+    same.join(10)
+    fill.join(10)
+    assert not same.is_alive()
+    assert waited[1] < 0.5 <= waited[2]  # the seconds each waited: for the start event of the run's log
+
+
 @pytest.mark.parametrize("tower", ["workers", "main"])
 def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_processing_or_file_left(world, tmp_path,
                                                                                                  monkeypatch, tower):
@@ -374,16 +410,20 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     torch.manual_seed(0)
     encoder = InterleavedEncoder.from_folder(qwen, MMEncoder(vlm_hidden=64, num_queries=4, text_dim=48,
                                                              boundary_dim=40))
-    data = TrainData(samples, cache, data_config(keep_in_memory=True), REFERENCE_AREA, 0, 0, 1, read_media=True)
+    cfg = data_config(keep_in_memory=True)
+    data = TrainData(samples, cache, cfg, REFERENCE_AREA, 0, 0, 1, read_media=True)
     encoder.memo = {}
     open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
     before = open_files()
-    filled = prefill(data, encoder, qwen, workers=2)
+    contexts = record_contexts(records, cfg, REFERENCE_AREA)
+    unreadable = ("Image 1 in red", [(str(tmp_path / "gone.png"), None)], None)  # left to the index to report
+    filled = prefill(contexts + [unreadable], data.fitted, encoder, qwen, REFERENCE_AREA, workers=2)
     opened = open_files() - before
 
     referring = [s for s in samples if s.record.ref_images or s.video is not None]
     assert {s.record.task for s in referring} == {"i2v", "ti2v", "ti2i", "ti2i_ref", "tv2v", "tiv2v", "clone"}
-    assert filled["contexts"] == len(referring)
+    assert len(contexts) == len(referring) and filled["contexts"] == len(referring) + 1
+    assert not any(key[0].endswith("gone.png") for key in data.fitted)
     assert filled["tower"] == tower
     assert filled["media"] == sum(bool(s.record.ref_images) + (s.video is not None) for s in referring)
     kept = [output for name in MEDIA_PROCESSORS for output in getattr(encoder.processor, name).outputs.values()]

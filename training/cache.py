@@ -46,16 +46,17 @@ def main(argv=None) -> int:
         from .manifest import read_manifest
 
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        area = cfg.model.reference_area or preset(cfg.model.preset).reference_area
-        records = [record for manifest in cfg.data.manifest for record in read_manifest(manifest)]
-        items = [item for record in records if cfg.data.tasks.get(record.task, 0) > 0
-                 for item in fillable(record, cfg.data, area)]
-        # one medium (a reference many records share) falls to one shard
-        items = list({(path, json.dumps(spec, sort_keys=True)): (path, spec) for path, spec in items}.values())
-        items = items[shard::shards]
         vae = VinoVAE.load(cfg.model.vae, device=device, dtype=parse_dtype(cfg.data.vae_dtype))
         cache = LatentCache(cfg.data.cache, vae, cfg.model.vae, cfg.data.vae_dtype, False)
-        encoded = cache.fill(items, cfg.data.cache_batch)
+        with cache.filling(cfg.data.manifest):  # a run that starts meanwhile waits for it before it indexes the cache
+            area = cfg.model.reference_area or preset(cfg.model.preset).reference_area
+            records = [record for manifest in cfg.data.manifest for record in read_manifest(manifest)]
+            items = [item for record in records if cfg.data.tasks.get(record.task, 0) > 0
+                     for item in fillable(record, cfg.data, area)]
+            # one medium (a reference many records share) falls to one shard
+            items = list({(path, json.dumps(spec, sort_keys=True)): (path, spec) for path, spec in items}.values())
+            items = items[shard::shards]
+            encoded = cache.fill(items, cfg.data.cache_batch)
         print(f"{encoded} of {len(items)} media encoded into {cfg.data.cache} ({len(items) - encoded} were there "
               "or unreadable)")
 

@@ -30,11 +30,11 @@ class RunConfig:
     out: str = "runs/tiny/stage0"  # checkpoints/, logs/, samples/ and export/ go here
     steps: int = 1000  # optimizer steps
     seed: int = 0
-    seconds: float = 0.0  # a time budget for this invocation's steps and evaluations (0: none): at the first step
-                          # past it the run saves, evaluates and exports as at run.steps (the log says where it stopped;
-                          # run again, and it goes on from there with a new budget). Read where the steps settle
-                          # (every log.every steps, and at each checkpoint), so a run may go up to log.every - 1 steps
-                          # past it
+    seconds: float = 0.0  # a time budget for this invocation's set-up (model, prefill, the cache's index), steps and
+                          # evaluations (0: none): at the first step past it the run saves, evaluates and exports as
+                          # at run.steps (the log says where it stopped; run again, and it goes on from there with a
+                          # new budget). Read where the steps settle (every log.every steps, and at each checkpoint),
+                          # so a run may go up to log.every - 1 steps past it
     fit_decay: bool = False  # with run.seconds: the rate's decay ends where the budget is expected to end (from this
                              # invocation's step rate, re-estimated every log.every steps), or at run.steps if sooner.
                              # For a stage that gets one machine's seconds, whatever its step rate: its export is

@@ -18,6 +18,8 @@ Media that cannot be read or fitted are skipped and counted, at indexing and aga
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
@@ -25,6 +27,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -177,6 +180,42 @@ class LatentCache:
         with atomic_output(self.file(key)) as partial:
             metadata = {"source": str(path), "fit": json.dumps(spec)}
             save_file({"latent": latent.contiguous()}, str(partial), metadata=metadata)
+
+    @contextlib.contextmanager
+    def filling(self, manifests: list[str]):
+        """Held while a process fills this cache with the media of `manifests` beside a run (`python -m
+        training.cache`): shared, so that many fill it together, and waited for by `wait_for_fillers`."""
+        with contextlib.ExitStack() as locks:
+            for manifest in manifests:
+                locks.enter_context(self._lock(manifest, fcntl.LOCK_SH))
+            yield
+
+    def wait_for_fillers(self, manifests: list[str]) -> float:
+        """Return once no other process fills this cache with the media of `manifests` (`filling`): what they are
+        encoding is not encoded twice. Fills of other manifests (stage 3's beside stage 0) are not waited for.
+        Returns the seconds it waited."""
+        started = time.monotonic()
+        for manifest in manifests:
+            try:
+                with self._lock(manifest, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                    continue
+            except BlockingIOError:
+                log.info("waiting for the processes filling %s with the media of %s", self.folder, manifest)
+            with self._lock(manifest, fcntl.LOCK_EX):
+                log.info("the processes filling %s with the media of %s are done", self.folder, manifest)
+        return time.monotonic() - started
+
+    @contextlib.contextmanager
+    def _lock(self, manifest: str, mode: int):
+        name = hashlib.sha256(os.path.abspath(manifest).encode()).hexdigest()[:16]
+        folder = self.folder / "filling"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{name}.lock", "a") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def fill(self, items, batch_size: int = 32, workers: int = 8) -> int:
         """Encode the misses among (path, spec) items in batches of one pixel shape (media read by

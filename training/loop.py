@@ -28,7 +28,7 @@ from . import checkpoint, engine, model
 from .data import MEDIA_ERRORS, Batch, Context, LatentCache, TrainData, build_index, collate
 from .logs import Logger, StepClock, StepProfile
 from .manifest import read_manifest
-from .prefill import prefill
+from .prefill import prefill, record_contexts
 from .samples import write_samples
 
 log = logging.getLogger("vino.train")
@@ -211,12 +211,21 @@ def train(cfg) -> Path:
     np.random.seed(seed + rank)
     random.seed(seed + rank)
 
+    begun = time.monotonic()  # run.seconds count from here: the prefill and the index take steps' time
     trainee, config = model.build(cfg)
     vae = VinoVAE.load(cfg.model.vae, device=device, dtype=parse_dtype(cfg.data.vae_dtype))
     cache = LatentCache(cfg.data.cache, vae, cfg.model.vae, cfg.data.vae_dtype, cfg.data.keep_in_memory)
     records = [record for manifest in cfg.data.manifest for record in read_manifest(manifest)]
+    fitted, filled = {}, None
+    if cfg.data.prefill_workers:  # before the index, which waits for processes still filling the cache
+        contexts = record_contexts(records, cfg.data, config.reference_area)
+        filled = prefill(contexts, fitted, trainee.encoder, cfg.model.qwen, config.reference_area,
+                         cfg.data.prefill_workers)
+    waited = cache.wait_for_fillers(cfg.data.manifest)
     samples, _ = build_index(records, cfg.data, cache, config.reference_area, rank, world, engine.gather)
     data = TrainData(samples, cache, cfg.data, config.reference_area, seed, rank, world, read_media=cfg.run.stage > 0)
+    if data.fitted is not None:
+        data.fitted.update(fitted)
     log.info("stage %d: %d samples in %d buckets; %s trainable parameters", cfg.run.stage, len(samples),
              len({s.shape for s in samples}), f"{sum(p.numel() for p in trainee.parameters() if p.requires_grad):,}")
 
@@ -246,15 +255,15 @@ def train(cfg) -> Path:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     logger = Logger(out, cfg, step, enabled=rank == 0)
     logger.write(step, event="resume" if resume_from else "start", samples=len(samples), ranks=world,
+                 set_up_seconds=round(time.monotonic() - begun, 1), waited_for_fills=round(waited, 1),
                  **({"resharded_from": resharded_from} if resharded_from else {}))
     eval_set = data.eval_samples(cfg.eval.samples) if cfg.eval.every else []
 
     ds.train()
     clock, window, values = StepClock(), Window(), {}
     profile = StepProfile(out, cfg.log.profile, cfg.log.profile_steps, enabled=rank == 0)
-    begun, out_of_time = time.monotonic(), False
-    if cfg.data.prefill_workers:  # inside run.seconds: it takes steps' time
-        filled = prefill(data, trainee.encoder, cfg.model.qwen, cfg.data.prefill_workers)
+    out_of_time = False
+    if filled:
         logger.write(step, event="prefill", **filled)
         logger.message(f"prefill: the references of {filled['contexts']} contexts, {filled['media']} media read by "
                        f"the vision tower, in {filled['seconds']} s")

@@ -14,6 +14,10 @@ The main process bounds it, not the workers (benchmarks/prefill_rate.py, H200 ma
 embedded default's: depth 2, width 32) reads the pixels in the workers, which send its reading instead (about 20x
 smaller than a video's pixels); a large one (Qwen3-VL-4B's) reads them on the main process's GPU, a chunk at a
 time, and the pixels are let go as they come in.
+
+It reads the manifests' records, not the index: a run prefills before it indexes its latent cache, while the
+processes that fill that cache (`python -m training.cache`) still run on the GPU (session 28: 116 s of filling,
+then 94 s of prefill, one after the other).
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import torch
 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
 from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, memoising, process_context, tower_readings
+from vino_model.errors import VinoInputError
 
-from .data import Sample, TrainData, fit_reference, fitted_key, read_ahead
+from .data import MEDIA_ERRORS, fit_reference, fitted_key, media_specs, read_ahead
+from .manifest import Record
 
 TOWER_CHUNK = 64  # processor outputs the vision tower reads in one pass
 WORKER_TOWER = 20_000_000  # parameters of the largest vision tower the workers run themselves, on their CPU
@@ -54,23 +60,35 @@ def _start_worker(qwen_folder: str, dtype: str, reference_area: int, tower: bool
         _worker["tower"] = vlm.model.visual.eval()
 
 
-def full_context(sample: Sample) -> tuple[str, list, tuple | None]:
-    """A sample's context with every reference kept, as the workers take it: its long caption, (path, None) of each
-    reference image and (path, fit spec) of its reference video (or None)."""
-    record = sample.record
-    video = (record.ref_video, sample.video_spec) if sample.video is not None else None
-    return record.caption_long, [(path, None) for path in record.ref_images], video
+def record_contexts(records: list[Record], cfg, reference_area: int) -> list[tuple[str, list, tuple | None]]:
+    """The context of each record with references (and a share in cfg.tasks) with every reference kept, as the
+    workers take it: its long caption, (path, None) of each reference image and (path, fit spec) of its reference
+    video (or None). A record whose target cannot be fitted is left to the index to report."""
+    contexts = []
+    for record in records:
+        if cfg.tasks.get(record.task, 0) <= 0 or not (record.ref_images or record.ref_video):
+            continue
+        try:
+            video = (record.ref_video, media_specs(record, cfg, reference_area)[-1][1]) if record.ref_video else None
+        except VinoInputError:
+            continue
+        contexts.append((record.caption_long, [(path, None) for path in record.ref_images], video))
+    return contexts
 
 
 def _read(context) -> bytes:
     """In a worker: one context's fitted references (`TrainData.fitted`'s entries) and what the processor made of
-    them (`MemoisedMedia.outputs` by processor name), pickled by value. The pool's own pickler would move each
+    them (`MemoisedMedia.outputs` by processor name), pickled by value; None for a context with an unreadable
+    reference (the index leaves its sample out and says why). The pool's own pickler would move each
     tensor into shared memory, whose file the main process keeps open as long as it keeps the tensor: a stage's
     thousands of kept outputs ran past the open-file limit, and the pool broke (session 25, on the GPU machine)."""
     text, images, video = context
     references = images + ([video] if video else [])
     area = _worker["reference_area"]
-    fitted = {fitted_key(path, spec): fit_reference(path, spec, area) for path, spec in references}
+    try:
+        fitted = {fitted_key(path, spec): fit_reference(path, spec, area) for path, spec in references}
+    except MEDIA_ERRORS:
+        return pickle.dumps(None)
     frames, fps = fitted[fitted_key(*video)] if video else (None, None)
     processor = _worker["processor"]
     process_context(processor, text, [fitted[fitted_key(*image)] for image in images], frames, fps)
@@ -121,16 +139,16 @@ def keep_readings(encoder: InterleavedEncoder, output: dict, readings: dict, pla
     return len(names)
 
 
-def prefill(data: TrainData, encoder: InterleavedEncoder, qwen_folder, workers: int) -> dict:
-    """Fill `data.fitted`, the encoder's memoised media and the tower's readings for every sample with references,
-    in `workers` processes (at most one fewer than the cores); returns what it did (contexts, media read by the
-    tower, where, seconds) for the log."""
-    if data.fitted is None or encoder.memo is None or not data.read_media:
-        raise RuntimeError("prefill fills what data.keep_in_memory keeps (data.fitted, encoder.memo) in a stage whose "
-                           "VLM reads the references")
+def prefill(contexts: list, fitted: dict, encoder: InterleavedEncoder, qwen_folder, reference_area: int,
+            workers: int) -> dict:
+    """Fill `fitted` (`TrainData.fitted`), the encoder's memoised media and the tower's readings for `contexts`
+    (record_contexts'), in `workers` processes (at most one fewer than the cores); returns what it did (contexts,
+    media read by the tower, where, seconds) for the log. It needs no latent: a run makes it while other processes
+    fill the latent cache."""
+    if encoder.memo is None:
+        raise RuntimeError("prefill fills the memo of an encoder that keeps its readings (data.keep_in_memory)")
     started = time.monotonic()
     workers = max(1, min(workers, (os.cpu_count() or 2) - 1))
-    contexts = [full_context(s) for s in data.samples if s.record.ref_images or s.video is not None]
     kept = {name: getattr(encoder.processor, name).outputs for name in MEDIA_PROCESSORS}
     tower = encoder.vlm.model.visual
     in_workers = sum(p.numel() for p in tower.parameters()) <= WORKER_TOWER
@@ -138,9 +156,12 @@ def prefill(data: TrainData, encoder: InterleavedEncoder, qwen_folder, workers: 
     pending, read = [], 0
     spawn = multiprocessing.get_context("spawn")  # this process may hold CUDA, which a fork must not inherit
     with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_start_worker,
-                             initargs=(str(qwen_folder), dtype, data.reference_area, in_workers)) as pool:
-        for fitted, made, readings in map(pickle.loads, read_ahead(pool, _read, contexts, 4 * workers)):
-            data.fitted.update(fitted)
+                             initargs=(str(qwen_folder), dtype, reference_area, in_workers)) as pool:
+        for result in map(pickle.loads, read_ahead(pool, _read, contexts, 4 * workers)):
+            if result is None:
+                continue
+            made_fitted, made, readings = result
+            fitted.update(made_fitted)
             for name, outputs in made.items():
                 fresh = {key: output for key, output in outputs.items() if key not in kept[name]}
                 kept[name].update(fresh)  # equal media of two samples: the first one's output is kept
