@@ -663,6 +663,20 @@ def test_a_missing_or_damaged_compile_cache_costs_only_the_compiling(tmp_path, c
     assert damaged.read_bytes() == b"not a cache"  # left for the user to look at; the run's end overwrites it
 
 
+def test_a_gzipped_compile_cache_is_read_where_the_file_itself_is_missing(tmp_path, monkeypatch):
+    import gzip
+
+    from vino_model.speedups import load_compile_cache
+
+    given = []
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: given.append(data) or "loaded")
+    (tmp_path / "stage3.bin.gz").write_bytes(gzip.compress(b"artifacts"))
+    assert load_compile_cache(tmp_path / "stage3.bin") is True
+    (tmp_path / "stage3.bin").write_bytes(b"newer artifacts")  # the file itself, once a run wrote it, comes first
+    assert load_compile_cache(tmp_path / "stage3.bin") is True
+    assert given == [b"artifacts", b"newer artifacts"]
+
+
 def test_a_spent_time_budget_ends_the_run_with_a_checkpoint_and_an_export(curriculum, tmp_path):
     out = tmp_path / "run"
     cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(

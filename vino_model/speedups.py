@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 from pathlib import Path
 
@@ -65,14 +66,19 @@ def compile_blocks(model, **options) -> None:
 
 
 def load_compile_cache(path) -> bool:
-    """Put the compile artifacts in `path` (save_compile_cache's file) in place before anything compiles. A file
+    """Put the compile artifacts in `path` (save_compile_cache's file) in place before anything compiles; without
+    it, `path`.gz, the file gzipped (stage 3's came to 118.7 MB, too much to carry to a lent machine whole). A file
     that is missing or that this torch cannot read costs only the compiling it would have saved: the log says so."""
     path = Path(path)
+    zipped = path.with_name(path.name + ".gz")
+    if not path.is_file() and zipped.is_file():
+        path = zipped
     if not path.is_file():
         log.info("compile cache %s: not there yet; this run compiles from scratch and writes it", path)
         return False
     try:  # torch logs its own reason and returns None for a file it cannot read
-        loaded = torch.compiler.load_cache_artifacts(path.read_bytes())
+        data = gzip.decompress(path.read_bytes()) if path == zipped else path.read_bytes()
+        loaded = torch.compiler.load_cache_artifacts(data)
     except Exception as error:  # noqa: BLE001 - another torch's or a damaged file: compile as without it
         loaded, reason = None, f" ({type(error).__name__}: {error})"
     else:
