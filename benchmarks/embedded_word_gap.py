@@ -3,8 +3,11 @@
 For each t2i sample of a world split, the flow-matching loss with its own long caption is compared with the
 loss when one word of its first object changes: the shape, the colour or the size ("a small red circle" ->
 "a small red square"; the world lists these captions in each record's meta, "word_swaps"), at the same noise
-and the same t (spread over the sampler's shifted schedule). The gap is the mean increase. A model that ignores a word scores about 0 for it; `eval_text_gap` (another
-sample's whole caption) would hide which word that is. No sampling: cheap enough for a CPU.
+and the same t (spread over the sampler's shifted schedule). The gap is the mean increase. A model that ignores a
+word scores about 0 for it; `eval_text_gap` (another sample's whole caption) would hide which word that is. In
+scenes of two objects of two colours, "binding" exchanges their colours (`training.world.swap_binding`, made here
+for worlds rendered before it): the caption names the same words, so a model that reads the colours but does not
+tie each to its object scores about 0 for it while its colour gap stays high. No sampling: cheap enough for a CPU.
 
     python benchmarks/embedded_word_gap.py --init runs/embedded/stage0/export/vino-ema.safetensors \
         --data data/embedded/base --samples 64 [--set model.qwen=... model.vae=...]
@@ -27,21 +30,27 @@ from training.config import load as load_config  # noqa: E402
 from training.data import Batch, Context  # noqa: E402
 from training.loop import losses_under  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
-from training.world import ATTRIBUTES  # noqa: E402
+from training.world import ATTRIBUTES, swap_binding  # noqa: E402
 from vino_model.preprocess import frames_to_tensor  # noqa: E402
 from vino_model.sampler import shift_time  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
 
+SWAPS = (*ATTRIBUTES, "binding")
+
+
 @torch.no_grad()
 def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[str, float]:
-    """Mean loss increase per attribute word over `records` (t2i), and the count of samples it used."""
+    """Mean loss increase per swap (SWAPS) over `records` (t2i), and the count of samples each used."""
     device = trainee.transformer.proj_out.weight.device
-    gaps = {attribute: [] for attribute in ATTRIBUTES}
+    gaps = {name: [] for name in SWAPS}
     for index, record in enumerate(records):
         target = np.asarray(Image.open(record.target).convert("RGB"))
         x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float().cpu()
         kept = {"own": record.caption_long, **record.meta.get("word_swaps", {})}
+        binding = swap_binding(record.caption_long, record.meta["scene"]["objects"])
+        if binding and "binding" not in kept:
+            kept["binding"] = binding
         contexts = [Context(text, [], None, None) for text in kept.values()]
         batch = Batch(x0, [[]], contexts[:1], ["t2i"])
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
@@ -49,11 +58,11 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
         losses = [losses_under(trainee, batch, noise[j:j + 1], torch.tensor([t]), contexts, len(contexts), device)
                   for j, t in enumerate(times)]  # [time][caption]
         per_caption = dict(zip(kept, np.mean(losses, axis=0).tolist()))
-        for attribute in ATTRIBUTES:
-            if attribute in per_caption:
-                gaps[attribute].append(per_caption[attribute] - per_caption["own"])
+        for name in SWAPS:
+            if name in per_caption:
+                gaps[name].append(per_caption[name] - per_caption["own"])
     return {k: float(np.mean(v)) if v else float("nan") for k, v in gaps.items()} | \
-        {"samples": min(len(v) for v in gaps.values())}
+        {f"{k}_samples": len(v) for k, v in gaps.items()}
 
 
 def main(argv=None) -> None:
@@ -72,13 +81,14 @@ def main(argv=None) -> None:
     uniform = (np.arange(args.times) + 0.5) / args.times
     times = shift_time(uniform, args.shift).tolist()
     records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl") if r.task == "t2i"][: args.samples]
-    print(f"{'export':60s} {'shape':>8s} {'color':>8s} {'size':>8s} samples")
+    print(f"{'export':60s} {'shape':>8s} {'color':>8s} {'size':>8s} {'binding':>8s} samples (binding)")
     for init in args.init:
         cfg = load_config(args.config, [f"model.init={init}", "model.mmdit={}", f"optim.bf16={bf16}", *args.set])
         trainee = model.build(cfg)[0].eval().to(device)
         vae = VinoVAE.load(cfg.model.vae, device=device)
         gaps = word_gaps(trainee, vae, records, times)
-        print(f"{init[-60:]:60s} {gaps['shape']:8.4f} {gaps['color']:8.4f} {gaps['size']:8.4f} {gaps['samples']}")
+        print(f"{init[-60:]:60s} {gaps['shape']:8.4f} {gaps['color']:8.4f} {gaps['size']:8.4f} "
+              f"{gaps['binding']:8.4f} {gaps['shape_samples']} ({gaps['binding_samples']})")
 
 
 if __name__ == "__main__":

@@ -91,8 +91,32 @@ def test_swap_attribute_changes_one_word_of_one_object():
             old_word = world.SIZE_WORDS[obj["size"]] if attribute == "size" else obj[attribute]
             assert differ[0][0].startswith(old_word.rstrip("s"))  # "circles" in a count scene
         assert world.swap_attribute(short, obj, "size") is None
-        assert meta["word_swaps"] == {a: world.swap_attribute(long, obj, a) for a in world.ATTRIBUTES}
+        swaps = {a: world.swap_attribute(long, obj, a) for a in world.ATTRIBUTES}
+        binding = world.swap_binding(long, meta["scene"]["objects"])
+        assert meta["word_swaps"] == swaps | ({"binding": binding} if binding else {})
     assert "word_swaps" not in world.sample("ti2i", 5, 0)[0]  # only text-only samples: the gaps are theirs
+
+
+def test_swap_binding_exchanges_the_two_objects_colours_and_names_nothing_new():
+    """The binding probe's caption: the colours of a scene's two objects change places; the words it holds are the
+    caption's own, and a scene of one object, or of two of one colour (a count scene), gives None."""
+    kinds = {"pair": 0, "none": 0}
+    for index in range(60):
+        meta, long, _ = world.sample("t2i", 5, index)
+        objects = meta["scene"]["objects"]
+        swapped = world.swap_binding(long, objects)
+        if len(objects) < 2 or objects[0]["color"] == objects[1]["color"]:
+            assert swapped is None and "binding" not in meta["word_swaps"]
+            kinds["none"] += 1
+            continue
+        kinds["pair"] += 1
+        assert swapped != long and sorted(swapped.split()) == sorted(long.split())
+        first, second = objects[:2]
+        recoloured = world.object_name({**first, "color": second["color"]})
+        assert recoloured in swapped
+        assert world.swap_binding(swapped, [{**first, "color": second["color"]}, {**second, "color": first["color"]}]) \
+            == long  # exchanged back
+    assert kinds["pair"] >= 5 and kinds["none"] >= 5
 
 
 def test_render_follows_the_tracks():

@@ -20,7 +20,8 @@ A scene (plain JSON, the ground truth; `render(scene)` draws it):
 A sample's meta: {"task", "scene" (the target), "ref_images": [scene of Image 1, ...],
 "ref_video": scene of Video 1 or null, "edit": null or {"kind", "object": id, "region"?}}; t2i and t2v
 samples add "word_swaps": {"shape" | "color" | "size": the long caption with that attribute of the first
-object changed}, from which training's evaluation logs how much each word counts (eval_word_gap_*). Edit kinds:
+object changed; "binding", in scenes of two objects of two colours: the caption with their colours exchanged},
+from which training's evaluation logs how much each word counts (eval_word_gap_*). Edit kinds:
 recolor, remove, add, replace, move, background; "region" is set when the prompt names where the
 object goes (add, move), otherwise an edited object keeps its place.
 
@@ -42,6 +43,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 
 import numpy as np
 
@@ -310,6 +312,20 @@ def swap_attribute(caption: str, obj: dict, attribute: str) -> str | None:
         if phrase in caption:
             return caption.replace(phrase, object_name(other, plural=plural), 1)
     return None
+
+
+def swap_binding(caption: str, objects: list) -> str | None:
+    """The caption with the colours of its first two objects exchanged ("a red circle and a blue star" -> "a blue
+    circle and a red star"), or None when they share a colour or it does not name both in full. It names the same
+    colours and shapes as the caption, so only a model that ties each colour to its object tells them apart."""
+    if len(objects) < 2 or objects[0]["color"] == objects[1]["color"]:
+        return None
+    names = [object_name(o) for o in objects[:2]]
+    if not all(name in caption for name in names):
+        return None
+    swapped = [object_name({**objects[0], "color": objects[1]["color"]}),
+               object_name({**objects[1], "color": objects[0]["color"]})]
+    return re.sub("|".join(map(re.escape, names)), lambda match: swapped[names.index(match.group(0))], caption)
 
 
 def _bg_words(bg):
@@ -603,7 +619,8 @@ def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
             break
     meta, long, short = built
     if task in ("t2i", "t2v"):  # what training's evaluation reads for eval_word_gap_*
-        swaps = {a: swap_attribute(long, meta["scene"]["objects"][0], a) for a in ATTRIBUTES}
+        objects = meta["scene"]["objects"]
+        swaps = {a: swap_attribute(long, objects[0], a) for a in ATTRIBUTES} | {"binding": swap_binding(long, objects)}
         meta["word_swaps"] = {a: caption for a, caption in swaps.items() if caption is not None}
     return meta, long, short
 
