@@ -1,0 +1,112 @@
+"""Does the embedded default's language model tie each colour to its shape? A linear probe of its prompt states.
+
+The MMDiT of the embedded default draws two-object scenes with the objects' colours or shapes traded
+(`benchmarks/results/2026-12-03/embedded-session28.md`). Either the language model's states never say which colour
+goes with which shape, or they do and the MMDiT does not use it. For t2i captions of two objects of two colours
+("a small yellow circle on the left and a large green star ..."), this takes the state at each object's shape
+word at every layer of the language model, as VINO's prompt reads it (the chat template, text only), and fits a
+linear probe (softmax regression) from it to that object's colour on train-split captions. It scores the probe on
+other train-split captions (the pairs the language model read) and on held-out-split captions, whose first object
+is a colour x shape pair it never read. High accuracy at hidden_states[-2] (the layer VINO reads): the states
+carry the binding. Chance is one in the colours' count. A held-out pair is one the probe never saw either, so its
+fit of which colours a shape takes in the train split counts against it there (the embeddings' row shows how
+much). The probe's accuracy on the other object's colour, from the same state, is how much that colour leaks in.
+
+    python benchmarks/embedded_binding_probe.py [--qwen training/embedded-src/qwen3vl] [--train 800 --test 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.world import COLORS, sample  # noqa: E402
+from vino_model.encoder import render_prompt  # noqa: E402
+
+
+def pair_captions(split: str, count: int, seed: int) -> list[tuple[str, list[dict]]]:
+    """`count` t2i captions of two objects of two colours from `split`, with their two objects in caption order."""
+    found, index = [], 0
+    while len(found) < count:
+        meta, long, _ = sample("t2i", seed, index, 128, 128, 1, split)
+        index += 1
+        objects = meta["scene"]["objects"]
+        if len(objects) == 2 and objects[0]["color"] != objects[1]["color"]:
+            found.append((long, objects))
+    return found
+
+
+@torch.no_grad()
+def shape_states(vlm, processor, captions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """States [layers + 1, N, hidden] at the last token of each object's shape word, its colour [N] and the other
+    object's colour [N] (indices into COLORS)."""
+    colours = list(COLORS)
+    tokenizer = processor.tokenizer
+    states, own, other = [], [], []
+    for caption, objects in captions:
+        ids = tokenizer(render_prompt(processor, caption, 0, False))["input_ids"]
+        positions = []
+        for k, obj in enumerate(objects):
+            word = tokenizer(" " + obj["shape"], add_special_tokens=False)["input_ids"]
+            starts = [i for i in range(len(ids) - len(word) + 1) if ids[i:i + len(word)] == word]
+            same = sum(o["shape"] == obj["shape"] for o in objects[:k])  # a shape both objects have: the k-th one
+            positions.append(starts[same] + len(word) - 1)
+        tokens = torch.tensor([ids])
+        hidden = vlm.model.language_model(input_ids=tokens, output_hidden_states=True).hidden_states
+        for k, position in enumerate(positions):
+            states.append(torch.stack([layer[0, position] for layer in hidden]))
+            own.append(colours.index(objects[k]["color"]))
+            other.append(colours.index(objects[1 - k]["color"]))
+    return torch.stack(states, 1).float(), torch.tensor(own), torch.tensor(other)
+
+
+def probe_accuracy(train_x, train_y, test_x, test_ys, classes: int, steps: int = 500) -> list[float]:
+    """Softmax regression fitted on (train_x, train_y) (features standardised on the train set); its accuracy on
+    test_x against each of test_ys."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(train_x.shape[1], classes)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=0.05, weight_decay=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(probe(train_x), train_y).backward()
+        optimizer.step()
+    predicted = probe(test_x).argmax(-1)
+    return [float((predicted == y).float().mean()) for y in test_ys]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--qwen", default="training/embedded-src/qwen3vl", help="the tiny Qwen3-VL folder")
+    p.add_argument("--train", type=int, default=800, help="train-split captions to fit the probe on")
+    p.add_argument("--test", type=int, default=300, help="held-out-split captions to score it on")
+    p.add_argument("--seed", type=int, default=11)
+    args = p.parse_args(argv)
+    vlm = Qwen3VLForConditionalGeneration.from_pretrained(args.qwen, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(args.qwen)
+    train_x, train_y, _ = shape_states(vlm, processor, pair_captions("train", args.train, args.seed))
+    tests = {split: shape_states(vlm, processor, pair_captions(split, args.test, args.seed + 1))
+             for split in ("train", "heldout")}
+    layers = train_x.shape[0]
+    print(f"fitted on {args.train} train-split captions of two objects of two colours, scored on {args.test} more of "
+          f"each split; {len(COLORS)} colours (chance {1 / len(COLORS):.3f}); the state at each object's shape word")
+    print(f"{'':<40} {'train split':>24} {'held-out split':>24}")
+    print(f"{'layer':<40} {'own colour':>12}{'other':>12} {'own colour':>12}{'other':>12}")
+    for layer in range(layers):
+        scores = [probe_accuracy(train_x[layer], train_y, x[layer], [own, other], len(COLORS))
+                  for x, own, other in tests.values()]
+        name = "embeddings" if layer == 0 else f"layer {layer}"
+        if layer == layers - 2:
+            name += " (hidden_states[-2]: VINO reads it)"
+        print(f"{name:<40} " + " ".join(f"{own:12.3f}{other:12.3f}" for own, other in scores))
+
+
+if __name__ == "__main__":
+    main()
