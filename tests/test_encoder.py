@@ -428,6 +428,20 @@ def test_memoised_media_read_as_the_vlm_reads_them_with_the_tower_run_once_a_med
         encoder.encode(*contexts[-1])
 
 
+def test_a_reading_kept_before_the_vlm_moved_moves_with_it_once(encoder, monkeypatch):
+    """A run's prefill keeps the tower's readings while the VLM is still on the CPU; the engine moves it to the GPU
+    afterwards. The first reading of those media moves them to the VLM's device (session 29's first GPU run stopped
+    on a CUDA x CPU concatenation), and later readings take the moved copy."""
+    monkeypatch.setattr(encoder, "memo", {})
+    encoder.encode_batch([(PROMPT, IMAGES, VIDEO, VIDEO_FPS)], keys=["both"])
+    pixels = encoder.memo["both"][0]["pixel_values"]
+    grid = encoder.memo["both"][0]["image_grid_thw"]
+    monkeypatch.setattr(type(encoder.vlm), "device", property(lambda self: torch.device("meta")))
+    (merged, deep), = encoder.media_features([pixels], [grid])
+    assert merged.device.type == "meta" and all(layer.device.type == "meta" for layer in deep)
+    assert encoder.media_features([pixels], [grid])[0][0] is merged  # moved once
+
+
 def test_an_unmemoised_view_generates_mid_training_and_leaves_the_memo_as_it_was(encoder, monkeypatch):
     """Training's samples read with `encode`, which a memo refuses: the view reads as the encoder without a memo
     does, with the same modules, and the memo keeps its entries and its memoised processors."""

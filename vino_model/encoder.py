@@ -540,6 +540,10 @@ class InterleavedEncoder(nn.Module):
                                       self.vlm.device)
             for i, reading in zip(fresh, readings):
                 self.keep_reading(pixels[i], reading)
+        for p in pixels:  # a reading kept before the VLM moved (a run's prefill) moves once, on its first use
+            kept, (merged, deep) = self.read_media[id(p)]
+            if merged.device != self.vlm.device:
+                self.read_media[id(p)] = kept, (merged.to(self.vlm.device), [d.to(self.vlm.device) for d in deep])
         return [self.read_media[id(p)][1] for p in pixels]
 
     def keep_reading(self, pixels: torch.Tensor, reading: tuple) -> None:
