@@ -26,6 +26,7 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.language import mentions  # noqa: E402
 from training.world import COLORS, sample  # noqa: E402
 from vino_model.encoder import render_prompt  # noqa: E402
 
@@ -43,20 +44,23 @@ def pair_captions(split: str, count: int, seed: int) -> list[tuple[str, list[dic
 
 
 @torch.no_grad()
-def shape_states(vlm, processor, captions) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """States [layers + 1, N, hidden] at the last token of each object's shape word, its colour [N] and the other
+def shape_states(vlm, processor, captions, at: str = "shape") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """States [layers + 1, N, hidden] at the last token of each object's shape word (`at` "shape") or of its phrase
+    (`at` "place": "corner" in "a red star in the bottom left corner and ..."), its colour [N] and the other
     object's colour [N] (indices into COLORS)."""
     colours = list(COLORS)
     tokenizer = processor.tokenizer
     states, own, other = [], [], []
     for caption, objects in captions:
-        ids = tokenizer(render_prompt(processor, caption, 0, False))["input_ids"]
-        positions = []
-        for k, obj in enumerate(objects):
-            word = tokenizer(" " + obj["shape"], add_special_tokens=False)["input_ids"]
-            starts = [i for i in range(len(ids) - len(word) + 1) if ids[i:i + len(word)] == word]
-            same = sum(o["shape"] == obj["shape"] for o in objects[:k])  # a shape both objects have: the k-th one
-            positions.append(starts[same] + len(word) - 1)
+        prompt = render_prompt(processor, caption, 0, False)
+        encoded = tokenizer(prompt, return_offsets_mapping=True)
+        ids, ends = encoded["input_ids"], [end for _, end in encoded["offset_mapping"]]
+        phrases = mentions(caption)
+        if [(c, s) for _, _, c, s in phrases] != [(o["color"], o["shape"]) for o in objects]:
+            raise ValueError(f"the caption's objects are not the scene's, in order: {caption!r}")
+        base = prompt.index(caption)
+        positions = [ends.index(base + (end if at == "place" else start + len(shape)))
+                     for start, end, _, shape in phrases]
         tokens = torch.tensor([ids])
         hidden = vlm.model.language_model(input_ids=tokens, output_hidden_states=True).hidden_states
         for k, position in enumerate(positions):
@@ -88,15 +92,17 @@ def main(argv=None) -> None:
     p.add_argument("--train", type=int, default=800, help="train-split captions to fit the probe on")
     p.add_argument("--test", type=int, default=300, help="held-out-split captions to score it on")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--at", choices=("shape", "place"), default="shape",
+                   help="read the state at each object's shape word, or at the last word of its phrase (its place)")
     args = p.parse_args(argv)
     vlm = Qwen3VLForConditionalGeneration.from_pretrained(args.qwen, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(args.qwen)
-    train_x, train_y, _ = shape_states(vlm, processor, pair_captions("train", args.train, args.seed))
-    tests = {split: shape_states(vlm, processor, pair_captions(split, args.test, args.seed + 1))
+    train_x, train_y, _ = shape_states(vlm, processor, pair_captions("train", args.train, args.seed), args.at)
+    tests = {split: shape_states(vlm, processor, pair_captions(split, args.test, args.seed + 1), args.at)
              for split in ("train", "heldout")}
     layers = train_x.shape[0]
     print(f"fitted on {args.train} train-split captions of two objects of two colours, scored on {args.test} more of "
-          f"each split; {len(COLORS)} colours (chance {1 / len(COLORS):.3f}); the state at each object's shape word")
+          f"each split; {len(COLORS)} colours (chance {1 / len(COLORS):.3f}); the state at each object's {args.at} word")
     print(f"{'':<40} {'train split':>24} {'held-out split':>24}")
     print(f"{'layer':<40} {'own colour':>12}{'other':>12} {'own colour':>12}{'other':>12}")
     for layer in range(layers):

@@ -68,6 +68,41 @@ def test_language_model_learns_the_world_captions(tmp_path):
         language.attribute_separation(out, where="middle")
     with pytest.raises(VinoInputError, match="exists"):
         language.train(out, 1, 2, 1e-3, size, 8, 0, "cpu")
+    # going on from it with the binding term keeps its tokenizer and sizes, and trains the heads' reading
+    bound = language.train(tmp_path / "bound", steps=2, batch_size=8, lr=1e-3, text={}, captions=36, seed=0,
+                           device="cpu", binding=1.0, init=out)
+    assert (bound / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    again = Qwen3VLForConditionalGeneration.from_pretrained(bound)
+    assert again.config.text_config.hidden_size == 32
+    assert not torch.equal(again.model.language_model.layers[0].mlp.up_proj.weight,
+                           model.model.language_model.layers[0].mlp.up_proj.weight)
+    with pytest.raises(VinoInputError, match="--init .*config.json"):
+        language.train(tmp_path / "none", 1, 2, 1e-3, size, 8, 0, "cpu", init=tmp_path / "missing")
+
+
+def test_binding_labels_mark_each_object_phrase():
+    caption = "a picture of a small red star in the bottom left corner and a large striped blue cross at the top on a gray background"
+    assert [(caption[a:b], c, s) for a, b, c, s in language.mentions(caption)] == [
+        ("star in the bottom left corner", "red", "star"), ("cross at the top", "blue", "cross")]
+    edit = "turn the green circle into two yellow squares"
+    assert [(edit[a:b], c, s) for a, b, c, s in language.mentions(edit)] == [
+        ("circle", "green", "circle"), ("squares", "yellow", "square")]
+    assert language.mentions("make the background white") == []
+    processor = AutoProcessor.from_pretrained(Path(__file__).parents[1] / "training/embedded-src/qwen3vl")
+    ids, labels = language.chat_tokens(processor.tokenizer, caption, "star red small plain")
+    assert ids == language.chat_ids(processor.tokenizer, caption, "star red small plain")
+    words = {processor.tokenizer.decode([i]).strip(): tuple(label.tolist()) for i, label in zip(ids, labels)}
+    colours = list(language.COLORS)
+    assert words["corner"] == (colours.index("red"), language.SHAPES.index("star"))
+    assert words["top"] == (colours.index("blue"), language.SHAPES.index("cross"))
+    assert words["red"] == words["background"] == words["picture"] == (-100, -100)
+    phrase_tokens = sum(len(processor.tokenizer(" " + caption[a:b], add_special_tokens=False).input_ids)
+                        for a, b, _, _ in language.mentions(caption))
+    assert int((labels[:, 0] >= 0).sum()) == phrase_tokens
+    heads = torch.nn.ModuleList(torch.nn.Linear(4, n) for _ in language.READ_LAYERS for n in (6, 5))
+    states = [torch.randn(1, len(ids), 4) for _ in range(4)]
+    assert language.binding_loss(states, heads, labels[None]).item() > 0
+    assert float(language.binding_loss(states, heads, torch.full_like(labels[None], -100))) == 0  # nothing named
 
 
 def test_identity_term_keeps_each_token_readable_at_the_layers_vino_reads(tmp_path):

@@ -9,10 +9,14 @@ every attribute the caption names (`--captions-only` leaves the reply out). An i
 (`--identity`) asks each token's state at the layers VINO reads (hidden_states[-3] and [-2]) to point
 at its own token embedding, so a word stays readable there: next-token prediction alone lets a word the
 continuation does not need (the shape, in "a red circle in the center") fade to a faint trace after the
-first layer. The vision tower stays as initialised. Captions come from `training.world.sample` in the
-train split, so no held-out colour x shape pair is ever seen.
+first layer. A binding term (`--binding`) asks the same states to say, at each token of an object's
+phrase from its shape word on ("star in the bottom left corner"), that object's colour and shape, through
+linear heads thrown away after training: the MMDiT's text tokens carry no positions, so only the states
+can tell it which colour goes with which shape and place. The vision tower stays as initialised. Captions
+come from `training.world.sample` in the train split, so no held-out colour x shape pair is ever seen.
 
     python -m training.language --out models/embedded-src/qwen3vl --steps 1500 [--hidden 128 --layers 4]
+    python -m training.language --out NEW --init OLD --steps 100 --lr 1e-3   # go on from a trained one
 
 The folder appears only when training has finished (written beside it, then renamed).
 """
@@ -23,6 +27,8 @@ import argparse
 import itertools
 import logging
 import math
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,7 +45,7 @@ from vino_model.tiny_qwen import make_tiny_qwen3vl
 
 from .manifest import TASKS
 from .model import NativeTextEncoder
-from .world import COLORS, SHAPES, SIZE_WORDS, SIZES, sample
+from .world import COLORS, PLURALS, SHAPES, SIZE_WORDS, SIZES, TEXTURES, sample
 
 log = logging.getLogger("vino.train")
 
@@ -59,20 +65,66 @@ def world_captions(count: int, seed: int) -> list[tuple[str, str]]:
     return pairs[:count]
 
 
+USER_TURN = "<|im_start|>user\n"
+
+
 def chat_ids(tokenizer, caption: str, reply: str = "") -> list[int]:
     """The caption as the VLM's user turn, as `vino_model.encoder` renders it (without the system turn),
     followed by the assistant's reply when there is one."""
+    return chat_tokens(tokenizer, caption, reply)[0]
+
+
+def chat_tokens(tokenizer, caption: str, reply: str = "") -> tuple[list[int], torch.Tensor]:
+    """`chat_ids`, and the binding labels of its tokens [L, 2]: the colour and shape (indices into COLORS, SHAPES)
+    of the object whose phrase each token belongs to (`mentions`), -100 elsewhere."""
     ended = f"{reply}<|im_end|>\n" if reply else ""
-    return tokenizer(f"<|im_start|>user\n{caption}<|im_end|>\n<|im_start|>assistant\n{ended}").input_ids
+    encoded = tokenizer(f"{USER_TURN}{caption}<|im_end|>\n<|im_start|>assistant\n{ended}", return_offsets_mapping=True)
+    labels = torch.full((len(encoded.input_ids), 2), -100)
+    spans = torch.tensor(encoded.offset_mapping).reshape(-1, 2) - len(USER_TURN)
+    for start, end, colour, shape in mentions(caption):
+        inside = (spans[:, 0] < end) & (spans[:, 1] > start)
+        labels[inside] = torch.tensor([list(COLORS).index(colour), SHAPES.index(shape)])
+    return encoded.input_ids, labels
 
 
-def batches(ids: list[list[int]], batch_size: int, pad: int, rng: np.random.Generator):
-    """Endless shuffled batches: (input ids [B, L], labels with -100 on the padding, attention mask)."""
+SHAPE_WORDS = {**{s: s for s in SHAPES}, **{plural: s for s, plural in PLURALS.items()}}
+JOINS = {"and", "while", "with", "into", ","}
+MODIFIERS = {"a", "an", "the", "two", "three", *SIZE_WORDS.values(), *TEXTURES}
+
+
+def mentions(caption: str) -> list[tuple[int, int, str, str]]:
+    """Each object the caption names by colour and shape: (start, end) characters of its phrase from the shape
+    word on ("star in the bottom left corner" of "a red star in the bottom left corner and ..."), its colour and
+    its shape. The phrase ends before a joining word (and, while, with, into, a comma), another colour, the
+    background's clause ("on a gray background") or the next object's words."""
+    words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[\w-]+|,", caption)]
+    named = [i + 1 for i in range(len(words) - 1) if words[i][2] in COLORS and words[i + 1][2] in SHAPE_WORDS]
+    found = []
+    for k, i in enumerate(named):
+        limit = named[k + 1] - 1 if k + 1 < len(named) else len(words)  # the next object's colour word
+        while limit > i + 1 and words[limit - 1][2] in MODIFIERS:
+            limit -= 1
+        stop = i + 1
+        while stop < limit and not ends_phrase([w for _, _, w in words[stop:stop + 6]]):
+            stop += 1
+        found.append((words[i][0], words[stop - 1][1], words[i - 1][2], SHAPE_WORDS[words[i][2]]))
+    return found
+
+
+def ends_phrase(ahead: list[str]) -> bool:
+    """Whether an object's phrase ends before ahead[0] (the words from there on)."""
+    return ahead[0] in JOINS or ahead[0] in COLORS or (ahead[0] in ("on", "across") and "background" in ahead)
+
+
+def batches(rows: list[tuple[list[int], torch.Tensor]], batch_size: int, pad: int, rng: np.random.Generator):
+    """Endless shuffled batches: (input ids [B, L], labels with -100 on the padding, attention mask, binding
+    labels [B, L, 2])."""
     while True:
-        order = rng.permutation(len(ids))
-        for start in range(0, len(ids) - batch_size + 1, batch_size):
-            x, mask = right_pad([ids[i] for i in order[start:start + batch_size]], pad)
-            yield x, x.masked_fill(mask == 0, -100), mask
+        order = rng.permutation(len(rows))
+        for start in range(0, len(rows) - batch_size + 1, batch_size):
+            chosen = [rows[i] for i in order[start:start + batch_size]]
+            x, mask = right_pad([ids for ids, _ in chosen], pad)
+            yield x, x.masked_fill(mask == 0, -100), mask, right_pad([b for _, b in chosen], -100)[0]
 
 
 READ_LAYERS = (-3, -2)  # what stage 0's native text encoder and the VLM path read
@@ -91,50 +143,79 @@ def identity_loss(hidden_states, embeddings: torch.Tensor, labels: torch.Tensor)
     return torch.stack(losses).mean()
 
 
+def binding_loss(hidden_states, heads: torch.nn.ModuleList, binding: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of reading each object phrase's colour and shape (`chat_tokens`) from its tokens' unit-RMS
+    states at READ_LAYERS, through a linear head per layer and attribute (heads[2 * layer + attribute]), thrown
+    away after training. A held-out pair's state must then say which colour goes with which shape and place: the
+    MMDiT's text tokens carry no positions, so nothing else can tell it."""
+    losses = []
+    for n, layer in enumerate(READ_LAYERS):
+        h = hidden_states[layer].float()
+        h = F.rms_norm(h, (h.shape[-1],))
+        for attribute in range(2):
+            keep = binding[..., attribute] != -100
+            if keep.any():  # a batch of captions that name no object by colour and shape reads nothing here
+                losses.append(F.cross_entropy(heads[2 * n + attribute](h[keep]), binding[..., attribute][keep]))
+    return torch.stack(losses).mean() if losses else h.new_zeros(())
+
+
 def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, captions: int, seed: int,
-          device: str, list_objects: bool = True, identity: float = 0.0) -> Path:
+          device: str, list_objects: bool = True, identity: float = 0.0, binding: float = 0.0,
+          init: Path | None = None) -> Path:
+    """Train the tiny Qwen3-VL into `out` (see the module's text); `init`: a folder of one to go on from (its
+    tokenizer and sizes are kept, `text` is then unused)."""
     if out.exists():
         raise VinoInputError(f"--out {out} exists; remove it or choose another folder")
+    if init is not None and not (Path(init) / "config.json").is_file():
+        raise VinoInputError(f"--init {init}: expected a Qwen3-VL folder with config.json")
     with atomic_output(out) as partial:  # the folder appears whole, or not at all
-        train_into(partial, steps, batch_size, lr, text, captions, seed, device, list_objects, identity)
+        if init is None:
+            make_tiny_qwen3vl(partial, seed=seed, corpus=[part for pair in world_captions(captions, seed)
+                                                          for part in pair], text=text)
+        else:
+            shutil.copytree(init, partial, dirs_exist_ok=True)
+        train_into(partial, steps, batch_size, lr, captions, seed, device, list_objects, identity, binding)
     return out
 
 
-def train_into(folder: Path, steps: int, batch_size: int, lr: float, text: dict, captions: int, seed: int,
-               device: str, list_objects: bool, identity: float) -> None:
-    """`train`'s work, written into `folder`."""
+def train_into(folder: Path, steps: int, batch_size: int, lr: float, captions: int, seed: int, device: str,
+               list_objects: bool, identity: float, binding: float) -> None:
+    """`train`'s work on the Qwen3-VL in `folder`, saved there."""
     pairs = world_captions(captions, seed)
-    make_tiny_qwen3vl(folder, seed=seed, corpus=[part for pair in pairs for part in pair], text=text)
     processor = AutoProcessor.from_pretrained(folder)
     model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).to(device)
     tokenizer = processor.tokenizer
-    ids = [chat_ids(tokenizer, caption, objects if list_objects else "") for caption, objects in pairs]
-    log.info("language model: %s parameters, %d captions, %.1f tokens each",
-             f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", len(ids),
-             np.mean(list(map(len, ids))))
-    params = [p for n, p in model.named_parameters() if "visual" not in n]
+    rows = [chat_tokens(tokenizer, caption, objects if list_objects else "") for caption, objects in pairs]
+    log.info("language model: %s parameters, %d captions, %.1f tokens each, %.1f in object phrases",
+             f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", len(rows),
+             np.mean([len(ids) for ids, _ in rows]), np.mean([float((b[:, 0] >= 0).sum()) for _, b in rows]))
+    hidden = model.config.text_config.hidden_size
+    heads = torch.nn.ModuleList(torch.nn.Linear(hidden, n) for _ in READ_LAYERS
+                                for n in (len(COLORS), len(SHAPES))).to(device)
+    params = [p for n, p in model.named_parameters() if "visual" not in n] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))))
     model.train()
     started = time.perf_counter()
-    stream = batches(ids, batch_size, tokenizer.pad_token_id, np.random.default_rng(seed))
+    stream = batches(rows, batch_size, tokenizer.pad_token_id, np.random.default_rng(seed))
     for step in range(1, steps + 1):
-        x, labels, mask = (t.to(device) for t in next(stream))
+        x, labels, mask, bound = (t.to(device) for t in next(stream))
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=device != "cpu"):
-            result = model(input_ids=x, attention_mask=mask, labels=labels, output_hidden_states=identity > 0)
+            result = model(input_ids=x, attention_mask=mask, labels=labels, output_hidden_states=identity + binding > 0)
             readback = identity_loss(result.hidden_states, model.get_input_embeddings().weight, labels) \
                 if identity else torch.zeros(())
-            loss = result.loss + identity * readback
+            tied = binding_loss(result.hidden_states, heads, bound) if binding else torch.zeros(())
+            loss = result.loss + identity * readback + binding * tied
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         if step % 100 == 0 or step == steps:
-            log.info("step %d/%d: next-token loss %.4f, identity loss %.4f (%.0f s)", step, steps, result.loss.item(),
-                     readback.item(), time.perf_counter() - started)
+            log.info("step %d/%d: next-token loss %.4f, identity loss %.4f, binding loss %.4f (%.0f s)", step, steps,
+                     result.loss.item(), readback.item(), tied.item(), time.perf_counter() - started)
     model.eval().to("cpu").save_pretrained(folder, safe_serialization=True)
     for layer in READ_LAYERS:
         for where in ("sequence", "word"):
@@ -194,6 +275,9 @@ def main(argv=None):
                    help="learn the captions alone, without the reply that lists their objects")
     p.add_argument("--identity", type=float, default=1.0,
                    help="weight of reading each token back from its own state at the layers VINO reads (0: off)")
+    p.add_argument("--binding", type=float, default=1.0,
+                   help="weight of reading each object phrase's colour and shape from its states (0: off)")
+    p.add_argument("--init", type=Path, help="a tiny Qwen3-VL folder to go on from (keeps its tokenizer and sizes)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if args.hidden % args.heads:
@@ -202,7 +286,8 @@ def main(argv=None):
             "num_attention_heads": args.heads, "num_key_value_heads": max(1, args.heads // 2),
             "head_dim": args.hidden // args.heads}
     return run_cli(lambda: print(train(args.out, args.steps, args.batch_size, args.lr, text, args.captions,
-                                       args.seed, args.device, not args.captions_only, args.identity)))
+                                       args.seed, args.device, not args.captions_only, args.identity,
+                                       args.binding, args.init)))
 
 
 if __name__ == "__main__":
