@@ -35,7 +35,8 @@ STAGE_RUNS = {
     1: {"run.steps": 3, "optim.lr": 1e-2},
     2: {"run.steps": 3, "optim.lr": 1e-3},
     3: {"run.steps": 4, "optim.lr": 1e-3, "data.tasks": ALL_TASKS, "optim.accumulation": 2, "optim.ema": 0.9,
-        "samples.every": 4, "samples.limit": 2, "data.keep_in_memory": True, "data.prefill_workers": 2},
+        "samples.every": 4, "samples.limit": 2, "data.keep_in_memory": True, "data.prefill_workers": 2,
+        "flow.contrast": 1.0, "flow.contrast_samples": 2},
 }
 
 
@@ -698,3 +699,41 @@ def test_a_run_with_checkpoints_off_trains_and_writes_no_weights(curriculum, tmp
     train(cfg)
     assert [r["step"] for r in records(out) if "loss" in r] == [1, 2]
     assert not (out / "checkpoints").exists() and not (out / "export").exists()
+
+
+def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_to_stand_a_margin_above():
+    """flow.contrast: samples whose caption has wrong twins go through again under them, with their own latents,
+    noise and t; the objective adds max(0, margin - (twin's loss - own loss)), and the step reports the plain loss."""
+    from types import SimpleNamespace
+
+    from training.config import FlowConfig
+    from training.data import Batch, Context
+    from training.loop import train_step
+
+    contexts = [Context("a", [], None, None, ("ra", "a", (), False), ("a twin",)),
+                Context("b", [], None, None, ("rb", "b", (), False)),
+                Context("c", [], None, None, ("rc", "c", (), False), ("c twin", "c twin 2"))]
+    batch = Batch(torch.arange(3.0).view(3, 1, 1, 1, 1).expand(3, 2, 1, 2, 2).clone(), [[], [], []], contexts,
+                  ["t2i"] * 3)
+    seen, objectives = [], []
+
+    def ds(x0, noise, t, references, given):
+        seen.append((x0, noise, t, given))
+        return torch.tensor([1.01 if "twin" in c.text else 1.0 for c in given]), 7
+
+    ds.backward, ds.step = objectives.append, lambda: None
+    data = SimpleNamespace(next_batch=lambda rng: batch)
+    clock = SimpleNamespace(lap=lambda phase: None)
+    for weight, rows in ((0.0, 3), (2.0, 7)):
+        seen.clear(), objectives.clear()
+        cfg = SimpleNamespace(optim=SimpleNamespace(accumulation=1), run=SimpleNamespace(seed=0),
+                              flow=FlowConfig(contrast=weight, contrast_margin=0.02, contrast_samples=4))
+        loss, tokens = train_step(ds, data, cfg, 1, 0, "cpu", clock)
+        (x0, noise, t, given), = seen
+        assert len(given) == len(x0) == len(noise) == len(t) == rows
+        assert float(loss) == pytest.approx(1.0) and tokens == 7
+        assert float(objectives[0]) == pytest.approx(1.0 + weight * (0.02 - 0.01))
+    assert [c.text for c in given[3:]] == ["a twin", "c twin", "c twin 2", "a twin"]  # in turn, again from the first
+    assert given[4].key == ("rc", "c twin", (), False)
+    for row, own in zip(range(3, 7), (0, 2, 2, 0)):
+        assert torch.equal(x0[row], x0[own]) and torch.equal(noise[row], noise[own]) and t[row] == t[own]

@@ -454,3 +454,14 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     torch.testing.assert_close(got.text_states[got.mask], expected.text_states[expected.mask], atol=1e-5, rtol=1e-4)
     for have, want in zip(got.boundary_tokens, expected.boundary_tokens, strict=True):
         torch.testing.assert_close(have, want, atol=1e-5, rtol=1e-4)
+
+
+def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(world):
+    """The contrast term's twins: the long caption's "binding" and "places" swaps, not its one-word swaps."""
+    _, _, cache, samples, _ = world
+    t2i = next(s for s in samples if s.record.task == "t2i")
+    swaps = {"color": "one word", "binding": "colours exchanged", "places": "places exchanged"}
+    t2i = dataclasses.replace(t2i, record=dataclasses.replace(t2i.record, meta={**t2i.record.meta, "word_swaps": swaps}))
+    for long, drop, twins in ((1.0, 0.0, ("colours exchanged", "places exchanged")), (0.0, 0.0, ()), (1.0, 1.0, ())):
+        data = TrainData([t2i], cache, data_config(long_caption=long, drop_text=drop), REFERENCE_AREA, 0, 0, 1, True)
+        assert data.load(t2i, np.random.default_rng(0), dropout=True)[2].twins == twins

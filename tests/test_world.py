@@ -92,9 +92,22 @@ def test_swap_attribute_changes_one_word_of_one_object():
             assert differ[0][0].startswith(old_word.rstrip("s"))  # "circles" in a count scene
         assert world.swap_attribute(short, obj, "size") is None
         swaps = {a: world.swap_attribute(long, obj, a) for a in world.ATTRIBUTES}
-        binding = world.swap_binding(long, meta["scene"]["objects"])
-        assert meta["word_swaps"] == swaps | ({"binding": binding} if binding else {})
+        pair = {name: swap(long, meta["scene"]["objects"])
+                for name, swap in (("binding", world.swap_binding), ("places", world.swap_places))}
+        assert meta["word_swaps"] == swaps | {name: caption for name, caption in pair.items() if caption}
     assert "word_swaps" not in world.sample("ti2i", 5, 0)[0]  # only text-only samples: the gaps are theirs
+
+
+def test_swap_places_puts_each_of_two_objects_where_the_other_was():
+    caption = "a small red circle on the left and a large striped blue star at the top on a gray background"
+    red = {"shape": "circle", "color": "red", "size": "small", "texture": "plain"}
+    blue = {"shape": "star", "color": "blue", "size": "large", "texture": "striped"}
+    assert world.swap_places(caption, [red, blue]) == \
+        "a large striped blue star on the left and a small red circle at the top on a gray background"
+    assert world.swap_places(caption, [red]) is None
+    assert world.swap_places("two small red circles", [red, red]) is None  # named alike: no other caption
+    found = [world.sample("t2i", 3, i)[0]["word_swaps"] for i in range(40)]
+    assert any("places" in swaps for swaps in found)
 
 
 def test_swap_binding_exchanges_the_two_objects_colours_and_names_nothing_new():

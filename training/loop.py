@@ -52,16 +52,45 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
         t = model.sample_timesteps(cfg.flow, len(batch.tasks), torch.Generator().manual_seed(seed))
         # drawn where it is used: a batch of 768 images' noise took 14 ms of the host's step on the CPU
         noise = torch.randn(batch.latents.shape, generator=torch.Generator(device).manual_seed(seed), device=device)
+        twinned = []
+        if cfg.flow.contrast:
+            batch, noise, t, twinned = with_twins(batch, noise, t, cfg.flow.contrast_samples)
         clock.lap("data")
         loss, count = ds(*model_inputs(batch, noise, t, device))
         clock.lap("forward")
-        ds.backward(loss.mean())
+        own = loss[:len(loss) - len(twinned)]
+        objective = own.mean()
+        if twinned:  # each twin's loss should stand contrast_margin above its sample's
+            gap = loss[len(own):] - own[torch.tensor(twinned, device=own.device)]
+            objective = objective + cfg.flow.contrast * torch.relu(cfg.flow.contrast_margin - gap).mean()
+        ds.backward(objective)
         clock.lap("backward")
         ds.step()
         clock.lap("optimizer")
-        losses.append(loss.detach().float().mean())
+        losses.append(own.detach().float().mean())
         tokens += count
     return torch.stack(losses).mean(), tokens
+
+
+def with_twins(batch: Batch, noise, t, count: int) -> tuple[Batch, torch.Tensor, torch.Tensor, list[int]]:
+    """The batch with `count` of its samples appended again under a wrong twin of their caption (`Context.twins`),
+    with the same latents, noise and t, and those samples' indices; the batch as it is when none has a twin. The
+    twins are taken in turn, again from the first when there are fewer than `count`, so a batch of twins always
+    grows by `count` (one size a bucket for compiled blocks)."""
+    pairs = [(i, twin) for i, context in enumerate(batch.contexts) for twin in context.twins]
+    if not pairs or count <= 0:
+        return batch, noise, t, []
+    chosen = [pairs[k % len(pairs)] for k in range(count)]
+    which = [i for i, _ in chosen]
+    contexts = []
+    for i, twin in chosen:
+        own = batch.contexts[i]
+        key = None if own.key is None else (own.key[0], twin, *own.key[2:])
+        contexts.append(Context(twin, own.images, own.video, own.video_fps, key))
+    grown = Batch(torch.cat([batch.latents, batch.latents[which]]), batch.references + [batch.references[i] for i in which],
+                  batch.contexts + contexts, batch.tasks + [batch.tasks[i] for i in which])
+    index = torch.tensor(which, device=noise.device)
+    return grown, torch.cat([noise, noise[index]]), torch.cat([t, t[which]]), which
 
 
 class Window:

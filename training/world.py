@@ -20,8 +20,10 @@ A scene (plain JSON, the ground truth; `render(scene)` draws it):
 A sample's meta: {"task", "scene" (the target), "ref_images": [scene of Image 1, ...],
 "ref_video": scene of Video 1 or null, "edit": null or {"kind", "object": id, "region"?}}; t2i and t2v
 samples add "word_swaps": {"shape" | "color" | "size": the long caption with that attribute of the first
-object changed; "binding", in scenes of two objects of two colours: the caption with their colours exchanged},
-from which training's evaluation logs how much each word counts (eval_word_gap_*). Edit kinds:
+object changed; "binding", in scenes of two objects of two colours: the caption with their colours exchanged;
+"places", in scenes of two objects named apart: the caption with the two objects in each other's places (or
+motions)}, from which training's evaluation logs how much each word counts (eval_word_gap_*), and which training's
+contrast term (flow.contrast) reads as wrong captions. Edit kinds:
 recolor, remove, add, replace, move, background; "region" is set when the prompt names where the
 object goes (add, move), otherwise an edited object keeps its place.
 
@@ -328,6 +330,19 @@ def swap_binding(caption: str, objects: list) -> str | None:
     return re.sub("|".join(map(re.escape, names)), lambda match: swapped[names.index(match.group(0))], caption)
 
 
+def swap_places(caption: str, objects: list) -> str | None:
+    """The caption with its first two objects' names exchanged ("a red circle on the left and a blue star at the
+    top" -> "a blue star on the left and a red circle at the top"): each object where the other should be (in a
+    video, with the other's motion). None when the two are named alike or not both in full. The words are the
+    caption's own, so only a model that ties each place to its object tells them apart."""
+    if len(objects) < 2:
+        return None
+    names = [object_name(o) for o in objects[:2]]
+    if names[0] == names[1] or not all(name in caption for name in names):
+        return None
+    return re.sub("|".join(map(re.escape, names)), lambda match: names[1 - names.index(match.group(0))], caption)
+
+
 def _bg_words(bg):
     """'gray' or 'white on top and gray below': a background's look, without the noun."""
     if bg["split"] is None:
@@ -620,7 +635,8 @@ def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
     meta, long, short = built
     if task in ("t2i", "t2v"):  # what training's evaluation reads for eval_word_gap_*
         objects = meta["scene"]["objects"]
-        swaps = {a: swap_attribute(long, objects[0], a) for a in ATTRIBUTES} | {"binding": swap_binding(long, objects)}
+        swaps = {a: swap_attribute(long, objects[0], a) for a in ATTRIBUTES} | {
+            "binding": swap_binding(long, objects), "places": swap_places(long, objects)}
         meta["word_swaps"] = {a: caption for a, caption in swaps.items() if caption is not None}
     return meta, long, short
 
