@@ -102,7 +102,8 @@ def main(argv=None) -> None:
              for split in ("train", "heldout")}
     layers = train_x.shape[0]
     print(f"fitted on {args.train} train-split captions of two objects of two colours, scored on {args.test} more of "
-          f"each split; {len(COLORS)} colours (chance {1 / len(COLORS):.3f}); the state at each object's {args.at} word")
+          f"each split; {len(COLORS)} colours (chance {1 / len(COLORS):.3f}); "
+          f"the state at each object's {args.at} word")
     print(f"{'':<40} {'train split':>24} {'held-out split':>24}")
     print(f"{'layer':<40} {'own colour':>12}{'other':>12} {'own colour':>12}{'other':>12}")
     for layer in range(layers):

@@ -7,7 +7,8 @@ and the same t (spread over the sampler's shifted schedule). The gap is the mean
 word scores about 0 for it; `eval_text_gap` (another sample's whole caption) would hide which word that is. In
 scenes of two objects of two colours, "binding" exchanges their colours (`training.world.swap_binding`, made here
 for worlds rendered before it): the caption names the same words, so a model that reads the colours but does not
-tie each to its object scores about 0 for it while its colour gap stays high. No sampling: cheap enough for a CPU.
+tie each to its object scores about 0 for it while its colour gap stays high; "places" puts each of two objects
+where the other should be (`swap_places`). No sampling: cheap enough for a CPU.
 
     python benchmarks/embedded_word_gap.py --init runs/embedded/stage0/export/vino-ema.safetensors \
         --data data/embedded/base --samples 64 [--set model.qwen=... model.vae=...]
@@ -30,13 +31,13 @@ from training.config import load as load_config  # noqa: E402
 from training.data import Batch, Context  # noqa: E402
 from training.loop import losses_under  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
-from training.world import ATTRIBUTES, swap_binding  # noqa: E402
+from training.world import ATTRIBUTES, swap_binding, swap_places  # noqa: E402
 from vino_model.preprocess import frames_to_tensor  # noqa: E402
 from vino_model.sampler import shift_time  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
 
-SWAPS = (*ATTRIBUTES, "binding")
+SWAPS = (*ATTRIBUTES, "binding", "places")
 
 
 @torch.no_grad()
@@ -48,9 +49,10 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
         target = np.asarray(Image.open(record.target).convert("RGB"))
         x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float().cpu()
         kept = {"own": record.caption_long, **record.meta.get("word_swaps", {})}
-        binding = swap_binding(record.caption_long, record.meta["scene"]["objects"])
-        if binding and "binding" not in kept:
-            kept["binding"] = binding
+        for name, swap in (("binding", swap_binding), ("places", swap_places)):
+            twin = swap(record.caption_long, record.meta["scene"]["objects"])
+            if twin and name not in kept:
+                kept[name] = twin
         contexts = [Context(text, [], None, None) for text in kept.values()]
         batch = Batch(x0, [[]], contexts[:1], ["t2i"])
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
@@ -81,14 +83,16 @@ def main(argv=None) -> None:
     uniform = (np.arange(args.times) + 0.5) / args.times
     times = shift_time(uniform, args.shift).tolist()
     records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl") if r.task == "t2i"][: args.samples]
-    print(f"{'export':60s} {'shape':>8s} {'color':>8s} {'size':>8s} {'binding':>8s} samples (binding)")
+    print(f"{'export':60s} {'shape':>8s} {'color':>8s} {'size':>8s} {'binding':>8s} {'places':>8s} "
+          f"samples (binding, places)")
     for init in args.init:
         cfg = load_config(args.config, [f"model.init={init}", "model.mmdit={}", f"optim.bf16={bf16}", *args.set])
         trainee = model.build(cfg)[0].eval().to(device)
         vae = VinoVAE.load(cfg.model.vae, device=device)
         gaps = word_gaps(trainee, vae, records, times)
         print(f"{init[-60:]:60s} {gaps['shape']:8.4f} {gaps['color']:8.4f} {gaps['size']:8.4f} "
-              f"{gaps['binding']:8.4f} {gaps['shape_samples']} ({gaps['binding_samples']})")
+              f"{gaps['binding']:8.4f} {gaps['places']:8.4f} {gaps['shape_samples']} ({gaps['binding_samples']}, "
+              f"{gaps['places_samples']})")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def test_language_model_learns_the_world_captions(tmp_path):
 
 
 def test_binding_labels_mark_each_object_phrase():
-    caption = "a picture of a small red star in the bottom left corner and a large striped blue cross at the top on a gray background"
+    caption = ("a picture of a small red star in the bottom left corner and a large striped blue cross at the top "
+               "on a gray background")
     assert [(caption[a:b], c, s) for a, b, c, s in language.mentions(caption)] == [
         ("star in the bottom left corner", "red", "star"), ("cross at the top", "blue", "cross")]
     edit = "turn the green circle into two yellow squares"

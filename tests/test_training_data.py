@@ -461,7 +461,8 @@ def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(
     _, _, cache, samples, _ = world
     t2i = next(s for s in samples if s.record.task == "t2i")
     swaps = {"color": "one word", "binding": "colours exchanged", "places": "places exchanged"}
-    t2i = dataclasses.replace(t2i, record=dataclasses.replace(t2i.record, meta={**t2i.record.meta, "word_swaps": swaps}))
+    record = dataclasses.replace(t2i.record, meta={**t2i.record.meta, "word_swaps": swaps})
+    t2i = dataclasses.replace(t2i, record=record)
     for long, drop, twins in ((1.0, 0.0, ("colours exchanged", "places exchanged")), (0.0, 0.0, ()), (1.0, 1.0, ())):
         data = TrainData([t2i], cache, data_config(long_caption=long, drop_text=drop), REFERENCE_AREA, 0, 0, 1, True)
         assert data.load(t2i, np.random.default_rng(0), dropout=True)[2].twins == twins

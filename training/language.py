@@ -168,20 +168,19 @@ def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, caption
         raise VinoInputError(f"--out {out} exists; remove it or choose another folder")
     if init is not None and not (Path(init) / "config.json").is_file():
         raise VinoInputError(f"--init {init}: expected a Qwen3-VL folder with config.json")
+    pairs = world_captions(captions, seed)
     with atomic_output(out) as partial:  # the folder appears whole, or not at all
         if init is None:
-            make_tiny_qwen3vl(partial, seed=seed, corpus=[part for pair in world_captions(captions, seed)
-                                                          for part in pair], text=text)
+            make_tiny_qwen3vl(partial, seed=seed, corpus=[part for pair in pairs for part in pair], text=text)
         else:
             shutil.copytree(init, partial, dirs_exist_ok=True)
-        train_into(partial, steps, batch_size, lr, captions, seed, device, list_objects, identity, binding)
+        train_into(partial, pairs, steps, batch_size, lr, seed, device, list_objects, identity, binding)
     return out
 
 
-def train_into(folder: Path, steps: int, batch_size: int, lr: float, captions: int, seed: int, device: str,
-               list_objects: bool, identity: float, binding: float) -> None:
-    """`train`'s work on the Qwen3-VL in `folder`, saved there."""
-    pairs = world_captions(captions, seed)
+def train_into(folder: Path, pairs: list[tuple[str, str]], steps: int, batch_size: int, lr: float, seed: int,
+               device: str, list_objects: bool, identity: float, binding: float) -> None:
+    """`train`'s work on the Qwen3-VL in `folder` (its captions and replies: `pairs`), saved there."""
     processor = AutoProcessor.from_pretrained(folder)
     model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).to(device)
     tokenizer = processor.tokenizer

@@ -87,8 +87,9 @@ def with_twins(batch: Batch, noise, t, count: int) -> tuple[Batch, torch.Tensor,
         own = batch.contexts[i]
         key = None if own.key is None else (own.key[0], twin, *own.key[2:])
         contexts.append(Context(twin, own.images, own.video, own.video_fps, key))
-    grown = Batch(torch.cat([batch.latents, batch.latents[which]]), batch.references + [batch.references[i] for i in which],
-                  batch.contexts + contexts, batch.tasks + [batch.tasks[i] for i in which])
+    grown = Batch(torch.cat([batch.latents, batch.latents[which]]),
+                  batch.references + [batch.references[i] for i in which], batch.contexts + contexts,
+                  batch.tasks + [batch.tasks[i] for i in which])
     index = torch.tensor(which, device=noise.device)
     return grown, torch.cat([noise, noise[index]]), torch.cat([t, t[which]]), which
 
