@@ -31,13 +31,13 @@ from training.config import load as load_config  # noqa: E402
 from training.data import Batch, Context  # noqa: E402
 from training.loop import losses_under  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
-from training.world import ATTRIBUTES, swap_binding, swap_places  # noqa: E402
+from training.world import ATTRIBUTES, PAIR_SWAPS  # noqa: E402
 from vino_model.preprocess import frames_to_tensor  # noqa: E402
 from vino_model.sampler import shift_time  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
 
-SWAPS = (*ATTRIBUTES, "binding", "places")
+SWAPS = (*ATTRIBUTES, *PAIR_SWAPS)
 
 
 @torch.no_grad()
@@ -49,7 +49,7 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
         target = np.asarray(Image.open(record.target).convert("RGB"))
         x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float().cpu()
         kept = {"own": record.caption_long, **record.meta.get("word_swaps", {})}
-        for name, swap in (("binding", swap_binding), ("places", swap_places)):
+        for name, swap in PAIR_SWAPS.items():
             twin = swap(record.caption_long, record.meta["scene"]["objects"])
             if twin and name not in kept:
                 kept[name] = twin

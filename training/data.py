@@ -47,6 +47,7 @@ from vino_model.preprocess import canvas_size, frames_to_array, letterbox, prepa
 from vino_model.tasks import kept_without_references
 
 from .manifest import TASKS, Record, release_task
+from .world import PAIR_SWAPS
 
 log = logging.getLogger("vino.train")
 
@@ -374,7 +375,7 @@ def build_index(records: list[Record], cfg, cache: LatentCache, reference_area: 
 # ---------------------------------------------------------------- batches
 
 
-CONTRASTED = ("binding", "places")  # the word_swaps that make a long caption's wrong twins (flow.contrast)
+CONTRASTED = tuple(PAIR_SWAPS)  # the word_swaps that make a long caption's wrong twins (flow.contrast)
 
 
 @dataclass

@@ -343,6 +343,9 @@ def swap_places(caption: str, objects: list) -> str | None:
     return re.sub("|".join(map(re.escape, names)), lambda match: names[1 - names.index(match.group(0))], caption)
 
 
+PAIR_SWAPS = {"binding": swap_binding, "places": swap_places}  # a two-object caption's wrong twins, by name
+
+
 def _bg_words(bg):
     """'gray' or 'white on top and gray below': a background's look, without the noun."""
     if bg["split"] is None:
@@ -636,7 +639,7 @@ def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
     if task in ("t2i", "t2v"):  # what training's evaluation reads for eval_word_gap_*
         objects = meta["scene"]["objects"]
         swaps = {a: swap_attribute(long, objects[0], a) for a in ATTRIBUTES} | {
-            "binding": swap_binding(long, objects), "places": swap_places(long, objects)}
+            name: swap(long, objects) for name, swap in PAIR_SWAPS.items()}
         meta["word_swaps"] = {a: caption for a, caption in swaps.items() if caption is not None}
     return meta, long, short
 
