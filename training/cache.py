@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         with cache.filling(cfg.data.manifest):  # a run that starts meanwhile waits for it before it indexes the cache
             area = cfg.model.reference_area or preset(cfg.model.preset).reference_area
             records = [record for manifest in cfg.data.manifest for record in read_manifest(manifest)]
-            items = [item for record in records if cfg.data.tasks.get(record.task, 0) > 0
+            items = [item for record in records if cfg.data.draws(record.task)
                      for item in fillable(record, cfg.data, area)]
             # one medium (a reference many records share) falls to one shard
             items = list({(path, json.dumps(spec, sort_keys=True)): (path, spec) for path, spec in items}.values())

@@ -92,6 +92,10 @@ class DataConfig:
     keep_in_memory: bool = False  # latents, fitted references and VLM inputs stay in RAM once made (small models)
     prefill_workers: int = 0  # processes that make the VLM's reading of each reference before step 0 (keep_in_memory)
 
+    def draws(self, task: str) -> bool:
+        """Whether batches of `task` are drawn (it has a share above 0): only those tasks' records are cached."""
+        return self.tasks.get(task, 0) > 0
+
 
 @dataclass
 class FlowConfig:

@@ -352,7 +352,7 @@ def build_index(records: list[Record], cfg, cache: LatentCache, reference_area: 
     gather(obj) -> the list of every rank's obj. Returns the samples in manifest order and the count of
     records skipped for each task.
     """
-    wanted = [(i, r) for i, r in enumerate(records) if cfg.tasks.get(r.task, 0) > 0]
+    wanted = [(i, r) for i, r in enumerate(records) if cfg.draws(r.task)]
     mine = wanted[rank::world]
     cache.fill([item for _, record in mine for item in fillable(record, cfg, reference_area)], cfg.cache_batch)
     samples, skipped = [], Counter()

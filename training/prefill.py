@@ -67,7 +67,7 @@ def record_contexts(records: list[Record], cfg, reference_area: int) -> list[tup
     video (or None). A record whose target cannot be fitted is left to the index to report."""
     contexts = []
     for record in records:
-        if cfg.tasks.get(record.task, 0) <= 0 or not (record.ref_images or record.ref_video):
+        if not cfg.draws(record.task) or not (record.ref_images or record.ref_video):
             continue
         try:
             video = (record.ref_video, media_specs(record, cfg, reference_area)[-1][1]) if record.ref_video else None
