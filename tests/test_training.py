@@ -2,11 +2,13 @@
 exact resume after SIGKILL, and exports that `vino_model` loads and generates from."""
 
 import json
+import logging
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from training import config as train_config
+from training.data import LatentCache
 from training.loop import train
 from training.manifest import read_manifest
 from training.run import main as run_main
@@ -737,3 +740,40 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     assert given[4].key == ("rc", "c twin", (), False)
     for row, own in zip(range(3, 7), (0, 2, 2, 0)):
         assert torch.equal(x0[row], x0[own]) and torch.equal(noise[row], noise[own]) and t[row] == t[own]
+
+
+def test_a_run_waits_for_a_fill_of_its_manifests_before_it_indexes_the_cache(curriculum, tmp_path):
+    """`python -m training.cache` beside a run: the run's index waits until the fill of its own manifest is done
+    (no medium encoded twice) and logs the wait in its start event."""
+    out = tmp_path / "run"
+    cfg = train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, out, **{"run.steps": 1, "samples.every": 0, "eval.every": 0, "data.cache": str(tmp_path / "cache")}))
+    filler = LatentCache(cfg.data.cache, None, cfg.model.vae, cfg.data.vae_dtype)
+    held, release = threading.Event(), threading.Event()
+
+    def fill():
+        with filler.filling(cfg.data.manifest):
+            held.set()
+            release.wait(30)
+
+    class ReleaseOnceWaiting(logging.Handler):  # the fill ends 1 s after the run begins to wait for it
+        def emit(self, record):
+            if record.getMessage().startswith("waiting for the processes filling"):
+                threading.Timer(1.0, release.set).start()
+
+    thread = threading.Thread(target=fill)
+    thread.start()
+    assert held.wait(10)
+    logger, handler = logging.getLogger("vino.train"), ReleaseOnceWaiting()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        train(cfg)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        release.set()
+        thread.join(10)
+    start = next(r for r in records(out) if r.get("event") == "start")
+    assert start["waited_for_fills"] >= 1.0
