@@ -59,12 +59,13 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
         noise = torch.randn((len(times), *x0.shape[1:]), generator=generator)
         losses = [losses_under(trainee, batch, noise[j:j + 1], torch.tensor([t]), contexts, len(contexts), device)
                   for j, t in enumerate(times)]  # [time][caption]
-        per_caption = dict(zip(kept, np.mean(losses, axis=0).tolist()))
+        per_caption = dict(zip(kept, np.asarray(losses).T))  # caption -> its loss at each t
         for name in SWAPS:
             if name in per_caption:
                 gaps[name].append(per_caption[name] - per_caption["own"])
     return {k: float(np.mean(v)) if v else float("nan") for k, v in gaps.items()} | \
-        {f"{k}_samples": len(v) for k, v in gaps.items()}
+        {f"{k}_samples": len(v) for k, v in gaps.items()} | \
+        {f"{k}_by_time": np.mean(v, axis=0).tolist() if v else [float("nan")] * len(times) for k, v in gaps.items()}
 
 
 def main(argv=None) -> None:
@@ -75,14 +76,18 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--shift", type=float, default=3.0, help="t spread evenly over (0, 1), then shifted as sampled")
     p.add_argument("--times", type=int, default=4, help="t values per sample")
+    p.add_argument("--at", type=float, nargs="+", help="these t values instead (1: pure noise, where sampling starts)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every export")
+    p.add_argument("--pairs", action="store_true", help="only scenes of two or more objects (binding and places)")
+    p.add_argument("--by-time", action="store_true", help="also each gap at each t")
     args = p.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bf16 = str(device == "cuda").lower()
     uniform = (np.arange(args.times) + 0.5) / args.times
-    times = shift_time(uniform, args.shift).tolist()
-    records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl") if r.task == "t2i"][: args.samples]
+    times = args.at or shift_time(uniform, args.shift).tolist()
+    records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl")
+               if r.task == "t2i" and (not args.pairs or len(r.meta["scene"]["objects"]) > 1)][: args.samples]
     print(f"{'export':60s} {'shape':>8s} {'color':>8s} {'size':>8s} {'binding':>8s} {'places':>8s} "
           f"samples (binding, places)")
     for init in args.init:
@@ -93,6 +98,9 @@ def main(argv=None) -> None:
         print(f"{init[-60:]:60s} {gaps['shape']:8.4f} {gaps['color']:8.4f} {gaps['size']:8.4f} "
               f"{gaps['binding']:8.4f} {gaps['places']:8.4f} {gaps['shape_samples']} ({gaps['binding_samples']}, "
               f"{gaps['places_samples']})")
+        if args.by_time:
+            for j, t in enumerate(times):
+                print(f"{'  at t = %.3f' % t:60s} " + " ".join(f"{gaps[name + '_by_time'][j]:8.4f}" for name in SWAPS))
 
 
 if __name__ == "__main__":
