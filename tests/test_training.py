@@ -706,12 +706,13 @@ def test_a_run_with_checkpoints_off_trains_and_writes_no_weights(curriculum, tmp
 
 def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_to_stand_a_margin_above():
     """flow.contrast: samples whose caption has wrong twins go through again under them, with their own latents,
-    noise and t; the objective adds max(0, margin - (twin's loss - own loss)), and the step reports the plain loss."""
+    noise and t, the noisiest sample's first; the objective adds max(0, margin - (twin's loss - own loss)), and the
+    step reports the plain loss."""
     from types import SimpleNamespace
 
     from training.config import FlowConfig
     from training.data import Batch, Context
-    from training.loop import train_step
+    from training.loop import train_step, with_twins
 
     contexts = [Context("a", [], None, None, ("ra", "a", (), False), ("a twin",)),
                 Context("b", [], None, None, ("rb", "b", (), False)),
@@ -736,10 +737,15 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
         assert len(given) == len(x0) == len(noise) == len(t) == rows
         assert float(loss) == pytest.approx(1.0) and tokens == 7
         assert float(objectives[0]) == pytest.approx(1.0 + weight * (0.02 - 0.01))
-    assert [c.text for c in given[3:]] == ["a twin", "c twin", "c twin 2", "a twin"]  # in turn, again from the first
-    assert given[4].key == ("rc", "c twin", (), False)
-    for row, own in zip(range(3, 7), (0, 2, 2, 0)):
+    twins = {0: ["a twin"], 2: ["c twin", "c twin 2"]}
+    order = sorted(twins, key=lambda i: -float(t[i]))
+    taken = [(i, text) for i in order for text in twins[i]]
+    assert t[order[0]] != t[order[1]]
+    assert [(c.text, c.key[1]) for c in given[3:]] == [(text, text) for _, text in taken + taken[:1]]  # in turn,
+    for row, (own, _) in zip(range(3, 7), taken + taken[:1]):                                           # then again
         assert torch.equal(x0[row], x0[own]) and torch.equal(noise[row], noise[own]) and t[row] == t[own]
+    grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), 4)
+    assert which == [2, 2, 0, 2] and [c.text for c in grown.contexts[3:]] == ["c twin", "c twin 2", "a twin", "c twin"]
 
 
 def test_a_run_waits_for_a_fill_of_its_manifests_before_it_indexes_the_cache(curriculum, tmp_path):
