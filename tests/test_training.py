@@ -741,8 +741,9 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     order = sorted(twins, key=lambda i: -float(t[i]))
     taken = [(i, text) for i in order for text in twins[i]]
     assert t[order[0]] != t[order[1]]
-    assert [(c.text, c.key[1]) for c in given[3:]] == [(text, text) for _, text in taken + taken[:1]]  # in turn,
-    for row, (own, _) in zip(range(3, 7), taken + taken[:1]):                                           # then again
+    taken += taken[:1]  # in turn, then again from the first
+    assert [(c.text, c.key[1]) for c in given[3:]] == [(text, text) for _, text in taken]
+    for row, (own, _) in zip(range(3, 7), taken):
         assert torch.equal(x0[row], x0[own]) and torch.equal(noise[row], noise[own]) and t[row] == t[own]
     grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), 4)
     assert which == [2, 2, 0, 2] and [c.text for c in grown.contexts[3:]] == ["c twin", "c twin 2", "a twin", "c twin"]

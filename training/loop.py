@@ -81,7 +81,8 @@ def with_twins(batch: Batch, noise, t, count: int) -> tuple[Batch, torch.Tensor,
     pairs = [(i, twin) for i, context in enumerate(batch.contexts) for twin in context.twins]
     if not pairs or count <= 0:
         return batch, noise, t, []
-    pairs.sort(key=lambda pair: -float(t[pair[0]]))  # stable: a sample's twins stay in their order
+    noisiness = t.tolist()
+    pairs.sort(key=lambda pair: -noisiness[pair[0]])  # stable: a sample's twins stay in their order
     chosen = [pairs[k % len(pairs)] for k in range(count)]
     which = [i for i, _ in chosen]
     contexts = []
