@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import json
 import re
+import types
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from transformers import AutoProcessor, GenerationConfig, Qwen3VLForConditionalGeneration
+from transformers import AutoProcessor, GenerationConfig, ProcessorMixin, Qwen3VLForConditionalGeneration
 from transformers.video_utils import VideoMetadata
 
 from .errors import VinoInputError
@@ -190,7 +191,17 @@ def process_context(processor, text: str, images=(), video=None, video_fps: floa
         kwargs["images"] = images
     if video is not None:
         kwargs["videos"], kwargs["videos_kwargs"] = video_for_vlm(processor, video, video_fps)
+        keep_video_wrapper(processor)
     return processor(**kwargs)
+
+
+def keep_video_wrapper(processor) -> None:
+    """Keep the chat template's outer <|vision_start|> ... <|vision_end|> around a video's timestamped groups, which
+    VINO reads as the video's boundary tokens (its weights were trained with it). transformers 5.25's Qwen3-VL
+    processor collapses that pair in its own `get_text_with_replacements`; the base class's, which it had until
+    then, keeps it."""
+    if "get_text_with_replacements" in type(processor).__dict__:
+        processor.get_text_with_replacements = types.MethodType(ProcessorMixin.get_text_with_replacements, processor)
 
 
 def check_text(processor, text: str, num_images: int, has_video: bool) -> None:
