@@ -322,12 +322,9 @@ def swap_binding(caption: str, objects: list) -> str | None:
     colours and shapes as the caption, so only a model that ties each colour to its object tells them apart."""
     if len(objects) < 2 or objects[0]["color"] == objects[1]["color"]:
         return None
-    names = [object_name(o) for o in objects[:2]]
-    if not all(name in caption for name in names):
-        return None
-    swapped = [object_name({**objects[0], "color": objects[1]["color"]}),
-               object_name({**objects[1], "color": objects[0]["color"]})]
-    return re.sub("|".join(map(re.escape, names)), lambda match: swapped[names.index(match.group(0))], caption)
+    return _renamed(caption, [object_name(o) for o in objects[:2]],
+                    [object_name({**objects[0], "color": objects[1]["color"]}),
+                     object_name({**objects[1], "color": objects[0]["color"]})])
 
 
 def swap_places(caption: str, objects: list) -> str | None:
@@ -338,9 +335,15 @@ def swap_places(caption: str, objects: list) -> str | None:
     if len(objects) < 2:
         return None
     names = [object_name(o) for o in objects[:2]]
-    if names[0] == names[1] or not all(name in caption for name in names):
+    return None if names[0] == names[1] else _renamed(caption, names, names[::-1])
+
+
+def _renamed(caption: str, names: list, replacements: list) -> str | None:
+    """The caption with each of `names` replaced by its replacement, all at once (so two names can trade places),
+    or None when it does not name each of them in full."""
+    if not all(name in caption for name in names):
         return None
-    return re.sub("|".join(map(re.escape, names)), lambda match: names[1 - names.index(match.group(0))], caption)
+    return re.sub("|".join(map(re.escape, names)), lambda match: replacements[names.index(match.group(0))], caption)
 
 
 PAIR_SWAPS = {"binding": swap_binding, "places": swap_places}  # a two-object caption's wrong twins, by name

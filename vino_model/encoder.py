@@ -199,8 +199,9 @@ def keep_video_wrapper(processor) -> None:
     """Keep the chat template's outer <|vision_start|> ... <|vision_end|> around a video's timestamped groups, which
     VINO reads as the video's boundary tokens (its weights were trained with it). transformers 5.25's Qwen3-VL
     processor collapses that pair in its own `get_text_with_replacements`; the base class's, which it had until
-    then, keeps it."""
-    if "get_text_with_replacements" in type(processor).__dict__:
+    then, keeps it. Once for a processor (a copy gets its own); a no-op before 5.25."""
+    kept = vars(processor).get("get_text_with_replacements")
+    if "get_text_with_replacements" in type(processor).__dict__ and getattr(kept, "__self__", None) is not processor:
         processor.get_text_with_replacements = types.MethodType(ProcessorMixin.get_text_with_replacements, processor)
 
 
