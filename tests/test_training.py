@@ -706,17 +706,17 @@ def test_a_run_with_checkpoints_off_trains_and_writes_no_weights(curriculum, tmp
 
 def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_to_stand_a_margin_above():
     """flow.contrast: samples whose caption has wrong twins go through again under them, with their own latents,
-    noise and t, the noisiest sample's first; the objective adds max(0, margin - (twin's loss - own loss)), and the
-    step reports the plain loss."""
+    noise and t, the noisiest sample's first; the objective adds max(0, margin of the twin's kind - (twin's loss -
+    own loss)), and the step reports the plain loss."""
     from types import SimpleNamespace
 
     from training.config import FlowConfig
     from training.data import Batch, Context
     from training.loop import train_step, with_twins
 
-    contexts = [Context("a", [], None, None, ("ra", "a", (), False), ("a twin",)),
+    contexts = [Context("a", [], None, None, ("ra", "a", (), False), (("places", "a twin"),)),
                 Context("b", [], None, None, ("rb", "b", (), False)),
-                Context("c", [], None, None, ("rc", "c", (), False), ("c twin", "c twin 2"))]
+                Context("c", [], None, None, ("rc", "c", (), False), (("binding", "c twin"), ("places", "c twin 2")))]
     batch = Batch(torch.arange(3.0).view(3, 1, 1, 1, 1).expand(3, 2, 1, 2, 2).clone(), [[], [], []], contexts,
                   ["t2i"] * 3)
     seen, objectives = [], []
@@ -728,25 +728,28 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     ds.backward, ds.step = objectives.append, lambda: None
     data = SimpleNamespace(next_batch=lambda rng: batch)
     clock = SimpleNamespace(lap=lambda phase: None)
+    margins = {"binding": 0.02, "places": 0.05}
     for weight, rows in ((0.0, 3), (2.0, 7)):
         seen.clear(), objectives.clear()
         cfg = SimpleNamespace(optim=SimpleNamespace(accumulation=1), run=SimpleNamespace(seed=0),
-                              flow=FlowConfig(contrast=weight, contrast_margin=0.02, contrast_samples=4))
+                              flow=FlowConfig(contrast=weight, contrast_margin=margins, contrast_samples=4))
         loss, tokens = train_step(ds, data, cfg, 1, 0, "cpu", clock)
         (x0, noise, t, given), = seen
         assert len(given) == len(x0) == len(noise) == len(t) == rows
         assert float(loss) == pytest.approx(1.0) and tokens == 7
-        assert float(objectives[0]) == pytest.approx(1.0 + weight * (0.02 - 0.01))
-    twins = {0: ["a twin"], 2: ["c twin", "c twin 2"]}
+    twins = {0: [("places", "a twin")], 2: [("binding", "c twin"), ("places", "c twin 2")]}
     order = sorted(twins, key=lambda i: -float(t[i]))
-    taken = [(i, text) for i in order for text in twins[i]]
+    taken = [(i, twin) for i in order for twin in twins[i]]
     assert t[order[0]] != t[order[1]]
     taken += taken[:1]  # in turn, then again from the first
-    assert [(c.text, c.key[1]) for c in given[3:]] == [(text, text) for _, text in taken]
+    hinge = sum(margins[kind] - 0.01 for _, (kind, _) in taken) / len(taken)
+    assert float(objectives[0]) == pytest.approx(1.0 + 2.0 * hinge)
+    assert [(c.text, c.key[1]) for c in given[3:]] == [(text, text) for _, (_, text) in taken]
     for row, (own, _) in zip(range(3, 7), taken):
         assert torch.equal(x0[row], x0[own]) and torch.equal(noise[row], noise[own]) and t[row] == t[own]
     grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), 4)
-    assert which == [2, 2, 0, 2] and [c.text for c in grown.contexts[3:]] == ["c twin", "c twin 2", "a twin", "c twin"]
+    assert which == [(2, "binding"), (2, "places"), (0, "places"), (2, "binding")]
+    assert [c.text for c in grown.contexts[3:]] == ["c twin", "c twin 2", "a twin", "c twin"]
 
 
 def test_a_run_waits_for_a_fill_of_its_manifests_before_it_indexes_the_cache(curriculum, tmp_path):

@@ -310,6 +310,10 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     with pytest.raises(VinoInputError, match="data.prefill_workers=4; expected 0, or processes that fill what "
                                              "data.keep_in_memory = true keeps"):
         train_config.load(tmp_path / "stage.toml", ["data.prefill_workers=4"])
+    margins = train_config.load(tmp_path / "stage.toml", ['flow.contrast_margin={"binding": 0.01, "places": 0.05}'])
+    assert margins.flow.contrast_margin == {"binding": 0.01, "places": 0.05}
+    with pytest.raises(VinoInputError, match="expected a margin for each twin kind: binding, places"):
+        train_config.load(tmp_path / "stage.toml", ["flow.contrast_margin.places=0.05"])
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("training/configs/*/stage*.toml")),
@@ -463,6 +467,7 @@ def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(
     swaps = {"color": "one word", "binding": "colours exchanged", "places": "places exchanged"}
     record = dataclasses.replace(t2i.record, meta={**t2i.record.meta, "word_swaps": swaps})
     t2i = dataclasses.replace(t2i, record=record)
-    for long, drop, twins in ((1.0, 0.0, ("colours exchanged", "places exchanged")), (0.0, 0.0, ()), (1.0, 1.0, ())):
+    exchanged = (("binding", "colours exchanged"), ("places", "places exchanged"))
+    for long, drop, twins in ((1.0, 0.0, exchanged), (0.0, 0.0, ()), (1.0, 1.0, ())):
         data = TrainData([t2i], cache, data_config(long_caption=long, drop_text=drop), REFERENCE_AREA, 0, 0, 1, True)
         assert data.load(t2i, np.random.default_rng(0), dropout=True)[2].twins == twins

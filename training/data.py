@@ -375,9 +375,6 @@ def build_index(records: list[Record], cfg, cache: LatentCache, reference_area: 
 # ---------------------------------------------------------------- batches
 
 
-CONTRASTED = tuple(PAIR_SWAPS)  # the word_swaps that make a long caption's wrong twins (flow.contrast)
-
-
 @dataclass
 class Context:
     """What the VLM reads for one sample (the native text encoder reads `text` only)."""
@@ -387,7 +384,7 @@ class Context:
     video: list | None  # prepared PIL frames
     video_fps: float | None
     key: tuple | None = None  # names this exact context (sample, caption, kept inputs) when reads are memoised
-    twins: tuple = ()  # wrong captions of the same words (CONTRASTED word_swaps), for the contrast term
+    twins: tuple = ()  # (kind, caption): wrong captions of the same words (world.PAIR_SWAPS), for the contrast term
 
 
 @dataclass
@@ -512,7 +509,8 @@ class TrainData:
             references.append(self.cache.load(sample.video))
         key = (record.id, caption, tuple(images), keep_video) if self.fitted is not None else None
         swaps = record.meta.get("word_swaps", {}) if caption and caption == record.caption_long else {}
-        context = Context(caption, [], None, None, key, tuple(swaps[name] for name in CONTRASTED if name in swaps))
+        twins = tuple((kind, swaps[kind]) for kind in PAIR_SWAPS if kind in swaps)
+        context = Context(caption, [], None, None, key, twins)
         if self.read_media:
             context.images = [self.media(record.ref_images[i], None) for i in images]
             if keep_video:

@@ -60,9 +60,10 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
         clock.lap("forward")
         own = loss[:len(loss) - len(twinned)]
         objective = own.mean()
-        if twinned:  # each twin's loss should stand contrast_margin above its sample's
-            gap = loss[len(own):] - own[torch.tensor(twinned, device=own.device)]
-            objective = objective + cfg.flow.contrast * torch.relu(cfg.flow.contrast_margin - gap).mean()
+        if twinned:  # each twin's loss should stand its kind's contrast_margin above its sample's
+            gap = loss[len(own):] - own[torch.tensor([i for i, _ in twinned], device=own.device)]
+            margin = torch.tensor([cfg.flow.contrast_margin[kind] for _, kind in twinned], device=own.device)
+            objective = objective + cfg.flow.contrast * torch.relu(margin - gap).mean()
         ds.backward(objective)
         clock.lap("backward")
         ds.step()
@@ -72,12 +73,13 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
     return torch.stack(losses).mean(), tokens
 
 
-def with_twins(batch: Batch, noise, t, count: int) -> tuple[Batch, torch.Tensor, torch.Tensor, list[int]]:
+def with_twins(batch: Batch, noise, t, count: int) -> tuple[Batch, torch.Tensor, torch.Tensor, list]:
     """The batch with `count` of its samples appended again under a wrong twin of their caption (`Context.twins`),
-    with the same latents, noise and t, and those samples' indices; the batch as it is when none has a twin. The
-    twins are taken in turn from the noisiest sample down, where a picture's layout is drawn (session 30: exchanging
-    two objects' places cost 0.000 at t <= 0.83 and 0.016-0.067 at t >= 0.95), again from the first when there are
-    fewer than `count`, so a batch of twins always grows by `count` (one size a bucket for compiled blocks)."""
+    with the same latents, noise and t, and each twin's (its sample's index, its kind); the batch as it is when none
+    has a twin. The twins are taken in turn from the noisiest sample down, where a picture's layout is drawn (session
+    30: exchanging two objects' places cost 0.000 at t <= 0.83 and 0.016-0.067 at t >= 0.95), again from the first
+    when there are fewer than `count`, so a batch of twins always grows by `count` (one size a bucket for compiled
+    blocks)."""
     pairs = [(i, twin) for i, context in enumerate(batch.contexts) for twin in context.twins]
     if not pairs or count <= 0:
         return batch, noise, t, []
@@ -86,7 +88,7 @@ def with_twins(batch: Batch, noise, t, count: int) -> tuple[Batch, torch.Tensor,
     chosen = [pairs[k % len(pairs)] for k in range(count)]
     which = [i for i, _ in chosen]
     contexts = []
-    for i, twin in chosen:
+    for i, (_, twin) in chosen:
         own = batch.contexts[i]
         key = None if own.key is None else (own.key[0], twin, *own.key[2:])
         contexts.append(Context(twin, own.images, own.video, own.video_fps, key))
@@ -94,7 +96,7 @@ def with_twins(batch: Batch, noise, t, count: int) -> tuple[Batch, torch.Tensor,
                   batch.references + [batch.references[i] for i in which], batch.contexts + contexts,
                   batch.tasks + [batch.tasks[i] for i in which])
     index = torch.tensor(which, device=noise.device)
-    return grown, torch.cat([noise, noise[index]]), torch.cat([t, t[which]]), which
+    return grown, torch.cat([noise, noise[index]]), torch.cat([t, t[which]]), [(i, kind) for i, (kind, _) in chosen]
 
 
 class Window:
