@@ -310,9 +310,10 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     with pytest.raises(VinoInputError, match="data.prefill_workers=4; expected 0, or processes that fill what "
                                              "data.keep_in_memory = true keeps"):
         train_config.load(tmp_path / "stage.toml", ["data.prefill_workers=4"])
-    margins = train_config.load(tmp_path / "stage.toml", ['flow.contrast_margin={"binding": 0.01, "places": 0.05}'])
-    assert margins.flow.contrast_margin == {"binding": 0.01, "places": 0.05}
-    with pytest.raises(VinoInputError, match="expected a margin for each twin kind: binding, places"):
+    margins = {"binding": 0.01, "places": 0.05, "sizes": 0.02, "count": 0.03}
+    given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_margin={json.dumps(margins)}"])
+    assert given.flow.contrast_margin == margins
+    with pytest.raises(VinoInputError, match="expected a margin for each twin kind: binding, places, sizes, count"):
         train_config.load(tmp_path / "stage.toml", ["flow.contrast_margin.places=0.05"])
 
 
@@ -461,13 +462,14 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
 
 
 def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(world):
-    """The contrast term's twins: the long caption's "binding" and "places" swaps, not its one-word swaps."""
+    """The contrast term's twins: the long caption's PAIR_SWAPS (its own objects' words), not its one-word swaps."""
     _, _, cache, samples, _ = world
     t2i = next(s for s in samples if s.record.task == "t2i")
-    swaps = {"color": "one word", "binding": "colours exchanged", "places": "places exchanged"}
+    swaps = {"color": "one word", "sizes": "sizes exchanged", "binding": "colours exchanged",
+             "places": "places exchanged"}
     record = dataclasses.replace(t2i.record, meta={**t2i.record.meta, "word_swaps": swaps})
     t2i = dataclasses.replace(t2i, record=record)
-    exchanged = (("binding", "colours exchanged"), ("places", "places exchanged"))
+    exchanged = (("binding", "colours exchanged"), ("places", "places exchanged"), ("sizes", "sizes exchanged"))
     for long, drop, twins in ((1.0, 0.0, exchanged), (0.0, 0.0, ()), (1.0, 1.0, ())):
         data = TrainData([t2i], cache, data_config(long_caption=long, drop_text=drop), REFERENCE_AREA, 0, 0, 1, True)
         assert data.load(t2i, np.random.default_rng(0), dropout=True)[2].twins == twins

@@ -110,6 +110,34 @@ def test_swap_places_puts_each_of_two_objects_where_the_other_was():
     assert any("places" in swaps for swaps in found)
 
 
+def test_swap_sizes_exchanges_the_two_objects_sizes_and_names_nothing_new():
+    caption = "a small red circle on the left and a large striped blue star at the top on a gray background"
+    red = {"shape": "circle", "color": "red", "size": "small", "texture": "plain"}
+    blue = {"shape": "star", "color": "blue", "size": "large", "texture": "striped"}
+    assert world.swap_sizes(caption, [red, blue]) == \
+        "a large red circle on the left and a small striped blue star at the top on a gray background"
+    assert world.swap_sizes(caption, [red, {**blue, "size": "small"}]) is None  # one size: no other caption
+    assert world.swap_sizes(caption, [red]) is None
+    assert world.swap_sizes("a red circle and a blue star", [red, blue]) is None  # not named in full
+    found = [world.sample("t2i", 3, i)[0] for i in range(40)]
+    sized = [meta for meta in found if "sizes" in meta["word_swaps"]]
+    assert sized and all(len({o["size"] for o in meta["scene"]["objects"][:2]}) == 2 for meta in sized)
+
+
+def test_swap_count_names_the_other_number_of_the_same_objects():
+    red = {"shape": "circle", "color": "red", "size": "small", "texture": "plain"}
+    assert world.swap_count("two small red circles on a black background", [red, red]) == \
+        "three small red circles on a black background"
+    assert world.swap_count("a black background with three small red circles", [red] * 3) == \
+        "a black background with two small red circles"
+    assert world.swap_count("two red circles", [red, red]) is None  # not named in full
+    assert world.swap_count("a small red circle", [red]) is None
+    assert world.swap_count("two small red circles", [red, {**red, "size": "large"}]) is None
+    found = [world.sample("t2i", 3, i)[0] for i in range(40)]
+    counted = [meta for meta in found if "count" in meta["word_swaps"]]
+    assert counted and all(len(meta["scene"]["objects"]) in (2, 3) for meta in counted)
+
+
 def test_swap_binding_exchanges_the_two_objects_colours_and_names_nothing_new():
     """The binding probe's caption: the colours of a scene's two objects change places; the words it holds are the
     caption's own, and a scene of one object, or of two of one colour (a count scene), gives None."""

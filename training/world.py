@@ -22,7 +22,8 @@ A sample's meta: {"task", "scene" (the target), "ref_images": [scene of Image 1,
 samples add "word_swaps": {"shape" | "color" | "size": the long caption with that attribute of the first
 object changed; "binding", in scenes of two objects of two colours: the caption with their colours exchanged;
 "places", in scenes of two objects named apart: the caption with the two objects in each other's places (or
-motions)}, from which training's evaluation logs how much each word counts (eval_word_gap_*), and which training's
+motions); "sizes", in scenes of two objects of two sizes: the caption with their sizes exchanged; "count", in
+scenes of two or three copies of one object: the caption with the other number}, from which training's evaluation logs how much each word counts (eval_word_gap_*), and which training's
 contrast term (flow.contrast) reads as wrong captions. Edit kinds:
 recolor, remove, add, replace, move, background; "region" is set when the prompt names where the
 object goes (add, move), otherwise an edited object keeps its place.
@@ -338,6 +339,28 @@ def swap_places(caption: str, objects: list) -> str | None:
     return None if names[0] == names[1] else _renamed(caption, names, names[::-1])
 
 
+def swap_sizes(caption: str, objects: list) -> str | None:
+    """The caption with the sizes of its first two objects exchanged ("a small red circle and a medium-sized blue
+    star" -> "a medium-sized red circle and a small blue star"), or None when they share a size or it does not name
+    both in full. Session 30's two-object pictures drew the small one at the other's size and the other small."""
+    if len(objects) < 2 or objects[0]["size"] == objects[1]["size"]:
+        return None
+    return _renamed(caption, [object_name(o) for o in objects[:2]],
+                    [object_name({**objects[0], "size": objects[1]["size"]}),
+                     object_name({**objects[1], "size": objects[0]["size"]})])
+
+
+def swap_count(caption: str, objects: list) -> str | None:
+    """A count scene's caption with the other number ("two small red circles" -> "three small red circles"), or
+    None when the objects are not copies of one, or it does not name them in full. Session 30 drew three or four
+    objects for "two" in 2 of the 10 held-out count prompts, and two touching as one in 3 more."""
+    if len(objects) not in NUMBERS or any(object_name(o) != object_name(objects[0]) for o in objects):
+        return None
+    other = next(n for n in NUMBERS if n != len(objects))
+    phrase = object_name(objects[0], plural=True)
+    return _renamed(caption, [f"{NUMBERS[len(objects)]} {phrase}"], [f"{NUMBERS[other]} {phrase}"])
+
+
 def _renamed(caption: str, names: list, replacements: list) -> str | None:
     """The caption with each of `names` replaced by its replacement, all at once (so two names can trade places),
     or None when it does not name each of them in full."""
@@ -346,7 +369,8 @@ def _renamed(caption: str, names: list, replacements: list) -> str | None:
     return re.sub("|".join(map(re.escape, names)), lambda match: replacements[names.index(match.group(0))], caption)
 
 
-PAIR_SWAPS = {"binding": swap_binding, "places": swap_places}  # a two-object caption's wrong twins, by name
+# a caption's wrong twins that name its own objects, by name
+PAIR_SWAPS = {"binding": swap_binding, "places": swap_places, "sizes": swap_sizes, "count": swap_count}
 
 
 def _bg_words(bg):
