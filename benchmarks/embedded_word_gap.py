@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     p.add_argument("--times", type=int, default=4, help="t values per sample")
     p.add_argument("--at", type=float, nargs="+", help="these t values instead (1: pure noise, where sampling starts)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every export")
-    p.add_argument("--pairs", action="store_true", help="only scenes of two or more objects (binding and places)")
+    p.add_argument("--pairs", action="store_true", help="only scenes of two or more objects (PAIR_SWAPS)")
     p.add_argument("--by-time", action="store_true", help="also each gap at each t")
     args = p.parse_args(argv)
 
@@ -89,16 +89,14 @@ def main(argv=None) -> None:
     times = args.at or shift_time(uniform, args.shift).tolist()
     records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl")
                if r.task == "t2i" and (not args.pairs or len(r.meta["scene"]["objects"]) > 1)][: args.samples]
-    print(f"{'export':60s} {'shape':>8s} {'color':>8s} {'size':>8s} {'binding':>8s} {'places':>8s} "
-          f"samples (binding, places)")
+    print(f"{'export':60s} " + " ".join(f"{name:>8s}" for name in SWAPS) + f" samples ({', '.join(PAIR_SWAPS)})")
     for init in args.init:
         cfg = load_config(args.config, [f"model.init={init}", "model.mmdit={}", f"optim.bf16={bf16}", *args.set])
         trainee = model.build(cfg)[0].eval().to(device)
         vae = VinoVAE.load(cfg.model.vae, device=device)
         gaps = word_gaps(trainee, vae, records, times)
-        print(f"{init[-60:]:60s} {gaps['shape']:8.4f} {gaps['color']:8.4f} {gaps['size']:8.4f} "
-              f"{gaps['binding']:8.4f} {gaps['places']:8.4f} {gaps['shape_samples']} ({gaps['binding_samples']}, "
-              f"{gaps['places_samples']})")
+        print(f"{init[-60:]:60s} " + " ".join(f"{gaps[name]:8.4f}" for name in SWAPS) +
+              f" {gaps['shape_samples']} ({', '.join(str(gaps[name + '_samples']) for name in PAIR_SWAPS)})")
         if args.by_time:
             for j, t in enumerate(times):
                 print(f"{'  at t = %.3f' % t:60s} " + " ".join(f"{gaps[name + '_by_time'][j]:8.4f}" for name in SWAPS))
