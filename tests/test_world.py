@@ -98,26 +98,28 @@ def test_swap_attribute_changes_one_word_of_one_object():
     assert "word_swaps" not in world.sample("ti2i", 5, 0)[0]  # only text-only samples: the gaps are theirs
 
 
+# two objects of a scene and a caption that names both in full, for the pair swaps
+RED = {"shape": "circle", "color": "red", "size": "small", "texture": "plain"}
+BLUE = {"shape": "star", "color": "blue", "size": "large", "texture": "striped"}
+PAIR_CAPTION = "a small red circle on the left and a large striped blue star at the top on a gray background"
+
+
 def test_swap_places_puts_each_of_two_objects_where_the_other_was():
-    caption = "a small red circle on the left and a large striped blue star at the top on a gray background"
-    red = {"shape": "circle", "color": "red", "size": "small", "texture": "plain"}
-    blue = {"shape": "star", "color": "blue", "size": "large", "texture": "striped"}
-    assert world.swap_places(caption, [red, blue]) == \
+    red, blue = RED, BLUE
+    assert world.swap_places(PAIR_CAPTION, [red, blue]) == \
         "a large striped blue star on the left and a small red circle at the top on a gray background"
-    assert world.swap_places(caption, [red]) is None
+    assert world.swap_places(PAIR_CAPTION, [red]) is None
     assert world.swap_places("two small red circles", [red, red]) is None  # named alike: no other caption
     found = [world.sample("t2i", 3, i)[0]["word_swaps"] for i in range(40)]
     assert any("places" in swaps for swaps in found)
 
 
 def test_swap_sizes_exchanges_the_two_objects_sizes_and_names_nothing_new():
-    caption = "a small red circle on the left and a large striped blue star at the top on a gray background"
-    red = {"shape": "circle", "color": "red", "size": "small", "texture": "plain"}
-    blue = {"shape": "star", "color": "blue", "size": "large", "texture": "striped"}
-    assert world.swap_sizes(caption, [red, blue]) == \
+    red, blue = RED, BLUE
+    assert world.swap_sizes(PAIR_CAPTION, [red, blue]) == \
         "a large red circle on the left and a small striped blue star at the top on a gray background"
-    assert world.swap_sizes(caption, [red, {**blue, "size": "small"}]) is None  # one size: no other caption
-    assert world.swap_sizes(caption, [red]) is None
+    assert world.swap_sizes(PAIR_CAPTION, [red, {**blue, "size": "small"}]) is None  # one size: no other caption
+    assert world.swap_sizes(PAIR_CAPTION, [red]) is None
     assert world.swap_sizes("a red circle and a blue star", [red, blue]) is None  # not named in full
     found = [world.sample("t2i", 3, i)[0] for i in range(40)]
     sized = [meta for meta in found if "sizes" in meta["word_swaps"]]
@@ -125,7 +127,7 @@ def test_swap_sizes_exchanges_the_two_objects_sizes_and_names_nothing_new():
 
 
 def test_swap_count_names_the_other_number_of_the_same_objects():
-    red = {"shape": "circle", "color": "red", "size": "small", "texture": "plain"}
+    red = RED
     assert world.swap_count("two small red circles on a black background", [red, red]) == \
         "three small red circles on a black background"
     assert world.swap_count("a black background with three small red circles", [red] * 3) == \

@@ -23,8 +23,9 @@ samples add "word_swaps": {"shape" | "color" | "size": the long caption with tha
 object changed; "binding", in scenes of two objects of two colours: the caption with their colours exchanged;
 "places", in scenes of two objects named apart: the caption with the two objects in each other's places (or
 motions); "sizes", in scenes of two objects of two sizes: the caption with their sizes exchanged; "count", in
-scenes of two or three copies of one object: the caption with the other number}, from which training's evaluation logs how much each word counts (eval_word_gap_*), and which training's
-contrast term (flow.contrast) reads as wrong captions. Edit kinds:
+scenes of two or three copies of one object: the caption with the other number}, from which training's evaluation
+logs how much each word counts (eval_word_gap_*), and which training's contrast term (flow.contrast) reads as wrong
+captions. Edit kinds:
 recolor, remove, add, replace, move, background; "region" is set when the prompt names where the
 object goes (add, move), otherwise an edited object keeps its place.
 
@@ -321,11 +322,7 @@ def swap_binding(caption: str, objects: list) -> str | None:
     """The caption with the colours of its first two objects exchanged ("a red circle and a blue star" -> "a blue
     circle and a red star"), or None when they share a colour or it does not name both in full. It names the same
     colours and shapes as the caption, so only a model that ties each colour to its object tells them apart."""
-    if len(objects) < 2 or objects[0]["color"] == objects[1]["color"]:
-        return None
-    return _renamed(caption, [object_name(o) for o in objects[:2]],
-                    [object_name({**objects[0], "color": objects[1]["color"]}),
-                     object_name({**objects[1], "color": objects[0]["color"]})])
+    return _exchanged(caption, objects, "color")
 
 
 def swap_places(caption: str, objects: list) -> str | None:
@@ -343,11 +340,18 @@ def swap_sizes(caption: str, objects: list) -> str | None:
     """The caption with the sizes of its first two objects exchanged ("a small red circle and a medium-sized blue
     star" -> "a medium-sized red circle and a small blue star"), or None when they share a size or it does not name
     both in full. Session 30's two-object pictures drew the small one at the other's size and the other small."""
-    if len(objects) < 2 or objects[0]["size"] == objects[1]["size"]:
+    return _exchanged(caption, objects, "size")
+
+
+def _exchanged(caption: str, objects: list, attribute: str) -> str | None:
+    """The caption with `attribute` of its first two objects exchanged, or None when they share it or it does not
+    name both in full."""
+    if len(objects) < 2 or objects[0][attribute] == objects[1][attribute]:
         return None
-    return _renamed(caption, [object_name(o) for o in objects[:2]],
-                    [object_name({**objects[0], "size": objects[1]["size"]}),
-                     object_name({**objects[1], "size": objects[0]["size"]})])
+    first, second = objects[:2]
+    return _renamed(caption, [object_name(first), object_name(second)],
+                    [object_name({**first, attribute: second[attribute]}),
+                     object_name({**second, attribute: first[attribute]})])
 
 
 def swap_count(caption: str, objects: list) -> str | None:
