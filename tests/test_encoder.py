@@ -251,7 +251,9 @@ def test_queries_see_the_prompt_and_the_prompt_never_sees_the_queries(encoder):
 def test_boundary_tokens_sit_on_each_inputs_outer_vision_markers(encoder):
     config = encoder.vlm.config
     start, end = config.vision_start_token_id, config.vision_end_token_id
+    own = dict(vars(encoder.processor))
     inputs = encoder.prepare_inputs(PROMPT, IMAGES, VIDEO, video_fps=VIDEO_FPS)
+    assert vars(encoder.processor) == own  # the processor keeps the outer pair without being changed itself
     ids = inputs["input_ids"][0]
     groups = inputs["video_grid_thw"][0, 0].item()
     assert groups == 2

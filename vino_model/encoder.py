@@ -191,18 +191,21 @@ def process_context(processor, text: str, images=(), video=None, video_fps: floa
         kwargs["images"] = images
     if video is not None:
         kwargs["videos"], kwargs["videos_kwargs"] = video_for_vlm(processor, video, video_fps)
-        keep_video_wrapper(processor)
+        processor = keep_video_wrapper(processor)
     return processor(**kwargs)
 
 
-def keep_video_wrapper(processor) -> None:
-    """Keep the chat template's outer <|vision_start|> ... <|vision_end|> around a video's timestamped groups, which
-    VINO reads as the video's boundary tokens (its weights were trained with it). transformers 5.25's Qwen3-VL
-    processor collapses that pair in its own `get_text_with_replacements`; the base class's, which it had until
-    then, keeps it. Once for a processor (a copy gets its own); a no-op before 5.25."""
-    kept = vars(processor).get("get_text_with_replacements")
-    if "get_text_with_replacements" in type(processor).__dict__ and getattr(kept, "__self__", None) is not processor:
-        processor.get_text_with_replacements = types.MethodType(ProcessorMixin.get_text_with_replacements, processor)
+def keep_video_wrapper(processor):
+    """The processor, keeping the chat template's outer <|vision_start|> ... <|vision_end|> around a video's
+    timestamped groups, which VINO reads as the video's boundary tokens (its weights were trained with it).
+    transformers 5.25's Qwen3-VL processor collapses that pair in its own `get_text_with_replacements`; the base
+    class's, which it had until then, keeps it. From 5.25 a shallow copy with the base class's replacement (the
+    caller's processor stays as it was); before, the processor itself."""
+    if "get_text_with_replacements" not in type(processor).__dict__:
+        return processor
+    kept = copy.copy(processor)
+    kept.get_text_with_replacements = types.MethodType(ProcessorMixin.get_text_with_replacements, kept)
+    return kept
 
 
 def check_text(processor, text: str, num_images: int, has_video: bool) -> None:
