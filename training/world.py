@@ -356,8 +356,9 @@ def _exchanged(caption: str, objects: list, attribute: str) -> str | None:
 
 def swap_count(caption: str, objects: list) -> str | None:
     """A count scene's caption with the other number ("two small red circles" -> "three small red circles"), or
-    None when the objects are not copies of one, or it does not name them in full. Session 30 drew three or four
-    objects for "two" in 2 of the 10 held-out count prompts, and two touching as one in 3 more."""
+    None when the objects are not copies of one, or it does not name them in full. Session 30 drew the wrong number
+    in 3 of the 10 held-out count prompts (three or four for "two", four for "three"), and two touching as one in 3
+    more."""
     if len(objects) not in NUMBERS or any(object_name(o) != object_name(objects[0]) for o in objects):
         return None
     other = next(n for n in NUMBERS if n != len(objects))
