@@ -305,7 +305,7 @@ def check(cfg: TrainConfig) -> None:
     if bad_frames or not data.frames:
         raise VinoInputError(f"data.frames={data.frames}; expected frame counts of 4k+1 (1, 5, 9, ...)")
     margins = cfg.flow.contrast_margin
-    if sorted(margins) != sorted(PAIR_SWAPS) or not all(isinstance(m, (int, float)) for m in margins.values()):
+    if set(margins) != set(PAIR_SWAPS) or not all(isinstance(m, (int, float)) for m in margins.values()):
         raise VinoInputError(f"flow.contrast_margin={margins!r}; expected a margin for each twin kind: "
                              f"{', '.join(PAIR_SWAPS)}")
     if cfg.flow.timestep not in TIMESTEP_DENSITIES:
