@@ -32,13 +32,13 @@ from training.config import load as load_config  # noqa: E402
 from training.data import Batch, Context  # noqa: E402
 from training.loop import losses_under  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
-from training.world import ATTRIBUTES, PAIR_SWAPS  # noqa: E402
+from training.world import ATTRIBUTES, TWIN_SWAPS  # noqa: E402
 from vino_model.preprocess import frames_to_tensor  # noqa: E402
 from vino_model.sampler import shift_time  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
 
-SWAPS = (*ATTRIBUTES, *PAIR_SWAPS)
+SWAPS = (*ATTRIBUTES, *TWIN_SWAPS)
 
 
 @torch.no_grad()
@@ -50,7 +50,7 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
         target = np.asarray(Image.open(record.target).convert("RGB"))
         x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float().cpu()
         kept = {"own": record.caption_long, **record.meta.get("word_swaps", {})}
-        for name, swap in PAIR_SWAPS.items():
+        for name, swap in TWIN_SWAPS.items():
             twin = swap(record.caption_long, record.meta["scene"]["objects"])
             if twin and name not in kept:
                 kept[name] = twin
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     p.add_argument("--times", type=int, default=4, help="t values per sample")
     p.add_argument("--at", type=float, nargs="+", help="these t values instead (1: pure noise, where sampling starts)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every export")
-    p.add_argument("--pairs", action="store_true", help="only scenes of two or more objects (PAIR_SWAPS)")
+    p.add_argument("--pairs", action="store_true", help="only scenes of two or more objects (TWIN_SWAPS)")
     p.add_argument("--by-time", action="store_true", help="also each gap at each t")
     args = p.parse_args(argv)
 
@@ -89,14 +89,14 @@ def main(argv=None) -> None:
     times = args.at or shift_time(uniform, args.shift).tolist()
     records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl")
                if r.task == "t2i" and (not args.pairs or len(r.meta["scene"]["objects"]) > 1)][: args.samples]
-    print(f"{'export':60s} " + " ".join(f"{name:>8s}" for name in SWAPS) + f" samples ({', '.join(PAIR_SWAPS)})")
+    print(f"{'export':60s} " + " ".join(f"{name:>8s}" for name in SWAPS) + f" samples ({', '.join(TWIN_SWAPS)})")
     for init in args.init:
         cfg = load_config(args.config, [f"model.init={init}", "model.mmdit={}", f"optim.bf16={bf16}", *args.set])
         trainee = model.build(cfg)[0].eval().to(device)
         vae = VinoVAE.load(cfg.model.vae, device=device)
         gaps = word_gaps(trainee, vae, records, times)
         print(f"{init[-60:]:60s} " + " ".join(f"{gaps[name]:8.4f}" for name in SWAPS) +
-              f" {gaps['shape_samples']} ({', '.join(str(gaps[name + '_samples']) for name in PAIR_SWAPS)})")
+              f" {gaps['shape_samples']} ({', '.join(str(gaps[name + '_samples']) for name in TWIN_SWAPS)})")
         if args.by_time:
             for j, t in enumerate(times):
                 print(f"{'  at t = %.3f' % t:60s} " + " ".join(f"{gaps[name + '_by_time'][j]:8.4f}" for name in SWAPS))

@@ -462,7 +462,7 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
 
 
 def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(world):
-    """The contrast term's twins: the long caption's PAIR_SWAPS (its own objects' words), not its one-word swaps."""
+    """The contrast term's twins: the long caption's TWIN_SWAPS (its own objects' words), not its one-word swaps."""
     _, _, cache, samples, _ = world
     t2i = next(s for s in samples if s.record.task == "t2i")
     swaps = {"color": "one word", "sizes": "sizes exchanged", "binding": "colours exchanged",

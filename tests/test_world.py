@@ -93,7 +93,7 @@ def test_swap_attribute_changes_one_word_of_one_object():
         assert world.swap_attribute(short, obj, "size") is None
         swaps = {a: world.swap_attribute(long, obj, a) for a in world.ATTRIBUTES}
         pair = {name: swap(long, meta["scene"]["objects"])
-                for name, swap in world.PAIR_SWAPS.items()}
+                for name, swap in world.TWIN_SWAPS.items()}
         assert meta["word_swaps"] == swaps | {name: caption for name, caption in pair.items() if caption}
     assert "word_swaps" not in world.sample("ti2i", 5, 0)[0]  # only text-only samples: the gaps are theirs
 

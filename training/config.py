@@ -18,7 +18,7 @@ from vino_model.errors import VinoInputError
 from vino_model.preprocess import valid_frame_count
 
 from .manifest import TASKS
-from .world import PAIR_SWAPS
+from .world import TWIN_SWAPS
 
 STAGES = (0, 1, 2, 3)
 TIMESTEP_DENSITIES = ("logit_normal", "uniform")
@@ -105,13 +105,13 @@ class FlowConfig:
     logit_std: float = 1.0
     shift: float = 1.0  # then t' = s t / (1 + (s - 1) t), as the sampler shifts
     # A contrast term, weight `contrast` (0: off): `contrast_samples` samples of each micro-batch whose long caption
-    # has a wrong twin (training.world's PAIR_SWAPS: the same words, with two objects' colours, places or sizes
+    # has a wrong twin (training.world's TWIN_SWAPS: the same words, with two objects' colours, places or sizes
     # exchanged, or a count's other number) go through again under the twin, with the same noise and t, and
     # the term is max(0, contrast_margin[kind] - (twin's loss - own loss)): the plain loss barely tells a caption
     # from its twin (session 28: a twin raised it by 7% of what a wrong colour does), so the model never learnt
     # which goes with which
     contrast: float = 0.0
-    contrast_margin: dict = field(default_factory=lambda: dict.fromkeys(PAIR_SWAPS, 0.005))  # by twin kind
+    contrast_margin: dict = field(default_factory=lambda: dict.fromkeys(TWIN_SWAPS, 0.005))  # by twin kind
     contrast_samples: int = 32
 
 
@@ -305,9 +305,9 @@ def check(cfg: TrainConfig) -> None:
     if bad_frames or not data.frames:
         raise VinoInputError(f"data.frames={data.frames}; expected frame counts of 4k+1 (1, 5, 9, ...)")
     margins = cfg.flow.contrast_margin
-    if set(margins) != set(PAIR_SWAPS) or not all(isinstance(m, (int, float)) for m in margins.values()):
+    if set(margins) != set(TWIN_SWAPS) or not all(isinstance(m, (int, float)) for m in margins.values()):
         raise VinoInputError(f"flow.contrast_margin={margins!r}; expected a margin for each twin kind: "
-                             f"{', '.join(PAIR_SWAPS)}")
+                             f"{', '.join(TWIN_SWAPS)}")
     if cfg.flow.timestep not in TIMESTEP_DENSITIES:
         raise VinoInputError(f"flow.timestep={cfg.flow.timestep!r}; expected one of {TIMESTEP_DENSITIES}")
     if cfg.optim.schedule not in SCHEDULES:

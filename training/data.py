@@ -47,7 +47,7 @@ from vino_model.preprocess import canvas_size, frames_to_array, letterbox, prepa
 from vino_model.tasks import kept_without_references
 
 from .manifest import TASKS, Record, release_task
-from .world import PAIR_SWAPS
+from .world import TWIN_SWAPS
 
 log = logging.getLogger("vino.train")
 
@@ -384,7 +384,7 @@ class Context:
     video: list | None  # prepared PIL frames
     video_fps: float | None
     key: tuple | None = None  # names this exact context (sample, caption, kept inputs) when reads are memoised
-    twins: tuple = ()  # (kind, caption): wrong captions of the same words (world.PAIR_SWAPS), for the contrast term
+    twins: tuple = ()  # (kind, caption): wrong captions of the same words (world.TWIN_SWAPS), for the contrast term
 
 
 @dataclass
@@ -509,7 +509,7 @@ class TrainData:
             references.append(self.cache.load(sample.video))
         key = (record.id, caption, tuple(images), keep_video) if self.fitted is not None else None
         swaps = record.meta.get("word_swaps", {}) if caption and caption == record.caption_long else {}
-        twins = tuple((kind, swaps[kind]) for kind in PAIR_SWAPS if kind in swaps)
+        twins = tuple((kind, swaps[kind]) for kind in TWIN_SWAPS if kind in swaps)
         context = Context(caption, [], None, None, key, twins)
         if self.read_media:
             context.images = [self.media(record.ref_images[i], None) for i in images]

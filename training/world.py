@@ -375,7 +375,7 @@ def _renamed(caption: str, names: list, replacements: list) -> str | None:
 
 
 # a caption's wrong twins that name its own objects, by name
-PAIR_SWAPS = {"binding": swap_binding, "places": swap_places, "sizes": swap_sizes, "count": swap_count}
+TWIN_SWAPS = {"binding": swap_binding, "places": swap_places, "sizes": swap_sizes, "count": swap_count}
 
 
 def _bg_words(bg):
@@ -671,7 +671,7 @@ def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
     if task in ("t2i", "t2v"):  # what training's evaluation reads for eval_word_gap_*
         objects = meta["scene"]["objects"]
         swaps = {a: swap_attribute(long, objects[0], a) for a in ATTRIBUTES} | {
-            name: swap(long, objects) for name, swap in PAIR_SWAPS.items()}
+            name: swap(long, objects) for name, swap in TWIN_SWAPS.items()}
         meta["word_swaps"] = {a: caption for a, caption in swaps.items() if caption is not None}
     return meta, long, short
 
