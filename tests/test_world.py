@@ -105,36 +105,33 @@ PAIR_CAPTION = "a small red circle on the left and a large striped blue star at 
 
 
 def test_swap_places_puts_each_of_two_objects_where_the_other_was():
-    red, blue = RED, BLUE
-    assert world.swap_places(PAIR_CAPTION, [red, blue]) == \
+    assert world.swap_places(PAIR_CAPTION, [RED, BLUE]) == \
         "a large striped blue star on the left and a small red circle at the top on a gray background"
-    assert world.swap_places(PAIR_CAPTION, [red]) is None
-    assert world.swap_places("two small red circles", [red, red]) is None  # named alike: no other caption
+    assert world.swap_places(PAIR_CAPTION, [RED]) is None
+    assert world.swap_places("two small red circles", [RED, RED]) is None  # named alike: no other caption
     found = [world.sample("t2i", 3, i)[0]["word_swaps"] for i in range(40)]
     assert any("places" in swaps for swaps in found)
 
 
 def test_swap_sizes_exchanges_the_two_objects_sizes_and_names_nothing_new():
-    red, blue = RED, BLUE
-    assert world.swap_sizes(PAIR_CAPTION, [red, blue]) == \
+    assert world.swap_sizes(PAIR_CAPTION, [RED, BLUE]) == \
         "a large red circle on the left and a small striped blue star at the top on a gray background"
-    assert world.swap_sizes(PAIR_CAPTION, [red, {**blue, "size": "small"}]) is None  # one size: no other caption
-    assert world.swap_sizes(PAIR_CAPTION, [red]) is None
-    assert world.swap_sizes("a red circle and a blue star", [red, blue]) is None  # not named in full
+    assert world.swap_sizes(PAIR_CAPTION, [RED, {**BLUE, "size": "small"}]) is None  # one size: no other caption
+    assert world.swap_sizes(PAIR_CAPTION, [RED]) is None
+    assert world.swap_sizes("a red circle and a blue star", [RED, BLUE]) is None  # not named in full
     found = [world.sample("t2i", 3, i)[0] for i in range(40)]
     sized = [meta for meta in found if "sizes" in meta["word_swaps"]]
     assert sized and all(len({o["size"] for o in meta["scene"]["objects"][:2]}) == 2 for meta in sized)
 
 
 def test_swap_count_names_the_other_number_of_the_same_objects():
-    red = RED
-    assert world.swap_count("two small red circles on a black background", [red, red]) == \
+    assert world.swap_count("two small red circles on a black background", [RED, RED]) == \
         "three small red circles on a black background"
-    assert world.swap_count("a black background with three small red circles", [red] * 3) == \
+    assert world.swap_count("a black background with three small red circles", [RED] * 3) == \
         "a black background with two small red circles"
-    assert world.swap_count("two red circles", [red, red]) is None  # not named in full
-    assert world.swap_count("a small red circle", [red]) is None
-    assert world.swap_count("two small red circles", [red, {**red, "size": "large"}]) is None
+    assert world.swap_count("two red circles", [RED, RED]) is None  # not named in full
+    assert world.swap_count("a small red circle", [RED]) is None
+    assert world.swap_count("two small red circles", [RED, {**RED, "size": "large"}]) is None
     found = [world.sample("t2i", 3, i)[0] for i in range(40)]
     counted = [meta for meta in found if "count" in meta["word_swaps"]]
     assert counted and all(len(meta["scene"]["objects"]) in (2, 3) for meta in counted)
