@@ -39,7 +39,7 @@ STAGE_RUNS = {
     2: {"run.steps": 3, "optim.lr": 1e-3},
     3: {"run.steps": 4, "optim.lr": 1e-3, "data.tasks": ALL_TASKS, "optim.accumulation": 2, "optim.ema": 0.9,
         "samples.every": 4, "samples.limit": 2, "data.keep_in_memory": True, "data.prefill_workers": 2,
-        "flow.contrast": 1.0, "flow.contrast_samples": 2},
+        "flow.contrast": 1.0, "flow.contrast_samples": {"binding": 1, "places": 1, "sizes": 0, "count": 0}},
 }
 
 
@@ -177,6 +177,8 @@ def test_stage3_trains_everything_on_the_task_mixture_and_writes_samples(curricu
     prefill = next(r for r in records(out) if r.get("event") == "prefill")
     referring = [r for r in read_manifest(str(curriculum.manifest)) if r.ref_images or r.ref_video]
     assert prefill["contexts"] == len(referring) and prefill["media"] >= len(referring)
+    steps = [r for r in records(out) if "loss" in r]  # the encoder's processing: contexts its memo lacked, time
+    assert steps[0]["memo_misses"] > 0 and all(r["memo_misses"] >= 0 and r["ms_prepare"] > 0 for r in steps)
     samples = sorted(p.name for p in (out / "samples" / "step-00000004").iterdir())
     assert len(samples) == 2 and all(name.endswith(".mp4") for name in samples)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000004"]
@@ -706,13 +708,14 @@ def test_a_run_with_checkpoints_off_trains_and_writes_no_weights(curriculum, tmp
 
 def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_to_stand_a_margin_above():
     """flow.contrast: samples whose caption has wrong twins go through again under them, with their own latents,
-    noise and t, the noisiest sample's first; the objective adds max(0, margin of the twin's kind - (twin's loss -
-    own loss)), and the step reports the plain loss."""
+    noise and t, each kind's rows from the noisiest sample down; the objective adds max(0, margin of the twin's
+    kind - (twin's loss - own loss)), and the step reports the plain loss and each twin's gap, which the log's
+    window averages by kind."""
     from types import SimpleNamespace
 
     from training.config import FlowConfig
     from training.data import Batch, Context
-    from training.loop import train_step, with_twins
+    from training.loop import Window, train_step, with_twins
 
     contexts = [Context("a", [], None, None, ("ra", "a", (), False), (("places", "a twin"),)),
                 Context("b", [], None, None, ("rb", "b", (), False)),
@@ -729,27 +732,37 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     data = SimpleNamespace(next_batch=lambda rng: batch)
     clock = SimpleNamespace(lap=lambda phase: None)
     margins = {"binding": 0.02, "places": 0.05}
-    for weight, rows in ((0.0, 3), (2.0, 7)):
+    rows = {"binding": 1, "places": 0, "sizes": 2, "count": 1}
+    for weight, grown in ((0.0, 3), (2.0, 7)):
         seen.clear(), objectives.clear()
         cfg = SimpleNamespace(optim=SimpleNamespace(accumulation=1), run=SimpleNamespace(seed=0),
-                              flow=FlowConfig(contrast=weight, contrast_margin=margins, contrast_samples=4))
-        loss, tokens = train_step(ds, data, cfg, 1, 0, "cpu", clock)
+                              flow=FlowConfig(contrast=weight, contrast_margin=margins, contrast_samples=rows))
+        loss, tokens, gaps = train_step(ds, data, cfg, 1, 0, "cpu", clock)
         (x0, noise, t, given), = seen
-        assert len(given) == len(x0) == len(noise) == len(t) == rows
+        assert len(given) == len(x0) == len(noise) == len(t) == grown
         assert float(loss) == pytest.approx(1.0) and tokens == 7
     twins = {0: [("places", "a twin")], 2: [("binding", "c twin"), ("places", "c twin 2")]}
     order = sorted(twins, key=lambda i: -float(t[i]))
-    taken = [(i, twin) for i in order for twin in twins[i]]
     assert t[order[0]] != t[order[1]]
-    taken += taken[:1]  # in turn, then again from the first
+    # binding's one row, then the rows sizes and count leave empty: the noisiest places twins, then the first again
+    taken = [(2, ("binding", "c twin"))] + [(i, twin) for i in order for twin in twins[i] if twin[0] == "places"]
+    taken += taken[:1]
     hinge = sum(margins[kind] - 0.01 for _, (kind, _) in taken) / len(taken)
     assert float(objectives[0]) == pytest.approx(1.0 + 2.0 * hinge)
+    (kinds, gap), = gaps
+    assert kinds == [kind for _, (kind, _) in taken] and gap.tolist() == pytest.approx([0.01] * 4)
+    window = Window()
+    window.add(1, loss, tokens, None, gaps)
+    window.add(2, loss, tokens, None, [(["sizes", "places"], torch.tensor([0.03, 0.05]))])
+    *_, by_kind = window.settle(False, None, None)
+    assert by_kind == pytest.approx({"twin_gap_binding": 0.01, "twin_gap_places": 0.07 / 3, "twin_gap_sizes": 0.03})
     assert [(c.text, c.key[1]) for c in given[3:]] == [(text, text) for _, (_, text) in taken]
     for row, (own, _) in zip(range(3, 7), taken):
         assert torch.equal(x0[row], x0[own]) and torch.equal(noise[row], noise[own]) and t[row] == t[own]
-    grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), 4)
-    assert which == [(2, "binding"), (2, "places"), (0, "places"), (2, "binding")]
-    assert [c.text for c in grown.contexts[3:]] == ["c twin", "c twin 2", "a twin", "c twin"]
+    rows = {"binding": 0, "places": 2, "sizes": 1, "count": 1}  # places' two first, though c's binding comes first
+    grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), rows)
+    assert which == [(2, "places"), (0, "places"), (2, "binding"), (2, "places")]
+    assert [c.text for c in grown.contexts[3:]] == ["c twin 2", "a twin", "c twin", "c twin 2"]
 
 
 def test_a_run_waits_for_a_fill_of_its_manifests_before_it_indexes_the_cache(curriculum, tmp_path):

@@ -104,7 +104,7 @@ class FlowConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     shift: float = 1.0  # then t' = s t / (1 + (s - 1) t), as the sampler shifts
-    # A contrast term, weight `contrast` (0: off): `contrast_samples` samples of each micro-batch whose long caption
+    # A contrast term, weight `contrast` (0: off): contrast_samples[kind] samples of each micro-batch whose long caption
     # has a wrong twin (training.world's TWIN_SWAPS: the same words, with two objects' colours, places or sizes
     # exchanged, or a count's other number) go through again under the twin, with the same noise and t, and
     # the term is max(0, contrast_margin[kind] - (twin's loss - own loss)): the plain loss barely tells a caption
@@ -112,7 +112,7 @@ class FlowConfig:
     # which goes with which
     contrast: float = 0.0
     contrast_margin: dict = field(default_factory=lambda: dict.fromkeys(TWIN_SWAPS, 0.005))  # by twin kind
-    contrast_samples: int = 32
+    contrast_samples: dict = field(default_factory=lambda: dict.fromkeys(TWIN_SWAPS, 8))  # rows by twin kind
 
 
 @dataclass
@@ -307,6 +307,11 @@ def check(cfg: TrainConfig) -> None:
     margins = cfg.flow.contrast_margin
     if set(margins) != set(TWIN_SWAPS) or not all(isinstance(m, (int, float)) for m in margins.values()):
         raise VinoInputError(f"flow.contrast_margin={margins!r}; expected a margin for each twin kind: "
+                             f"{', '.join(TWIN_SWAPS)}")
+    rows = cfg.flow.contrast_samples
+    if not isinstance(rows, dict) or set(rows) != set(TWIN_SWAPS) or \
+            not all(isinstance(n, int) and n >= 0 for n in rows.values()):
+        raise VinoInputError(f"flow.contrast_samples={rows!r}; expected a count of rows >= 0 for each twin kind: "
                              f"{', '.join(TWIN_SWAPS)}")
     if cfg.flow.timestep not in TIMESTEP_DENSITIES:
         raise VinoInputError(f"flow.timestep={cfg.flow.timestep!r}; expected one of {TIMESTEP_DENSITIES}")

@@ -41,10 +41,11 @@ def model_inputs(batch: Batch, noise, t, device) -> tuple:
     return copy_ahead(batch.latents, device), noise.to(device), copy_ahead(t, device), references, batch.contexts
 
 
-def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: StepClock) -> tuple[torch.Tensor, int]:
+def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: StepClock) -> tuple:
     """One optimizer step over optim.accumulation micro-batches: (mean loss, still on the device: reading it would
-    wait for the GPU; tokens). Laps `clock` at each phase."""
-    losses, tokens = [], 0
+    wait for the GPU; tokens; each twin's (kind, gap: its loss minus its sample's, on the device)). Laps `clock` at
+    each phase."""
+    losses, tokens, gaps = [], 0, []
     for micro in range(cfg.optim.accumulation):
         rng = np.random.default_rng([cfg.run.seed, rank, step, micro])
         batch = data.next_batch(rng)
@@ -64,28 +65,34 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
             gap = loss[len(own):] - own[torch.tensor([i for i, _ in twinned], device=own.device)]
             margin = torch.tensor([cfg.flow.contrast_margin[kind] for _, kind in twinned], device=own.device)
             objective = objective + cfg.flow.contrast * torch.relu(margin - gap).mean()
+            gaps.append(([kind for _, kind in twinned], gap.detach().float()))
         ds.backward(objective)
         clock.lap("backward")
         ds.step()
         clock.lap("optimizer")
         losses.append(own.detach().float().mean())
         tokens += count
-    return torch.stack(losses).mean(), tokens
+    return torch.stack(losses).mean(), tokens, gaps
 
 
-def with_twins(batch: Batch, noise, t, count: int) -> tuple[Batch, torch.Tensor, torch.Tensor, list]:
-    """The batch with `count` of its samples appended again under a wrong twin of their caption (`Context.twins`),
+def with_twins(batch: Batch, noise, t, rows: dict) -> tuple[Batch, torch.Tensor, torch.Tensor, list]:
+    """The batch with sum(`rows`) of its samples appended again under a wrong twin of their caption (`Context.twins`),
     with the same latents, noise and t, and each twin's (its sample's index, its kind); the batch as it is when none
-    has a twin. The twins are taken in turn from the noisiest sample down, where a picture's layout is drawn (session
-    30: exchanging two objects' places cost 0.000 at t <= 0.83 and 0.016-0.067 at t >= 0.95), again from the first
-    when there are fewer than `count`, so a batch of twins always grows by `count` (one size a bucket for compiled
-    blocks)."""
+    has a twin. Each kind takes up to `rows[kind]` twins of its own, from the noisiest sample down, where a picture's
+    layout is drawn (session 30: exchanging two objects' places cost 0.000 at t <= 0.83 and 0.016-0.067 at t >= 0.95);
+    rows a kind leaves empty go to the noisiest twins not yet taken, of any kind, then again from the first taken, so
+    a batch of twins always grows by the same count (one size a bucket for compiled blocks). Session 32 took the
+    noisiest twins whatever their kind: binding and places, which two-object captions all have, held 55% of t2i's rows,
+    and the sizes twin (17% of t2i's) did not move its gap."""
     pairs = [(i, twin) for i, context in enumerate(batch.contexts) for twin in context.twins]
+    count = sum(rows.values())
     if not pairs or count <= 0:
         return batch, noise, t, []
     noisiness = t.tolist()
     pairs.sort(key=lambda pair: -noisiness[pair[0]])  # stable: a sample's twins stay in their order
-    chosen = [pairs[k % len(pairs)] for k in range(count)]
+    chosen = [pair for kind, quota in rows.items() for pair in [p for p in pairs if p[1][0] == kind][:quota]]
+    chosen += [pair for pair in pairs if pair not in chosen][:count - len(chosen)]
+    chosen = [chosen[k % len(chosen)] for k in range(count)]
     which = [i for i, _ in chosen]
     contexts = []
     for i, (_, twin) in chosen:
@@ -104,18 +111,24 @@ class Window:
     together (`settle`), so that a step does not wait for the GPU and the host runs ahead of it."""
 
     def __init__(self):
-        self.losses, self.norms, self.tokens = [], [], 0
+        self.losses, self.norms, self.tokens, self.gaps = [], [], 0, []
 
-    def add(self, step: int, loss: torch.Tensor, tokens: int, grad_norm) -> None:
+    def add(self, step: int, loss: torch.Tensor, tokens: int, grad_norm, gaps=()) -> None:
         self.losses.append(loss)
         self.norms.append((step, grad_norm))
         self.tokens += tokens
+        self.gaps += gaps
 
-    def settle(self, check_overflow: bool, latest, folder) -> tuple[float, int, int, float | None]:
-        """(the steps' summed loss, their count, their tokens, the last step's gradient norm), and a new window;
-        raises at the first step whose norm was not finite while optim.check_overflow is off (that update was
-        applied)."""
+    def settle(self, check_overflow: bool, latest, folder) -> tuple[float, int, int, float | None, dict]:
+        """(the steps' summed loss, their count, their tokens, the last step's gradient norm, the mean gap of each
+        twin kind's rows as twin_gap_KIND), and a new window; raises at the first step whose norm was not finite
+        while optim.check_overflow is off (that update was applied)."""
         total = float(torch.stack(self.losses).sum())  # waits for the GPU
+        by_kind = {}
+        if self.gaps:
+            kinds = [kind for kinds, _ in self.gaps for kind in kinds]
+            for kind, gap in zip(kinds, torch.cat([gap for _, gap in self.gaps]).tolist()):
+                by_kind.setdefault(f"twin_gap_{kind}", []).append(gap)
         norms = [(step, None if norm is None else float(norm)) for step, norm in self.norms]
         for step, norm in norms:
             if not (check_overflow or norm is None or math.isfinite(norm)):
@@ -125,8 +138,8 @@ class Window:
                     f"({latest(folder) or 'none yet'}), with optim.check_overflow = true to skip such steps"
                 )
         count, tokens = len(self.losses), self.tokens
-        self.losses, self.norms, self.tokens = [], [], 0
-        return total, count, tokens, norms[-1][1]
+        self.losses, self.norms, self.tokens, self.gaps = [], [], 0, []
+        return total, count, tokens, norms[-1][1], {name: sum(g) / len(g) for name, g in by_kind.items()}
 
 
 @torch.no_grad()
@@ -311,21 +324,25 @@ def train(cfg) -> Path:
         profile.before(step)
         started = time.perf_counter()
         clock.start()
-        loss, tokens = train_step(ds, data, cfg, step, rank, device, clock)
+        loss, tokens, gaps = train_step(ds, data, cfg, step, rank, device, clock)
         if ema is not None:
             ema.update(step)
             clock.lap("ema")
         step += 1
-        window.add(step, loss, tokens, ds.get_global_grad_norm())
+        window.add(step, loss, tokens, ds.get_global_grad_norm(), gaps)
         saving = cfg.checkpoint.enabled and (step % cfg.checkpoint.every == 0 or step == cfg.run.steps)
         if step % cfg.log.every == 0 or step == cfg.run.steps or saving:  # the steps since the last such one settle
-            loss, count, tokens, grad_norm = window.settle(cfg.optim.check_overflow, checkpoint.latest, folder)
+            loss, count, tokens, grad_norm, twin_gaps = window.settle(cfg.optim.check_overflow, checkpoint.latest,
+                                                                      folder)
             clock.lap("wait")
             # loss, tokens, skipped: ranks' means, so sums below; the ranks' mean time, so that they all stop here
             loss, tokens, skipped, spent = engine.mean([loss, tokens, data.skipped, time.monotonic() - begun], device)
             out_of_time = 0 < cfg.run.seconds <= spent
             logger.settle(loss, round(tokens * world), count)
-            values = {"grad_norm": grad_norm, "skipped": round(skipped * world)}
+            prepared = ds.module.encoder.prepared_count  # this rank's, as are the twin gaps
+            values = {"grad_norm": grad_norm, "skipped": round(skipped * world), **twin_gaps,
+                      "memo_misses": prepared["misses"] / count, "ms_prepare": 1000 * prepared["seconds"] / count}
+            prepared.update(misses=0, seconds=0.0)
             decay_end = fit.update(step, spent)
             if decay_end is not None:
                 values["decay_end"] = decay_end

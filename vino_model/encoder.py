@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import json
 import re
+import time
 import types
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
@@ -317,6 +318,7 @@ class InterleavedEncoder(nn.Module):
         self.mm_encoder = mm_encoder
         self._memo = None
         self.read_media = {}  # id of a memoised pixel tensor -> (the tensor, emptied once read; the tower's reading)
+        self.prepared_count = {"misses": 0, "seconds": 0.0}  # prepared_batch's: contexts the memo lacked, time spent
 
     @property
     def memo(self) -> dict | None:
@@ -338,7 +340,7 @@ class InterleavedEncoder(nn.Module):
         if self.memo is None:
             return self
         view = copy.copy(self)
-        view._memo, view.read_media = None, {}
+        view._memo, view.read_media, view.prepared_count = None, {}, {"misses": 0, "seconds": 0.0}
         view.processor = unmemoising(self.processor)
         return view
 
@@ -397,13 +399,17 @@ class InterleavedEncoder(nn.Module):
 
     def prepared_batch(self, contexts: list, keys: list) -> list[tuple]:
         """`prepared` of each context; the text-only ones that are not memoised yet are tokenized together."""
+        started = time.perf_counter()
         memo = self.memo if self.memo is not None else {}  # off: a throwaway
-        fresh = [i for i, (context, key) in enumerate(zip(contexts, keys))
-                 if not context[1] and context[2] is None and (key is None or key not in memo)]
+        missed = [key is None or key not in memo for key in keys]
+        fresh = [i for i, context in enumerate(contexts) if not context[1] and context[2] is None and missed[i]]
         done = dict(zip(fresh, self.prepared_texts([contexts[i][0] for i in fresh]) if fresh else []))
         memo.update({keys[i]: done[i] for i in fresh if keys[i] is not None})
-        return [done[i] if i in done else self.prepared(context, key)
-                for i, (context, key) in enumerate(zip(contexts, keys))]
+        prepared = [done[i] if i in done else self.prepared(context, key)
+                    for i, (context, key) in enumerate(zip(contexts, keys))]
+        self.prepared_count["misses"] += sum(missed)
+        self.prepared_count["seconds"] += time.perf_counter() - started
+        return prepared
 
     def prepared(self, context, key=None):
         """`process` of a (text, images, video, video_fps) context and its prompt's RoPE positions [L, 3], both on
