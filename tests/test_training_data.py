@@ -319,7 +319,7 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_samples={json.dumps(rows)}"])
     assert given.flow.contrast_samples == rows
     with pytest.raises(VinoInputError, match="expected a count of rows >= 0 for each twin kind: binding, places"):
-        train_config.load(tmp_path / "stage.toml", ["flow.contrast_samples=32"])
+        train_config.load(tmp_path / "stage.toml", ['flow.contrast_samples={"binding": 4, "places": -1}'])
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("training/configs/*/stage*.toml")),

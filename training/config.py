@@ -309,8 +309,7 @@ def check(cfg: TrainConfig) -> None:
         raise VinoInputError(f"flow.contrast_margin={margins!r}; expected a margin for each twin kind: "
                              f"{', '.join(TWIN_SWAPS)}")
     rows = cfg.flow.contrast_samples
-    if not isinstance(rows, dict) or set(rows) != set(TWIN_SWAPS) or \
-            not all(isinstance(n, int) and n >= 0 for n in rows.values()):
+    if set(rows) != set(TWIN_SWAPS) or not all(isinstance(n, int) and n >= 0 for n in rows.values()):
         raise VinoInputError(f"flow.contrast_samples={rows!r}; expected a count of rows >= 0 for each twin kind: "
                              f"{', '.join(TWIN_SWAPS)}")
     if cfg.flow.timestep not in TIMESTEP_DENSITIES:
