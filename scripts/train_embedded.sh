@@ -38,6 +38,8 @@ STAGE_BENCH=${STAGE_BENCH:-}           # stages (1 or 2, space-separated) whose 
                                        # and t2v prompts (output/embedded-bench-stageN/): does a later stage lose them?
 FILL_SHARDS=${FILL_SHARDS:-4}          # processes that fill stage 3's cache of the task media (half as many for the base)
 BUNDLE=${BUNDLE:-vino_model/embedded}
+EARLY_CEILING=${EARLY_CEILING:-1}      # 0: skip the early check of the VAE's ceiling (about 120 s, longer than a
+                                       # halved world's render): for a short run from the committed VAE, already scored
 SRC=models/embedded-src
 
 step() { echo "=== $(date +%T) $*"; }
@@ -70,7 +72,7 @@ early_ceiling() {  # the VAE's round-trip ceiling on held-out renders: the encod
   "$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --size "$SIZE" --require "${VAE_EARLY_CEILING:=0.25}"
 }
 ceiling_pid=
-if [ -f "$SRC/vae.safetensors" ]; then  # a VAE made before (the committed one): checked beside the world, not after
+if [ "$EARLY_CEILING" != 0 ] && [ -f "$SRC/vae.safetensors" ]; then  # a VAE made before (the committed one): checked beside the world, not after
   early_ceiling > "$SRC/vae-early-ceiling.log" 2>&1 &  # it (123 s in session 27, the world 126 s)
   ceiling_pid=$!
 fi
@@ -110,7 +112,9 @@ if [ "$LAST_STAGE" = 3 ] && [ "$done_up_to" -lt 3 ]; then  # stage 3's task medi
 fi
 step "the VAE's round-trip ceiling on held-out renders (VAE_EARLY_CEILING=${VAE_EARLY_CEILING:=0.25})"
 status=0
-if [ -n "$ceiling_pid" ]; then
+if [ "$EARLY_CEILING" = 0 ]; then
+  step "skipped (EARLY_CEILING=0)"
+elif [ -n "$ceiling_pid" ]; then
   wait "$ceiling_pid" || status=$?
   cat "$SRC/vae-early-ceiling.log"
 else
