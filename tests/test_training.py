@@ -389,12 +389,15 @@ def test_a_training_step_reads_nothing_back_from_the_device(curriculum, tmp_path
     assert tokens == image_tokens(trainee.transformer.cfg.patch_size, x0, [[], [], []]) + sum(prompts) + 3 * queries
 
 
-def test_a_profiled_run_writes_the_gpu_share_and_the_costliest_ops(curriculum, tmp_path):
+@pytest.mark.parametrize("steps, profiled", [(4, "2-4"), (3, "2-3")])  # 3: the run ends inside the profiled steps
+def test_a_profiled_run_writes_the_gpu_share_and_the_costliest_ops(curriculum, tmp_path, steps, profiled):
     out = tmp_path / "run"
-    train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
-        0, out, **{"run.steps": 4, "log.profile": 2, "log.profile_steps": 2, "samples.every": 0})))
-    text = (out / "logs" / "profile.txt").read_text()
-    assert text.startswith("steps 2-4: ") and "ms a step" in text
+    exported = train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, out, **{"run.steps": steps, "log.profile": 2, "log.profile_steps": 2, "samples.every": 0})))
+    profile = out / "logs" / "profile.txt"
+    assert profile.stat().st_mtime_ns >= exported.stat().st_mtime_ns  # summed once the weights are out
+    text = profile.read_text()
+    assert text.startswith(f"steps {profiled}: ") and "ms a step" in text
     assert "by self_cpu_time_total:" in text and "aten::" in text
 
 

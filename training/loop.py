@@ -374,6 +374,7 @@ def train(cfg) -> Path:
             checkpoint.export({**state, **ema.state_dict()}, config, exported.with_name("vino-ema.safetensors"),
                               cfg.checkpoint.export_dtype)
         logger.message(f"exported {exported}")
+    profile.write(step)
     if rank == 0 and cfg.model.compile and cfg.model.compile_cache:
         written, graphs = save_compile_cache(cfg.model.compile_cache), compiled_graphs()
         logger.write(step, event="compile cache", bytes=written, **{f"graphs_{k}": v for k, v in graphs.items()})
