@@ -1,4 +1,5 @@
-"""Does the embedded default's language model tie each colour to its shape? A linear probe of its prompt states.
+"""Does the embedded default's language model tie each colour (or size) to its shape? A linear probe of its prompt
+states.
 
 The MMDiT of the embedded default draws two-object scenes with the objects' colours or shapes traded
 (`benchmarks/results/2026-12-03/embedded-session28.md`). Either the language model's states never say which colour
@@ -12,7 +13,11 @@ carry the binding. Chance is one in the colours' count. A held-out pair is one t
 fit of which colours a shape takes in the train split counts against it there (the embeddings' row shows how
 much). The probe's accuracy on the other object's colour, from the same state, is how much that colour leaks in.
 
+With `--attribute size` it reads each object's size instead, in captions of two objects of two sizes: what the
+"sizes" twin (training.world.swap_sizes) asks the MMDiT to tell apart.
+
     python benchmarks/embedded_binding_probe.py [--qwen training/embedded-src/qwen3vl] [--train 800 --test 300]
+        [--attribute size]
 """
 
 from __future__ import annotations
@@ -27,28 +32,33 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.language import mentions  # noqa: E402
-from training.world import COLORS, sample  # noqa: E402
+from training.world import COLORS, SIZES, sample  # noqa: E402
 from vino_model.encoder import render_prompt  # noqa: E402
 
+ATTRIBUTES = {"color": COLORS, "size": SIZES}  # what the probe reads, and its values
 
-def pair_captions(split: str, count: int, seed: int) -> list[tuple[str, list[dict]]]:
-    """`count` t2i captions of two objects of two colours from `split`, with their two objects in caption order."""
+
+def pair_captions(split: str, count: int, seed: int, attribute: str = "color") -> list[tuple[str, list[dict]]]:
+    """`count` t2i captions of two objects of two colours (or sizes: `attribute`) from `split`, with their two objects
+    in caption order."""
     found, index = [], 0
     while len(found) < count:
         meta, long, _ = sample("t2i", seed, index, 128, 128, 1, split)
         index += 1
         objects = meta["scene"]["objects"]
-        if len(objects) == 2 and objects[0]["color"] != objects[1]["color"]:
+        if len(objects) == 2 and objects[0][attribute] != objects[1][attribute] and \
+                objects[0]["color"] != objects[1]["color"]:
             found.append((long, objects))
     return found
 
 
 @torch.no_grad()
-def shape_states(vlm, processor, captions, at: str = "shape") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def shape_states(vlm, processor, captions, at: str = "shape",
+                 attribute: str = "color") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """States [layers + 1, N, hidden] at the last token of each object's shape word (`at` "shape") or of its phrase
-    (`at` "place": "corner" in "a red star in the bottom left corner and ..."), its colour [N] and the other
-    object's colour [N] (indices into COLORS)."""
-    colours = list(COLORS)
+    (`at` "place": "corner" in "a red star in the bottom left corner and ..."), its colour (or size: `attribute`)
+    [N] and the other object's [N] (indices into COLORS or SIZES)."""
+    values = list(ATTRIBUTES[attribute])
     tokenizer = processor.tokenizer
     states, own, other = [], [], []
     for caption, objects in captions:
@@ -56,17 +66,17 @@ def shape_states(vlm, processor, captions, at: str = "shape") -> tuple[torch.Ten
         encoded = tokenizer(prompt, return_offsets_mapping=True)
         ids, ends = encoded["input_ids"], [end for _, end in encoded["offset_mapping"]]
         phrases = mentions(caption)
-        if [(c, s) for _, _, c, s in phrases] != [(o["color"], o["shape"]) for o in objects]:
+        if [(c, s) for _, _, c, s, _ in phrases] != [(o["color"], o["shape"]) for o in objects]:
             raise ValueError(f"the caption's objects are not the scene's, in order: {caption!r}")
         base = prompt.index(caption)
         positions = [ends.index(base + (end if at == "place" else start + len(shape)))
-                     for start, end, _, shape in phrases]
+                     for start, end, _, shape, _ in phrases]
         tokens = torch.tensor([ids])
         hidden = vlm.model.language_model(input_ids=tokens, output_hidden_states=True).hidden_states
         for k, position in enumerate(positions):
             states.append(torch.stack([layer[0, position] for layer in hidden]))
-            own.append(colours.index(objects[k]["color"]))
-            other.append(colours.index(objects[1 - k]["color"]))
+            own.append(values.index(objects[k][attribute]))
+            other.append(values.index(objects[1 - k][attribute]))
     return torch.stack(states, 1).float(), torch.tensor(own), torch.tensor(other)
 
 
@@ -94,20 +104,25 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--at", choices=("shape", "place"), default="shape",
                    help="read the state at each object's shape word, or at the last word of its phrase (its place)")
+    p.add_argument("--attribute", choices=tuple(ATTRIBUTES), default="color",
+                   help="the object's attribute to read: its colour, or its size (the sizes twin's word)")
     args = p.parse_args(argv)
+    values = ATTRIBUTES[args.attribute]
     vlm = Qwen3VLForConditionalGeneration.from_pretrained(args.qwen, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(args.qwen)
-    train_x, train_y, _ = shape_states(vlm, processor, pair_captions("train", args.train, args.seed), args.at)
-    tests = {split: shape_states(vlm, processor, pair_captions(split, args.test, args.seed + 1), args.at)
-             for split in ("train", "heldout")}
+    train_x, train_y, _ = shape_states(vlm, processor, pair_captions("train", args.train, args.seed, args.attribute),
+                                       args.at, args.attribute)
+    tests = {split: shape_states(vlm, processor, pair_captions(split, args.test, args.seed + 1, args.attribute),
+                                 args.at, args.attribute) for split in ("train", "heldout")}
     layers = train_x.shape[0]
-    print(f"fitted on {args.train} train-split captions of two objects of two colours, scored on {args.test} more of "
-          f"each split; {len(COLORS)} colours (chance {1 / len(COLORS):.3f}); "
+    print(f"fitted on {args.train} train-split captions of two objects of two {args.attribute}s, scored on {args.test} "
+          f"more of each split; {len(values)} {args.attribute}s (chance {1 / len(values):.3f}); "
           f"the state at each object's {args.at} word")
     print(f"{'':<40} {'train split':>24} {'held-out split':>24}")
-    print(f"{'layer':<40} {'own colour':>12}{'other':>12} {'own colour':>12}{'other':>12}")
+    own_name = f"own {args.attribute}"
+    print(f"{'layer':<40} {own_name:>12}{'other':>12} {own_name:>12}{'other':>12}")
     for layer in range(layers):
-        scores = [probe_accuracy(train_x[layer], train_y, x[layer], [own, other], len(COLORS))
+        scores = [probe_accuracy(train_x[layer], train_y, x[layer], [own, other], len(values))
                   for x, own, other in tests.values()]
         name = "embeddings" if layer == 0 else f"layer {layer}"
         if layer == layers - 2:

@@ -83,27 +83,34 @@ def test_language_model_learns_the_world_captions(tmp_path):
 def test_binding_labels_mark_each_object_phrase():
     caption = ("a picture of a small red star in the bottom left corner and a large striped blue cross at the top "
                "on a gray background")
-    assert [(caption[a:b], c, s) for a, b, c, s in language.mentions(caption)] == [
-        ("star in the bottom left corner", "red", "star"), ("cross at the top", "blue", "cross")]
-    edit = "turn the green circle into two yellow squares"
-    assert [(edit[a:b], c, s) for a, b, c, s in language.mentions(edit)] == [
-        ("circle", "green", "circle"), ("squares", "yellow", "square")]
+    assert [(caption[a:b], *named) for a, b, *named in language.mentions(caption)] == [
+        ("star in the bottom left corner", "red", "star", "small"), ("cross at the top", "blue", "cross", "large")]
+    edit = "turn the green circle into two medium-sized yellow squares"
+    assert [(edit[a:b], *named) for a, b, *named in language.mentions(edit)] == [
+        ("circle", "green", "circle", None), ("squares", "yellow", "square", "medium")]
     assert language.mentions("make the background white") == []
     processor = AutoProcessor.from_pretrained(Path(__file__).parents[1] / "training/embedded-src/qwen3vl")
     ids, labels = language.chat_tokens(processor.tokenizer, caption, "star red small plain")
     assert ids == language.chat_ids(processor.tokenizer, caption, "star red small plain")
     words = {processor.tokenizer.decode([i]).strip(): tuple(label.tolist()) for i, label in zip(ids, labels)}
-    colours = list(language.COLORS)
-    assert words["corner"] == (colours.index("red"), language.SHAPES.index("star"))
-    assert words["top"] == (colours.index("blue"), language.SHAPES.index("cross"))
-    assert words["red"] == words["background"] == words["picture"] == (-100, -100)
+    colours, sizes = list(language.COLORS), list(language.SIZES)
+    assert words["corner"] == (colours.index("red"), language.SHAPES.index("star"), sizes.index("small"))
+    assert words["top"] == (colours.index("blue"), language.SHAPES.index("cross"), sizes.index("large"))
+    assert words["red"] == words["background"] == words["picture"] == (-100, -100, -100)
     phrase_tokens = sum(len(processor.tokenizer(" " + caption[a:b], add_special_tokens=False).input_ids)
-                        for a, b, _, _ in language.mentions(caption))
-    assert int((labels[:, 0] >= 0).sum()) == phrase_tokens
-    heads = torch.nn.ModuleList(torch.nn.Linear(4, n) for _ in language.READ_LAYERS for n in (6, 5))
+                        for a, b, *_ in language.mentions(caption))
+    assert int((labels[:, 0] >= 0).sum()) == int((labels[:, 2] >= 0).sum()) == phrase_tokens
     states = [torch.randn(1, len(ids), 4) for _ in range(4)]
-    assert language.binding_loss(states, heads, labels[None]).item() > 0
-    assert float(language.binding_loss(states, heads, torch.full_like(labels[None], -100))) == 0  # nothing named
+    for bound, classes in [((0, 1), (6, 5)), ((0, 1, 2), (6, 5, 3))]:
+        heads = torch.nn.ModuleList(torch.nn.Linear(4, n) for _ in language.READ_LAYERS for n in classes)
+        assert language.binding_loss(states, heads, labels[None], bound).item() > 0
+        assert float(language.binding_loss(states, heads, torch.full_like(labels[None], -100), bound)) == 0
+    sized = torch.nn.ModuleList(torch.nn.Linear(4, 3) for _ in language.READ_LAYERS)
+    unsized = labels.clone()
+    unsized[:, 2] = -100  # a size the caption does not name: read for colour and shape alone
+    assert language.binding_loss(states, sized, unsized[None], (2,)).item() == 0
+    with pytest.raises(VinoInputError, match="--bind color,weight: expected attributes from color, shape, size"):
+        language.train(Path("unused"), 1, 2, 1e-3, {}, 8, 0, "cpu", bind=("color", "weight"))
 
 
 def test_identity_term_keeps_each_token_readable_at_the_layers_vino_reads(tmp_path):

@@ -10,9 +10,10 @@ every attribute the caption names (`--captions-only` leaves the reply out). An i
 at its own token embedding, so a word stays readable there: next-token prediction alone lets a word the
 continuation does not need (the shape, in "a red circle in the center") fade to a faint trace after the
 first layer. A binding term (`--binding`) asks the same states to say, at each token of an object's
-phrase from its shape word on ("star in the bottom left corner"), that object's colour and shape, through
-linear heads thrown away after training: the MMDiT's text tokens carry no positions, so only the states
-can tell it which colour goes with which shape and place. The vision tower stays as initialised. Captions
+phrase from its shape word on ("star in the bottom left corner"), that object's colour and shape (and its
+size, with `--bind color,shape,size`), through linear heads thrown away after training: the MMDiT's text tokens
+carry no positions, so only the states can tell it which colour goes with which shape and place. The vision
+tower stays as initialised. Captions
 come from `training.world.sample` in the train split, so no held-out colour x shape pair is ever seen.
 
     python -m training.language --out models/embedded-src/qwen3vl --steps 1500 [--hidden 128 --layers 4]
@@ -74,29 +75,36 @@ def chat_ids(tokenizer, caption: str, reply: str = "") -> list[int]:
     return chat_tokens(tokenizer, caption, reply)[0]
 
 
+BOUND = {"color": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}  # the binding labels' columns, in order
+
+
 def chat_tokens(tokenizer, caption: str, reply: str = "") -> tuple[list[int], torch.Tensor]:
-    """`chat_ids`, and the binding labels of its tokens [L, 2]: the colour and shape (indices into COLORS, SHAPES)
-    of the object whose phrase each token belongs to (`mentions`), -100 elsewhere."""
+    """`chat_ids`, and the binding labels of its tokens [L, 3]: the colour, shape and size (indices into BOUND's
+    lists; -100 for a size the caption does not name) of the object whose phrase each token belongs to
+    (`mentions`), -100 elsewhere."""
     ended = f"{reply}<|im_end|>\n" if reply else ""
     encoded = tokenizer(f"{USER_TURN}{caption}<|im_end|>\n<|im_start|>assistant\n{ended}", return_offsets_mapping=True)
-    labels = torch.full((len(encoded.input_ids), 2), -100)
+    labels = torch.full((len(encoded.input_ids), len(BOUND)), -100)
     spans = torch.tensor(encoded.offset_mapping).reshape(-1, 2) - len(USER_TURN)
-    for start, end, colour, shape in mentions(caption):
+    for start, end, *named in mentions(caption):
         inside = (spans[:, 0] < end) & (spans[:, 1] > start)
-        labels[inside] = torch.tensor([list(COLORS).index(colour), SHAPES.index(shape)])
+        labels[inside] = torch.tensor([-100 if value is None else values.index(value)
+                                       for value, values in zip(named, BOUND.values())])
     return encoded.input_ids, labels
 
 
 SHAPE_WORDS = {**{s: s for s in SHAPES}, **{plural: s for s, plural in PLURALS.items()}}
 JOINS = {"and", "while", "with", "into", ","}
 MODIFIERS = {"a", "an", "the", "two", "three", *SIZE_WORDS.values(), *TEXTURES}
+SIZE_NAMES = {word: size for size, word in SIZE_WORDS.items()}
 
 
-def mentions(caption: str) -> list[tuple[int, int, str, str]]:
+def mentions(caption: str) -> list[tuple[int, int, str, str, str | None]]:
     """Each object the caption names by colour and shape: (start, end) characters of its phrase from the shape
-    word on ("star in the bottom left corner" of "a red star in the bottom left corner and ..."), its colour and
-    its shape. The phrase ends before a joining word (and, while, with, into, a comma), another colour, the
-    background's clause ("on a gray background") or the next object's words."""
+    word on ("star in the bottom left corner" of "a small red star in the bottom left corner and ..."), its colour,
+    its shape and its size (a SIZES key, from the words just before the colour; None when none names it). The
+    phrase ends before a joining word (and, while, with, into, a comma), another colour, the background's clause
+    ("on a gray background") or the next object's words."""
     words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[\w-]+|,", caption)]
     named = [i + 1 for i in range(len(words) - 1) if words[i][2] in COLORS and words[i + 1][2] in SHAPE_WORDS]
     found = []
@@ -107,7 +115,11 @@ def mentions(caption: str) -> list[tuple[int, int, str, str]]:
         stop = i + 1
         while stop < limit and not ends_phrase([w for _, _, w in words[stop:stop + 6]]):
             stop += 1
-        found.append((words[i][0], words[stop - 1][1], words[i - 1][2], SHAPE_WORDS[words[i][2]]))
+        before = i - 2  # the colour's modifiers, back to the first word that is none
+        while before >= 0 and words[before][2] in MODIFIERS and words[before][2] not in SIZE_NAMES:
+            before -= 1
+        size = SIZE_NAMES.get(words[before][2]) if before >= 0 else None
+        found.append((words[i][0], words[stop - 1][1], words[i - 1][2], SHAPE_WORDS[words[i][2]], size))
     return found
 
 
@@ -143,29 +155,33 @@ def identity_loss(hidden_states, embeddings: torch.Tensor, labels: torch.Tensor)
     return torch.stack(losses).mean()
 
 
-def binding_loss(hidden_states, heads: torch.nn.ModuleList, binding: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of reading each object phrase's colour and shape (`chat_tokens`) from its tokens' unit-RMS
-    states at READ_LAYERS, through a linear head per layer and attribute (heads[2 * layer + attribute]), thrown
-    away after training. A held-out pair's state must then say which colour goes with which shape and place: the
-    MMDiT's text tokens carry no positions, so nothing else can tell it."""
+def binding_loss(hidden_states, heads: torch.nn.ModuleList, binding: torch.Tensor,
+                 bound: tuple[int, ...] = (0, 1)) -> torch.Tensor:
+    """Cross-entropy of reading each object phrase's attributes (`chat_tokens`' columns `bound`: colour and shape,
+    and size with `--bind color,shape,size`) from its tokens' unit-RMS states at READ_LAYERS, through a linear
+    head per layer and attribute (heads[len(bound) * layer + k]), thrown away after training. A held-out pair's
+    state must then say which colour (size) goes with which shape and place: the MMDiT's text tokens carry no
+    positions, so nothing else can tell it."""
     losses = []
     for n, layer in enumerate(READ_LAYERS):
         h = hidden_states[layer].float()
         h = F.rms_norm(h, (h.shape[-1],))
-        for attribute in range(2):
+        for k, attribute in enumerate(bound):
             keep = binding[..., attribute] != -100
             if keep.any():  # a batch of captions that name no object by colour and shape reads nothing here
-                losses.append(F.cross_entropy(heads[2 * n + attribute](h[keep]), binding[..., attribute][keep]))
+                losses.append(F.cross_entropy(heads[len(bound) * n + k](h[keep]), binding[..., attribute][keep]))
     return torch.stack(losses).mean() if losses else h.new_zeros(())
 
 
 def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, captions: int, seed: int,
           device: str, list_objects: bool = True, identity: float = 0.0, binding: float = 0.0,
-          init: Path | None = None) -> Path:
+          init: Path | None = None, bind: tuple[str, ...] = ("color", "shape")) -> Path:
     """Train the tiny Qwen3-VL into `out` (see the module's text); `init`: a folder of one to go on from (its
     tokenizer and sizes are kept, `text` is then unused)."""
     if out.exists():
         raise VinoInputError(f"--out {out} exists; remove it or choose another folder")
+    if not bind or any(name not in BOUND for name in bind):
+        raise VinoInputError(f"--bind {','.join(bind)}: expected attributes from {', '.join(BOUND)}")
     if init is not None and not (Path(init) / "config.json").is_file():
         raise VinoInputError(f"--init {init}: expected a Qwen3-VL folder with config.json")
     pairs = world_captions(captions, seed)
@@ -174,12 +190,14 @@ def train(out: Path, steps: int, batch_size: int, lr: float, text: dict, caption
             make_tiny_qwen3vl(partial, seed=seed, corpus=[part for pair in pairs for part in pair], text=text)
         else:
             shutil.copytree(init, partial, dirs_exist_ok=True)
-        train_into(partial, pairs, steps, batch_size, lr, seed, device, list_objects, identity, binding)
+        train_into(partial, pairs, steps, batch_size, lr, seed, device, list_objects, identity, binding,
+                   tuple(list(BOUND).index(name) for name in bind))
     return out
 
 
 def train_into(folder: Path, pairs: list[tuple[str, str]], steps: int, batch_size: int, lr: float, seed: int,
-               device: str, list_objects: bool, identity: float, binding: float) -> None:
+               device: str, list_objects: bool, identity: float, binding: float,
+               bound: tuple[int, ...] = (0, 1)) -> None:
     """`train`'s work on the Qwen3-VL in `folder` (its captions and replies: `pairs`), saved there."""
     processor = AutoProcessor.from_pretrained(folder)
     model = Qwen3VLForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).to(device)
@@ -189,8 +207,8 @@ def train_into(folder: Path, pairs: list[tuple[str, str]], steps: int, batch_siz
              f"{sum(p.numel() for p in model.model.language_model.parameters()):,}", len(rows),
              np.mean([len(ids) for ids, _ in rows]), np.mean([float((b[:, 0] >= 0).sum()) for _, b in rows]))
     hidden = model.config.text_config.hidden_size
-    heads = torch.nn.ModuleList(torch.nn.Linear(hidden, n) for _ in READ_LAYERS
-                                for n in (len(COLORS), len(SHAPES))).to(device)
+    columns = list(BOUND.values())
+    heads = torch.nn.ModuleList(torch.nn.Linear(hidden, len(columns[k])) for _ in READ_LAYERS for k in bound).to(device)
     params = [p for n, p in model.named_parameters() if "visual" not in n] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
@@ -200,12 +218,12 @@ def train_into(folder: Path, pairs: list[tuple[str, str]], steps: int, batch_siz
     started = time.perf_counter()
     stream = batches(rows, batch_size, tokenizer.pad_token_id, np.random.default_rng(seed))
     for step in range(1, steps + 1):
-        x, labels, mask, bound = (t.to(device) for t in next(stream))
+        x, labels, mask, labelled = (t.to(device) for t in next(stream))
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=device != "cpu"):
             result = model(input_ids=x, attention_mask=mask, labels=labels, output_hidden_states=identity + binding > 0)
             readback = identity_loss(result.hidden_states, model.get_input_embeddings().weight, labels) \
                 if identity else torch.zeros(())
-            tied = binding_loss(result.hidden_states, heads, bound) if binding else torch.zeros(())
+            tied = binding_loss(result.hidden_states, heads, labelled, bound) if binding else torch.zeros(())
             loss = result.loss + identity * readback + binding * tied
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -275,7 +293,9 @@ def main(argv=None):
     p.add_argument("--identity", type=float, default=1.0,
                    help="weight of reading each token back from its own state at the layers VINO reads (0: off)")
     p.add_argument("--binding", type=float, default=1.0,
-                   help="weight of reading each object phrase's colour and shape from its states (0: off)")
+                   help="weight of reading each object phrase's attributes (--bind) from its states (0: off)")
+    p.add_argument("--bind", default="color,shape",
+                   help="the attributes the binding term reads, from color, shape, size (size: the sizes twin's word)")
     p.add_argument("--init", type=Path, help="a tiny Qwen3-VL folder to go on from (keeps its tokenizer and sizes)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
@@ -286,7 +306,7 @@ def main(argv=None):
             "head_dim": args.hidden // args.heads}
     return run_cli(lambda: print(train(args.out, args.steps, args.batch_size, args.lr, text, args.captions,
                                        args.seed, args.device, not args.captions_only, args.identity,
-                                       args.binding, args.init)))
+                                       args.binding, args.init, tuple(args.bind.split(",")))))
 
 
 if __name__ == "__main__":
