@@ -72,7 +72,8 @@ early_ceiling() {  # the VAE's round-trip ceiling on held-out renders: the encod
   "$PY" -m training.autoencoder --score "$SRC/vae.safetensors" --size "$SIZE" --require "${VAE_EARLY_CEILING:=0.25}"
 }
 ceiling_pid=
-if [ "$EARLY_CEILING" != 0 ] && [ -f "$SRC/vae.safetensors" ]; then  # a VAE made before (the committed one): checked beside the world, not after
+# a VAE made before (the committed one): checked beside the world, not after it
+if [ "$EARLY_CEILING" != 0 ] && [ -f "$SRC/vae.safetensors" ]; then
   early_ceiling > "$SRC/vae-early-ceiling.log" 2>&1 &  # it (123 s in session 27, the world 126 s)
   ceiling_pid=$!
 fi

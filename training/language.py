@@ -13,8 +13,8 @@ first layer. A binding term (`--binding`) asks the same states to say, at each t
 phrase from its shape word on ("star in the bottom left corner"), that object's colour and shape (and its
 size, with `--bind color,shape,size`), through linear heads thrown away after training: the MMDiT's text tokens
 carry no positions, so only the states can tell it which colour goes with which shape and place. The vision
-tower stays as initialised. Captions
-come from `training.world.sample` in the train split, so no held-out colour x shape pair is ever seen.
+tower stays as initialised. Captions come from `training.world.sample` in the train split, so no held-out
+colour x shape pair is ever seen.
 
     python -m training.language --out models/embedded-src/qwen3vl --steps 1500 [--hidden 128 --layers 4]
     python -m training.language --out NEW --init OLD --steps 100 --lr 1e-3   # go on from a trained one
