@@ -426,7 +426,7 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
     before = open_files()
     contexts = record_contexts(records, cfg, REFERENCE_AREA)
-    unreadable = ("Image 1 in red", [(str(tmp_path / "gone.png"), None)], None)  # left to the index to report
+    unreadable = ("gone", ("Image 1 in red",), [(str(tmp_path / "gone.png"), None)], None)  # left to the index
     filled = prefill(contexts + [unreadable], data.fitted, encoder, qwen, REFERENCE_AREA, workers=2)
     opened = open_files() - before
 
@@ -449,7 +449,14 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     loaded = [data.load(s, np.random.default_rng(0), dropout=False)[2] for s in referring]
     contexts = [(c.text, c.images, c.video, c.video_fps) for c in loaded]
     contexts += [(s.record.caption_short, *context[1:]) for s, context in zip(referring, contexts)]
-    got = encoder.encode_batch(contexts, keys=[("long", c.key) for c in loaded] + [("short", c.key) for c in loaded])
+    keys = [c.key for c in loaded]
+    keys += [(key[0], s.record.caption_short, *key[2:]) for s, key in zip(referring, keys)]
+    assert {key[1] for key in keys} == {s.record.caption_long for s in referring} | {s.record.caption_short for s in
+                                                                                      referring}
+    assert set(keys) | {(key[0], "", *key[2:]) for key in keys} == set(encoder.memo)  # every caption, and none
+    encoder.prepared_count["misses"] = 0
+    got = encoder.encode_batch(contexts, keys=keys)
+    assert encoder.prepared_count["misses"] == 0  # the prompts were prepared in the workers
     # a media processor's call that was not prefilled keeps a new output
     assert len(kept) == sum(len(getattr(encoder.processor, name).outputs) for name in MEDIA_PROCESSORS)
     monkeypatch.undo()

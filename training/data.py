@@ -507,7 +507,7 @@ class TrainData:
         references = [self.cache.load(sample.images[i]) for i in images]
         if keep_video:
             references.append(self.cache.load(sample.video))
-        key = (record.id, caption, tuple(images), keep_video) if self.fitted is not None else None
+        key = memo_key(record.id, caption, images, keep_video) if self.fitted is not None else None
         swaps = record.meta.get("word_swaps", {}) if caption and caption == record.caption_long else {}
         twins = tuple((kind, swaps[kind]) for kind in TWIN_SWAPS if kind in swaps)
         context = Context(caption, [], None, None, key, twins)
@@ -526,6 +526,12 @@ class TrainData:
         if self.fitted is not None:
             self.fitted[memo_key] = fitted
         return fitted
+
+
+def memo_key(record_id: str, caption: str, images, keep_video: bool) -> tuple:
+    """Names a sample's context in the encoder's memo: its caption (long, short or none), the indices of the
+    reference images it keeps and whether it keeps its reference video."""
+    return record_id, caption, tuple(images), keep_video
 
 
 def fitted_key(path: str, video_spec: dict | None) -> tuple[str, str]:

@@ -5,8 +5,10 @@ reading of it, but a run makes them as its batches first meet the references, on
 steps: session 24's stage 3 ran steps 10-500 at 0.89 s a step and steps 1,310-1,710 at 0.31 s. Here worker
 processes fit each sample's references and run the processor over them (the CPU's work: 0.1-0.2 s a reference
 video on a busy 2-core CPU); the main process keeps their outputs in the encoder's `MemoisedMedia` and in
-`TrainData.fitted`. A batch then runs the processor only for its prompts' text and for the references that dropout
-left a sample fewer of.
+`TrainData.fitted`. The workers also make each sample's prompts with every reference kept (its long, short and
+no caption) and their mRoPE positions, which go into the encoder's memo: a batch runs the processor only for
+text-only prompts (tokenized together) and for the samples that dropout left fewer references (session 34: the
+prompts new to the memo took half the host's forward time 200-320 steps in).
 
 The main process bounded it, not the workers (benchmarks/prefill_rate.py, H200 machine, 15 workers: their own work
 115x faster than the pool's; 21,000 contexts in 226-243 s). Their outputs come through the pool's one result pipe,
@@ -30,12 +32,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
-from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+from transformers import AutoConfig, AutoProcessor, Qwen3VLForConditionalGeneration
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
 
-from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, memoising, process_context, tower_readings
+from vino_model.encoder import (MEDIA_PROCESSORS, InterleavedEncoder, memoising, process_context, rope_positions,
+                                tower_readings)
 from vino_model.errors import VinoInputError
 
-from .data import MEDIA_ERRORS, fit_reference, fitted_key, media_specs, read_ahead
+from .data import MEDIA_ERRORS, fit_reference, fitted_key, media_specs, memo_key, read_ahead
 from .manifest import Record
 
 TOWER_CHUNK = 64  # processor outputs the vision tower reads in one pass
@@ -59,12 +63,17 @@ def _start_worker(qwen_folder: str, dtype: str, reference_area: int, tower: bool
     if tower:
         vlm = Qwen3VLForConditionalGeneration.from_pretrained(qwen_folder, dtype=torch.float32)
         _worker["tower"] = vlm.model.visual.eval()
+        _worker["rope"] = vlm.model
+    else:  # the prompts' positions read the config alone: a model with no weights
+        with torch.device("meta"):
+            _worker["rope"] = Qwen3VLModel(AutoConfig.from_pretrained(qwen_folder))
 
 
-def record_contexts(records: list[Record], cfg, reference_area: int) -> list[tuple[str, list, tuple | None]]:
+def record_contexts(records: list[Record], cfg, reference_area: int) -> list[tuple[str, tuple, list, tuple | None]]:
     """The context of each record with references (and a share in cfg.tasks) with every reference kept, as the
-    workers take it: its long caption, (path, None) of each reference image and (path, fit spec) of its reference
-    video (or None). A record whose target cannot be fitted is left to the index to report."""
+    workers take it: the record's id, its captions as a batch may read them (long, short, none), (path, None) of
+    each reference image and (path, fit spec) of its reference video (or None). A record whose target cannot be
+    fitted is left to the index to report."""
     contexts = []
     for record in records:
         if not cfg.draws(record.task) or not (record.ref_images or record.ref_video):
@@ -73,17 +82,19 @@ def record_contexts(records: list[Record], cfg, reference_area: int) -> list[tup
             video = (record.ref_video, media_specs(record, cfg, reference_area)[-1][1]) if record.ref_video else None
         except VinoInputError:
             continue
-        contexts.append((record.caption_long, [(path, None) for path in record.ref_images], video))
+        captions = tuple(dict.fromkeys((record.caption_long, record.caption_short, "")))
+        contexts.append((record.id, captions, [(path, None) for path in record.ref_images], video))
     return contexts
 
 
 def _read(context) -> bytes:
-    """In a worker: one context's fitted references (`TrainData.fitted`'s entries) and what the processor made of
-    them (`MemoisedMedia.outputs` by processor name), pickled by value; None for a context with an unreadable
-    reference (the index leaves its sample out and says why). The pool's own pickler would move each
-    tensor into shared memory, whose file the main process keeps open as long as it keeps the tensor: a stage's
-    thousands of kept outputs ran past the open-file limit, and the pool broke (session 25, on the GPU machine)."""
-    text, images, video = context
+    """In a worker: one context's fitted references (`TrainData.fitted`'s entries), what the processor made of
+    them (`MemoisedMedia.outputs` by processor name) and each caption's prompt (`_prompt`), pickled by value; None
+    for a context with an unreadable reference (the index leaves its sample out and says why). The pool's own
+    pickler would move each tensor into shared memory, whose file the main process keeps open as long as it keeps
+    the tensor: a stage's thousands of kept outputs ran past the open-file limit, and the pool broke (session 25,
+    on the GPU machine)."""
+    name, captions, images, video = context
     references = images + ([video] if video else [])
     area = _worker["reference_area"]
     try:
@@ -92,12 +103,28 @@ def _read(context) -> bytes:
         return pickle.dumps(None)
     frames, fps = fitted[fitted_key(*video)] if video else (None, None)
     processor = _worker["processor"]
-    process_context(processor, text, [fitted[fitted_key(*image)] for image in images], frames, fps)
+    pictures = [fitted[fitted_key(*image)] for image in images]
+    prompts = [(memo_key(name, caption, range(len(images)), video is not None),
+                *_prompt(process_context(processor, caption, pictures, frames, fps), processor))
+               for caption in captions]  # the media are processed for the first, and memoised for the others
     made = {}
     for name in MEDIA_PROCESSORS:
         media = getattr(processor, name)
         made[name], media.outputs = media.outputs, {}
-    return pickle.dumps((fitted, made, _read_in_worker(made)), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((fitted, made, _read_in_worker(made), prompts), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _prompt(inputs, processor) -> tuple[dict, dict, torch.Tensor]:
+    """In a worker: a processed prompt as the encoder's memo keeps it, split into what goes by value (token ids,
+    masks) and what the main process already keeps (the media outputs' tensors, as (processor name, output key,
+    name in it)), and its mRoPE positions. A batch then prepares none of a prefilled sample's prompts: 87 a step
+    were new to the memo 200-320 steps into session 34's run, half the host's forward time."""
+    kept = {id(value): (name, key, field) for name in MEDIA_PROCESSORS
+            for key, output in getattr(processor, name).outputs.items() for field, value in output.items()
+            if isinstance(value, torch.Tensor)}
+    by_value = {field: value for field, value in inputs.items() if id(value) not in kept}
+    shared = {field: kept[id(value)] for field, value in inputs.items() if id(value) in kept}
+    return by_value, shared, rope_positions(_worker["rope"], inputs)
 
 
 def _read_in_worker(made: dict) -> dict:
@@ -161,7 +188,7 @@ def prefill(contexts: list, fitted: dict, encoder: InterleavedEncoder, qwen_fold
         for result in map(pickle.loads, read_ahead(pool, _read, contexts, 4 * workers)):
             if result is None:
                 continue
-            made_fitted, made, readings = result
+            made_fitted, made, readings, prompts = result
             fitted.update(made_fitted)
             for name, outputs in made.items():
                 fresh = {key: output for key, output in outputs.items() if key not in kept[name]}
@@ -170,6 +197,10 @@ def prefill(contexts: list, fitted: dict, encoder: InterleavedEncoder, qwen_fold
                     read += sum(keep_readings(encoder, output, readings, (name, key)) for key, output in fresh.items())
                 else:
                     pending += fresh.values()
+            for key, by_value, shared, positions in prompts:  # the kept outputs' own tensors, which the tower read
+                inputs = {**by_value, **{field: kept[name][output][name_in] for field, (name, output, name_in)
+                                         in shared.items()}}
+                encoder.memo[key] = inputs, positions
             if len(pending) >= TOWER_CHUNK:
                 read, pending = read + read_by_tower(encoder, pending), []
     read += read_by_tower(encoder, pending)

@@ -196,6 +196,14 @@ def process_context(processor, text: str, images=(), video=None, video_fps: floa
     return processor(**kwargs)
 
 
+def rope_positions(model, inputs) -> torch.Tensor:
+    """A processor output's mRoPE positions [L, 3], from the token ids and the media grids (`model`: a Qwen3-VL
+    model, of which only the config is read: one on the meta device does)."""
+    return model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                image_grid_thw=inputs.get("image_grid_thw"),
+                                video_grid_thw=inputs.get("video_grid_thw"))[0][:, 0].T
+
+
 def keep_video_wrapper(processor):
     """The processor, keeping the chat template's outer <|vision_start|> ... <|vision_end|> around a video's
     timestamped groups, which VINO reads as the video's boundary tokens (its weights were trained with it).
@@ -418,9 +426,7 @@ class InterleavedEncoder(nn.Module):
         if memo is not None and key in memo:
             return memo[key]
         inputs = self.process(*context)
-        positions = self.vlm.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
-                                                  image_grid_thw=inputs.get("image_grid_thw"),
-                                                  video_grid_thw=inputs.get("video_grid_thw"))[0][:, 0].T
+        positions = rope_positions(self.vlm.model, inputs)
         if memo is not None:
             memo[key] = inputs, positions
         return inputs, positions
