@@ -94,7 +94,7 @@ def _read(context) -> bytes:
     pickler would move each tensor into shared memory, whose file the main process keeps open as long as it keeps
     the tensor: a stage's thousands of kept outputs ran past the open-file limit, and the pool broke (session 25,
     on the GPU machine)."""
-    name, captions, images, video = context
+    record_id, captions, images, video = context
     references = images + ([video] if video else [])
     area = _worker["reference_area"]
     try:
@@ -104,7 +104,7 @@ def _read(context) -> bytes:
     frames, fps = fitted[fitted_key(*video)] if video else (None, None)
     processor = _worker["processor"]
     pictures = [fitted[fitted_key(*image)] for image in images]
-    prompts = [(memo_key(name, caption, range(len(images)), video is not None),
+    prompts = [(memo_key(record_id, caption, range(len(images)), video is not None),
                 *_prompt(process_context(processor, caption, pictures, frames, fps), processor))
                for caption in captions]  # the media are processed for the first, and memoised for the others
     made = {}
