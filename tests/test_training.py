@@ -150,6 +150,23 @@ def test_stage0_base_model_learns_from_the_native_text_encoder(curriculum):
     assert result.frames.shape == (5, 32, 32, 3)
 
 
+def test_a_fixed_evaluation_world_replaces_the_training_index_first_samples(curriculum, tmp_path):
+    """eval.manifest: the evaluation set comes from another world (held out, the same whatever run.seed), here
+    three t2i samples where the training index would give eval.samples = 4."""
+    write_split(str(tmp_path / "eval"), per_task=3, width=32, height=32, frames=5, split="heldout", tasks=["t2i"])
+    for manifest, expected in [([], 4), ([str(tmp_path / "eval" / "manifest.jsonl")], 3)]:
+        out = tmp_path / f"run{expected}"
+        train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+            0, out, **{"run.steps": 1, "eval.every": 1, "eval.manifest": manifest, "samples.every": 0})))
+        log = records(out)
+        assert next(r for r in log if r.get("event") == "start")["eval_samples"] == expected
+        assert len([r for r in log if "eval_loss" in r]) == 2  # at step 0 and at the end
+    with pytest.raises(VinoInputError, match=r"manifest\(s\) \['nowhere.jsonl'\] of data.manifest / eval.manifest"):
+        train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+            0, tmp_path / "never", **{"eval.every": 1, "eval.manifest": ["nowhere.jsonl"]})))
+    assert not (tmp_path / "never").exists()
+
+
 def test_stage1_trains_only_the_text_connector(curriculum):
     before, after = load_file(curriculum.export(0)), load_file(curriculum.export(1))
     assert changed(before, after, "mm_encoder.connector.")

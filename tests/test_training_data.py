@@ -350,7 +350,7 @@ def test_kept_in_memory_references_are_what_the_files_give(world):
             assert (a.video is None) == (b.video is None) and a.video_fps == b.video_fps
             if a.video is not None:
                 assert all((np.asarray(x) == np.asarray(y)).all() for x, y in zip(a.video, b.video))
-        assert a.key is None and b.key[0] == sample.record.id
+        assert a.key is None and b.key[0] == sample.record.target  # two worlds' records share ids, not files
     assert len(memo.fitted) == sum(len(s.images) + (s.video is not None) for s in samples)
 
 
@@ -426,7 +426,7 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
     before = open_files()
     contexts = record_contexts(records, cfg, REFERENCE_AREA)
-    unreadable = ("gone", ("Image 1 in red",), [(str(tmp_path / "gone.png"), None)], None)  # left to the index
+    unreadable = (str(tmp_path / "gone"), ("Image 1 in red",), [(str(tmp_path / "gone.png"), None)], None)  # left to the index
     filled = prefill(contexts + [unreadable], data.fitted, encoder, qwen, REFERENCE_AREA, workers=2)
     opened = open_files() - before
 

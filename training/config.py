@@ -161,7 +161,9 @@ class LogConfig:
 @dataclass
 class EvalConfig:
     every: int = 0  # steps between evaluations of the flow-matching loss at fixed noise (0: off)
-    samples: int = 8  # the first N samples of the training index, spread over its tasks
+    samples: int = 8  # the first N samples of the training index (or of `manifest`'s), spread over its tasks
+    manifest: list = field(default_factory=list)  # a fixed evaluation world's manifests (a held-out split): the same
+    # set whatever run.seed, none of it trained on; empty: the training index's first samples (each seed's own set)
 
 
 @dataclass

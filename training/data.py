@@ -480,11 +480,13 @@ class TrainData:
                 return collate(loaded)
         raise VinoInputError(f"{MAX_FAILED_BATCHES} batches in a row had no readable sample; see the warnings above")
 
-    def eval_samples(self, count: int) -> list[Sample]:
-        """The first `count` samples taking tasks in turn: a fixed evaluation set."""
-        queues = [[s for s in self.samples if s.record.task == t] for t in self.sampler.tasks]
+    def eval_samples(self, count: int, samples: list[Sample] | None = None) -> list[Sample]:
+        """The first `count` samples (of this index, or of `samples`: another world's) taking this index's tasks in
+        turn: a fixed evaluation set."""
+        samples = self.samples if samples is None else samples
+        queues = [[s for s in samples if s.record.task == t] for t in self.sampler.tasks]
         chosen = []
-        for k in range(max(map(len, queues))):
+        for k in range(max(map(len, queues), default=0)):
             chosen += [q[k] for q in queues if k < len(q)]
         return chosen[:count]
 
@@ -507,7 +509,7 @@ class TrainData:
         references = [self.cache.load(sample.images[i]) for i in images]
         if keep_video:
             references.append(self.cache.load(sample.video))
-        key = memo_key(record.id, caption, images, keep_video) if self.fitted is not None else None
+        key = memo_key(record.target, caption, images, keep_video) if self.fitted is not None else None
         swaps = record.meta.get("word_swaps", {}) if caption and caption == record.caption_long else {}
         twins = tuple((kind, swaps[kind]) for kind in TWIN_SWAPS if kind in swaps)
         context = Context(caption, [], None, None, key, twins)
@@ -528,10 +530,11 @@ class TrainData:
         return fitted
 
 
-def memo_key(record_id: str, caption: str, images, keep_video: bool) -> tuple:
-    """Names a sample's context in the encoder's memo: its caption (long, short or none), the indices of the
-    reference images it keeps and whether it keeps its reference video."""
-    return record_id, caption, tuple(images), keep_video
+def memo_key(target: str, caption: str, images, keep_video: bool) -> tuple:
+    """Names a sample's context in the encoder's memo: its target's path (two worlds' records share ids, not
+    files), its caption (long, short or none), the indices of the reference images it keeps and whether it keeps
+    its reference video."""
+    return target, caption, tuple(images), keep_video
 
 
 def fitted_key(path: str, video_spec: dict | None) -> tuple[str, str]:

@@ -259,6 +259,10 @@ def train(cfg) -> Path:
     np.random.seed(seed + rank)
     random.seed(seed + rank)
 
+    missing = [m for m in [*cfg.data.manifest, *cfg.eval.manifest] if not Path(m).is_file()]
+    if missing:  # before anything is built or written
+        raise VinoInputError(f"manifest(s) {missing} of data.manifest / eval.manifest: no such file; render the world "
+                             f"first (python -m training.world; scripts/train_embedded.sh makes the embedded ones)")
     begun = time.monotonic()  # run.seconds count from here: the prefill and the index take steps' time
     trainee, config = model.build(cfg)
     vae = VinoVAE.load(cfg.model.vae, device=device, dtype=parse_dtype(cfg.data.vae_dtype))
@@ -302,10 +306,16 @@ def train(cfg) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     logger = Logger(out, cfg, step, enabled=rank == 0)
+    eval_set = []
+    if cfg.eval.every:
+        evaluated = None
+        if cfg.eval.manifest:  # its latents are cached here (a few samples), with the training index's
+            evaluated, _ = build_index([r for manifest in cfg.eval.manifest for r in read_manifest(manifest)],
+                                       cfg.data, cache, config.reference_area, rank, world, engine.gather)
+        eval_set = data.eval_samples(cfg.eval.samples, evaluated)
     logger.write(step, event="resume" if resume_from else "start", samples=len(samples), ranks=world,
                  set_up_seconds=round(time.monotonic() - begun, 1), waited_for_fills=round(waited, 1),
-                 **({"resharded_from": resharded_from} if resharded_from else {}))
-    eval_set = data.eval_samples(cfg.eval.samples) if cfg.eval.every else []
+                 eval_samples=len(eval_set), **({"resharded_from": resharded_from} if resharded_from else {}))
 
     ds.train()
     clock, window, values = StepClock(), Window(), {}

@@ -71,7 +71,7 @@ def _start_worker(qwen_folder: str, dtype: str, reference_area: int, tower: bool
 
 def record_contexts(records: list[Record], cfg, reference_area: int) -> list[tuple[str, tuple, list, tuple | None]]:
     """The context of each record with references (and a share in cfg.tasks) with every reference kept, as the
-    workers take it: the record's id, its captions as a batch may read them (long, short, none), (path, None) of
+    workers take it: the record's target (which names it in the memo), its captions as a batch may read them (long, short, none), (path, None) of
     each reference image and (path, fit spec) of its reference video (or None). A record whose target cannot be
     fitted is left to the index to report."""
     contexts = []
@@ -83,7 +83,7 @@ def record_contexts(records: list[Record], cfg, reference_area: int) -> list[tup
         except VinoInputError:
             continue
         captions = tuple(dict.fromkeys((record.caption_long, record.caption_short, "")))
-        contexts.append((record.id, captions, [(path, None) for path in record.ref_images], video))
+        contexts.append((record.target, captions, [(path, None) for path in record.ref_images], video))
     return contexts
 
 
@@ -94,7 +94,7 @@ def _read(context) -> bytes:
     pickler would move each tensor into shared memory, whose file the main process keeps open as long as it keeps
     the tensor: a stage's thousands of kept outputs ran past the open-file limit, and the pool broke (session 25,
     on the GPU machine)."""
-    record_id, captions, images, video = context
+    target, captions, images, video = context
     references = images + ([video] if video else [])
     area = _worker["reference_area"]
     try:
@@ -104,7 +104,7 @@ def _read(context) -> bytes:
     frames, fps = fitted[fitted_key(*video)] if video else (None, None)
     processor = _worker["processor"]
     pictures = [fitted[fitted_key(*image)] for image in images]
-    prompts = [(memo_key(record_id, caption, range(len(images)), video is not None),
+    prompts = [(memo_key(target, caption, range(len(images)), video is not None),
                 *_prompt(process_context(processor, caption, pictures, frames, fps), processor))
                for caption in captions]  # the media are processed for the first, and memoised for the others
     made = {}
