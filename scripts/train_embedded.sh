@@ -82,6 +82,7 @@ world data/embedded/base --per-task "$BASE_PER_TASK" --tasks t2i,t2v --seed $((2
 world_base=$!
 world data/embedded/tasks --per-task "$TASK_PER_TASK" --seed $((2 * SEED + 1)) &
 world_tasks=$!
+world data/embedded/eval --per-task 4 --split heldout --seed 1000  # stage 3's evaluation set, whatever SEED
 [ -d "$SRC/qwen3vl" ] || "$PY" -m training.language --out "$SRC/qwen3vl" --steps "$LM_STEPS"
 vae_args=(--size "$SIZE" --batch-size "$VAE_BATCH" --pool "$VAE_POOL" --workers "$WORKERS")
 [ -f "$SRC/vae.safetensors" ] || "$PY" -m training.autoencoder --out "$SRC/vae.safetensors" --steps "$VAE_STEPS" "${vae_args[@]}" \
