@@ -14,15 +14,17 @@ fit of which colours a shape takes in the train split counts against it there (t
 much). The probe's accuracy on the other object's colour, from the same state, is how much that colour leaks in.
 
 With `--attribute size` it reads each object's size instead, in captions of two objects of two sizes: what the
-"sizes" twin (training.world.swap_sizes) asks the MMDiT to tell apart.
+"sizes" twin (training.world.swap_sizes) asks the MMDiT to tell apart. With `--attribute count`, the number of
+copies in a count caption, at the plural shape word ("circles" in "three small green circles ..."): the count twin's.
 
     python benchmarks/embedded_binding_probe.py [--qwen training/embedded-src/qwen3vl] [--train 800 --test 300]
-        [--attribute size]
+        [--attribute size|count]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -32,10 +34,10 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.language import mentions  # noqa: E402
-from training.world import COLORS, SIZES, sample  # noqa: E402
+from training.world import COLORS, NUMBERS, PLURALS, SIZES, sample  # noqa: E402
 from vino_model.encoder import render_prompt  # noqa: E402
 
-ATTRIBUTES = {"color": COLORS, "size": SIZES}  # what the probe reads, and its values
+ATTRIBUTES = {"color": COLORS, "size": SIZES, "count": NUMBERS}  # what the probe reads, and its values
 
 
 def pair_captions(split: str, count: int, seed: int, attribute: str = "color") -> list[tuple[str, list[dict]]]:
@@ -80,6 +82,33 @@ def shape_states(vlm, processor, captions, at: str = "shape",
     return torch.stack(states, 1).float(), torch.tensor(own), torch.tensor(other)
 
 
+@torch.no_grad()
+def count_states(vlm, processor, split: str, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`shape_states` for `count` t2i captions of copies of one object ("three small green circles ..."): the states
+    at the plural shape word, the number [N] and the other number [N] (indices into NUMBERS)."""
+    numbers, tokenizer = list(NUMBERS), processor.tokenizer
+    states, own, index = [], [], 0
+    while len(own) < count:
+        meta, caption, _ = sample("t2i", seed, index, 128, 128, 1, split)
+        index += 1
+        objects = meta["scene"]["objects"]
+        if len(objects) not in NUMBERS or len({(o["shape"], o["color"], o["size"]) for o in objects}) > 1:
+            continue
+        words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[\w-]+", caption)]
+        named = [end for _, end, word in words if word == PLURALS[objects[0]["shape"]]]
+        if NUMBERS[len(objects)] not in [word for _, _, word in words] or not named:
+            continue  # a caption that names them otherwise
+        prompt = render_prompt(processor, caption, 0, False)
+        encoded = tokenizer(prompt, return_offsets_mapping=True)
+        position = [end for _, end in encoded["offset_mapping"]].index(prompt.index(caption) + named[0])
+        hidden = vlm.model.language_model(input_ids=torch.tensor([encoded["input_ids"]]),
+                                          output_hidden_states=True).hidden_states
+        states.append(torch.stack([layer[0, position] for layer in hidden]))
+        own.append(numbers.index(len(objects)))
+    own = torch.tensor(own)
+    return torch.stack(states, 1).float(), own, 1 - own
+
+
 def probe_accuracy(train_x, train_y, test_x, test_ys, classes: int, steps: int = 500) -> list[float]:
     """Softmax regression fitted on (train_x, train_y) (features standardised on the train set); its accuracy on
     test_x against each of test_ys."""
@@ -105,19 +134,25 @@ def main(argv=None) -> None:
     p.add_argument("--at", choices=("shape", "place"), default="shape",
                    help="read the state at each object's shape word, or at the last word of its phrase (its place)")
     p.add_argument("--attribute", choices=tuple(ATTRIBUTES), default="color",
-                   help="the object's attribute to read: its colour, or its size (the sizes twin's word)")
+                   help="the object's attribute to read: its colour, its size (the sizes twin's word), or the number "
+                        "of copies in a count caption (the count twin's; read at the plural shape word)")
     args = p.parse_args(argv)
     values = ATTRIBUTES[args.attribute]
     vlm = Qwen3VLForConditionalGeneration.from_pretrained(args.qwen, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(args.qwen)
-    train_x, train_y, _ = shape_states(vlm, processor, pair_captions("train", args.train, args.seed, args.attribute),
-                                       args.at, args.attribute)
-    tests = {split: shape_states(vlm, processor, pair_captions(split, args.test, args.seed + 1, args.attribute),
-                                 args.at, args.attribute) for split in ("train", "heldout")}
+
+    def read(split: str, count: int, seed: int):
+        if args.attribute == "count":
+            return count_states(vlm, processor, split, count, seed)
+        return shape_states(vlm, processor, pair_captions(split, count, seed, args.attribute), args.at, args.attribute)
+
+    train_x, train_y, _ = read("train", args.train, args.seed)
+    tests = {split: read(split, args.test, args.seed + 1) for split in ("train", "heldout")}
     layers = train_x.shape[0]
-    print(f"fitted on {args.train} train-split captions of two objects of two {args.attribute}s, scored on {args.test} "
-          f"more of each split; {len(values)} {args.attribute}s (chance {1 / len(values):.3f}); "
-          f"the state at each object's {args.at} word")
+    scenes = "copies of one object" if args.attribute == "count" else f"two objects of two {args.attribute}s"
+    print(f"fitted on {args.train} train-split captions of {scenes}, scored on {args.test} more of each split; "
+          f"{len(values)} {args.attribute}s (chance {1 / len(values):.3f}); the state at each object's "
+          f"{'shape' if args.attribute == 'count' else args.at} word")
     print(f"{'':<40} {'train split':>24} {'held-out split':>24}")
     own_name = f"own {args.attribute}"
     print(f"{'layer':<40} {own_name:>12}{'other':>12} {own_name:>12}{'other':>12}")
