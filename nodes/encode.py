@@ -29,6 +29,7 @@ class VinoContext:
     media: Media
     contexts: Contexts
     branches: dict[str, Branch] | None = None
+    have_base: bool = False  # ti2i's last image is the edited one: the sampler's "ti2i_ref" image CFG
 
 
 class InterleavedEncode:
@@ -87,7 +88,7 @@ class InterleavedEncode:
         media = pipeline.prepare_media(images, video, fps, max_video_frames)
         negative = None if use_default_negative else negative_prompt
         contexts = pipeline.encode_context(task, prompt, media, negative, have_base, image_cfg=GUIDED, text_cfg=GUIDED)
-        context = VinoContext(vino, task, media, contexts)
+        context = VinoContext(vino, task, media, contexts, have_base=have_base)
         if not media.images and media.video is None:
             context.branches = pipeline.branches(contexts, [], 0)
         return (context,)

@@ -131,5 +131,6 @@ class LoadVinoEmbedded:
         bundle = register.embedded_bundle()
         checkpoint, qwen_folder, vae = (bundle / part for part in BUNDLE_FILES)
         model = VinoModel.load(checkpoint, qwen_folder, dtype, attention)
-        model.pipeline.output_defaults = output_defaults(bundle_defaults(bundle))  # the sampler's zeros: its size
+        model.pipeline.bundle_defaults = bundle_defaults(bundle)
+        model.pipeline.output_defaults = output_defaults(model.pipeline.bundle_defaults)  # the sampler's zeros
         return (model, EmbeddedVAE(VinoVAE.load(vae)))

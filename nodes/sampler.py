@@ -6,6 +6,7 @@ import latent_preview
 
 from ..vino_model.errors import VinoInputError
 from ..vino_model.tasks import DEFAULTS, MAX_FRAMES
+from ..vino_model.tiny import image_cfg_for
 
 from .vae import LATENT_FORMAT
 
@@ -24,8 +25,8 @@ class VinoSampler:
         "Denoises the output latent with the MMDiT, attending to the wrapped references, with the release's "
         "sampler (flow matching, Euler, shifted schedule) and guidance: text CFG against the negative prompt, "
         "image CFG against the negative prompt without the reference images. Zero in width, height, frames, "
-        "text_cfg or shift takes the model's default for the task (the release's; the embedded default's are its "
-        "bundle's, the size it was trained at). Decode the LATENT with core VAE Decode."
+        "text_cfg, image_cfg or shift takes the model's default for the task (the release's; the embedded "
+        "default's are its bundle's, the size it was trained at). Decode the LATENT with core VAE Decode."
     )
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("HunyuanVideo latent [1, 16, T, H, W] (ComfyUI's unscaled convention) for VAE Decode.",)
@@ -51,9 +52,11 @@ class VinoSampler:
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Euler steps (the release: 50)."}),
             "text_cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                    "tooltip": f"Text guidance; 1 = off; {zero_means('text_cfg')}."}),
-            "image_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                                    "tooltip": "Image guidance; 1 = off (the release's default); 1 to 3 for "
-                                               "reference-driven tasks."}),
+            "image_cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                                    "tooltip": "Image guidance; 1 = off; 1 to 3 for reference-driven tasks; 0 = the "
+                                               "model's default for the task: the release's 1 (off), or the "
+                                               "embedded default's own (its defaults.json: 3 for i2v and "
+                                               "reference-guided edits)."}),
             "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                                 "tooltip": f"Schedule shift; {zero_means('shift')}."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
@@ -68,6 +71,8 @@ class VinoSampler:
             raise VinoInputError("the context has references without latents; pass it through Reference Latent Wrap")
         pipeline = vino.load_part(vino.mmdit)
         defaults = pipeline.output_defaults[context.task.output]
+        kind = "ti2i_ref" if context.task.name == "ti2i" and context.have_base else context.task.name
+        image_cfg = image_cfg or image_cfg_for(pipeline.bundle_defaults, kind)
         width, height, frames = pipeline.output_shape(context.task, context.media, width or None, height or None,
                                                       frames or None)
         previewer = latent_preview.get_previewer(pipeline.device, LATENT_FORMAT)

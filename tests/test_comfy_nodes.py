@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -62,6 +63,8 @@ NODES = {  # node id: (display name, required inputs, optional inputs, outputs)
 def comfy(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     bundle = make_tiny_bundle(models / "vino" / "embedded")
+    # an image CFG of its own for reference-guided edits, as the embedded default's defaults.json has
+    (bundle / "defaults.json").write_text(json.dumps({**TINY_DEFAULTS, "image_cfg_tasks": {"ti2i_ref": 3.0}}))
     # The names the real-weights workflows ask for, here the tiny model's parts.
     (models / "vino" / "vino.safetensors").symlink_to(bundle / "vino.safetensors")
     (models / "text_encoders").mkdir()
@@ -222,6 +225,21 @@ def test_real_workflow_is_valid_but_for_the_missing_vae(comfy, object_info, task
     failing = {node: errors["errors"] for node, errors in rejected.value.response["node_errors"].items()
                if errors["errors"]}
     assert list(failing) == ["2"] and failing["2"][0]["type"] == "value_not_in_list"
+
+
+def test_image_cfg_zero_takes_the_bundles_own_for_the_task(comfy, object_info):
+    """The sampler's image_cfg 0: the loaded bundle's image CFG for the task kind (ti2i with have_base:
+    "ti2i_ref", 3 here), as `python -m vino_model.generate` takes it from defaults.json."""
+    graph = ui_to_api(load_workflow("ti2i_reference_embedded"), object_info)
+    graph[SAMPLER]["inputs"]["steps"] = 2
+    pixels = {}
+    for image_cfg in (0.0, 3.0, 1.0):
+        graph[SAMPLER]["inputs"]["image_cfg"] = image_cfg
+        entry, _ = run(comfy, graph)
+        with Image.open(output_path(comfy, entry["outputs"][OUTPUT]["images"][0])) as image:
+            pixels[image_cfg] = np.asarray(image.convert("RGB")).astype(int)
+    assert np.array_equal(pixels[0.0], pixels[3.0])
+    assert np.abs(pixels[0.0] - pixels[1.0]).max() > 0  # image guidance changed the picture: 0 was not 1
 
 
 def test_load_vino_runs_a_real_workflow_on_files_in_the_model_folders(comfy, object_info):

@@ -27,7 +27,8 @@ from .mmdit import ATTENTION_BACKENDS
 from .parallel import init_from_env
 from .pipeline import DTYPES, VinoPipeline
 from .tasks import TASKS, read_task_file
-from .tiny import BUNDLE_FILES, DEMO_TASK_FILES, SHIPPED_BUNDLE, bundle_defaults, is_bundle, make_tiny_bundle
+from .tiny import (BUNDLE_FILES, DEMO_TASK_FILES, SHIPPED_BUNDLE, bundle_defaults, image_cfg_for, is_bundle,
+                   make_tiny_bundle)
 
 log = logging.getLogger("vino")
 
@@ -119,7 +120,7 @@ def apply_bundle(args) -> None:
 def entry_image_cfg(args, entry) -> float:
     """The image CFG of one task-file entry: the bundle's for its task, if it has one, else image_cfg."""
     kind = "ti2i_ref" if entry.task == "ti2i" and entry.ref_image_have_base else entry.task
-    return (getattr(args, "image_cfg_tasks", None) or {}).get(kind, args.image_cfg)
+    return image_cfg_for({"image_cfg": args.image_cfg, "image_cfg_tasks": getattr(args, "image_cfg_tasks", None)}, kind)
 
 
 def run(args) -> list[Path]:

@@ -99,6 +99,8 @@ class VinoPipeline:
         self.offload = False
         self.output_defaults = DEFAULTS  # per output kind, what unset sizes, frames, guidance and shift take: the
                                          # release's, or a bundle's own (tiny.output_defaults)
+        self.bundle_defaults = {}  # a bundle's defaults.json (tiny.bundle_defaults), whose image CFG by task kind
+                                   # (tiny.image_cfg_for) the sampler node's image_cfg 0 takes; {}: the release's
 
     @classmethod
     def load(cls, checkpoint, qwen_folder, vae_path, device="cpu", dtype="float32", attention="auto",

@@ -51,6 +51,14 @@ def bundle_defaults(folder: Path) -> dict:
     return defaults
 
 
+def image_cfg_for(bundle: dict, kind: str) -> float:
+    """A task kind's image CFG when none is given ("ti2i_ref": ti2i with ref_image_have_base): a bundle's own for
+    the kind (its image_cfg_tasks), else its image_cfg, else the release's 1.0 (off). The CLI and the nodes both
+    take it from here."""
+    own = bundle.get("image_cfg")
+    return (bundle.get("image_cfg_tasks") or {}).get(kind, 1.0 if own is None else own)
+
+
 def output_defaults(bundle: dict) -> dict:
     """tasks.DEFAULTS (per output kind: width, height, frames, shift, text_cfg) with a bundle's defaults over the
     release's: what a model left to its own defaults draws."""
