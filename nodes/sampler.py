@@ -71,8 +71,7 @@ class VinoSampler:
             raise VinoInputError("the context has references without latents; pass it through Reference Latent Wrap")
         pipeline = vino.load_part(vino.mmdit)
         defaults = pipeline.output_defaults[context.task.output]
-        kind = "ti2i_ref" if context.task.name == "ti2i" and context.have_base else context.task.name
-        image_cfg = image_cfg or image_cfg_for(pipeline.bundle_defaults, kind)
+        image_cfg = image_cfg or image_cfg_for(pipeline.bundle_defaults, context.task.name, context.have_base)
         width, height, frames = pipeline.output_shape(context.task, context.media, width or None, height or None,
                                                       frames or None)
         previewer = latent_preview.get_previewer(pipeline.device, LATENT_FORMAT)

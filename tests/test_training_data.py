@@ -426,7 +426,8 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
     before = open_files()
     contexts = record_contexts(records, cfg, REFERENCE_AREA)
-    unreadable = (str(tmp_path / "gone"), ("Image 1 in red",), [(str(tmp_path / "gone.png"), None)], None)  # left to the index
+    # an unreadable reference: left to the index to report
+    unreadable = (str(tmp_path / "gone"), ("Image 1 in red",), [(str(tmp_path / "gone.png"), None)], None)
     filled = prefill(contexts + [unreadable], data.fitted, encoder, qwen, REFERENCE_AREA, workers=2)
     opened = open_files() - before
 

@@ -71,9 +71,9 @@ def _start_worker(qwen_folder: str, dtype: str, reference_area: int, tower: bool
 
 def record_contexts(records: list[Record], cfg, reference_area: int) -> list[tuple[str, tuple, list, tuple | None]]:
     """The context of each record with references (and a share in cfg.tasks) with every reference kept, as the
-    workers take it: the record's target (which names it in the memo), its captions as a batch may read them (long, short, none), (path, None) of
-    each reference image and (path, fit spec) of its reference video (or None). A record whose target cannot be
-    fitted is left to the index to report."""
+    workers take it: the record's target (which names it in the memo), its captions as a batch may read them
+    (long, short, none), (path, None) of each reference image and (path, fit spec) of its reference video (or
+    None). A record whose target cannot be fitted is left to the index to report."""
     contexts = []
     for record in records:
         if not cfg.draws(record.task) or not (record.ref_images or record.ref_video):

@@ -119,8 +119,8 @@ def apply_bundle(args) -> None:
 
 def entry_image_cfg(args, entry) -> float:
     """The image CFG of one task-file entry: the bundle's for its task, if it has one, else image_cfg."""
-    kind = "ti2i_ref" if entry.task == "ti2i" and entry.ref_image_have_base else entry.task
-    return image_cfg_for({"image_cfg": args.image_cfg, "image_cfg_tasks": getattr(args, "image_cfg_tasks", None)}, kind)
+    given = {"image_cfg": args.image_cfg, "image_cfg_tasks": getattr(args, "image_cfg_tasks", None)}
+    return image_cfg_for(given, entry.task, entry.ref_image_have_base)
 
 
 def run(args) -> list[Path]:

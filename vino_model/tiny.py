@@ -51,10 +51,11 @@ def bundle_defaults(folder: Path) -> dict:
     return defaults
 
 
-def image_cfg_for(bundle: dict, kind: str) -> float:
-    """A task kind's image CFG when none is given ("ti2i_ref": ti2i with ref_image_have_base): a bundle's own for
-    the kind (its image_cfg_tasks), else its image_cfg, else the release's 1.0 (off). The CLI and the nodes both
-    take it from here."""
+def image_cfg_for(bundle: dict, task: str, have_base: bool = False) -> float:
+    """A task's image CFG when none is given: a bundle's own for its kind (its image_cfg_tasks; ti2i with
+    ref_image_have_base is "ti2i_ref"), else its image_cfg, else the release's 1.0 (off). The CLI and the nodes
+    both take it from here."""
+    kind = "ti2i_ref" if task == "ti2i" and have_base else task
     own = bundle.get("image_cfg")
     return (bundle.get("image_cfg_tasks") or {}).get(kind, 1.0 if own is None else own)
 
