@@ -165,6 +165,10 @@ def test_a_fixed_evaluation_world_replaces_the_training_index_first_samples(curr
         train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
             0, tmp_path / "never", **{"eval.every": 1, "eval.manifest": ["nowhere.jsonl"]})))
     assert not (tmp_path / "never").exists()
+    off = tmp_path / "off"  # with the evaluation off, its world is not needed
+    train(train_config.load(CONFIGS / "stage0.toml", curriculum.overrides(
+        0, off, **{"run.steps": 1, "eval.every": 0, "eval.manifest": ["nowhere.jsonl"], "samples.every": 0})))
+    assert next(r for r in records(off) if r.get("event") == "start")["eval_samples"] == 0
 
 
 def test_stage1_trains_only_the_text_connector(curriculum):

@@ -259,7 +259,8 @@ def train(cfg) -> Path:
     np.random.seed(seed + rank)
     random.seed(seed + rank)
 
-    missing = [m for m in [*cfg.data.manifest, *cfg.eval.manifest] if not Path(m).is_file()]
+    read = [*cfg.data.manifest, *(cfg.eval.manifest if cfg.eval.every else [])]  # an evaluation that is off reads none
+    missing = [m for m in read if not Path(m).is_file()]
     if missing:  # before anything is built or written
         raise VinoInputError(f"manifest(s) {missing} of data.manifest / eval.manifest: no such file; render the world "
                              f"first (python -m training.world; scripts/train_embedded.sh makes the embedded ones)")
