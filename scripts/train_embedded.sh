@@ -37,7 +37,7 @@ INIT=${INIT:-}                         # stage START_AT starts from INIT, an ear
 STAGE_BENCH=${STAGE_BENCH:-}           # stages (1 or 2, space-separated) whose EMA export also runs the benchmark's t2i
                                        # and t2v prompts (output/embedded-bench-stageN/): does a later stage lose them?
 FILL_SHARDS=${FILL_SHARDS:-4}          # processes that fill stage 3's cache of the task media (half as many for the base)
-BUNDLE=${BUNDLE:-vino_model/embedded}
+BUNDLE=${BUNDLE-vino_model/embedded}   # empty: end once the stages have exported (no bundle, no benchmark)
 EARLY_CEILING=${EARLY_CEILING:-1}      # 0: skip the early check of the VAE's ceiling (about 120 s, longer than a
                                        # halved world's render): for a short run from the committed VAE, already scored
 SRC=models/embedded-src
@@ -177,6 +177,10 @@ done
 for pid in "${cache_pids[@]}"; do
   wait "$pid" || step "a stage-3 cache fill stopped early (see $SRC/stage3-*cache.log.*); stage 3 filled the rest"
 done
+if [ -z "$BUNDLE" ] && [ -z "$decoder_pid" ]; then
+  step "stages done; BUNDLE is empty: no bundle and no benchmark"
+  exit 0
+fi
 step "the tuned decoder's round-trip ceiling (must reach VAE_CEILING=${VAE_CEILING:=0.85})"
 if [ -n "$decoder_pid" ]; then
   status=0

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One call of the lent GPU as one whole stage-3 run. A call lasts at most 600 s and the machine goes back 30 s after
+# it, often before the next call arrives: sessions 35 and 36 each lost a run spread over three calls
+# (scripts/device_detached.sh) when one call found a bare machine. Here each call trains, cools and exports by
+# itself, going on from the trunk the last call brought back (runs/carry/trunk.safetensors, else the committed
+# training/embedded-src/stage3), so a bare machine costs a call its set-up, not the session its run. A call that
+# finds the machine warm reuses its world and latent cache, and compiles the blocks. A bare machine's call runs
+# uncompiled (COLD_COMPILE=1 to compile): it has about 330 s to train, and in session 36 the first 250 compiled
+# steps took 231 s (0.27 s a step after them).
+#
+#   SEED=36 CHUNK=1 bash scripts/device_chunk.sh   # on the device; carry [".whl-gpu", "runs/carry"]
+#
+# SEED names the world (one per session: a warm machine keeps it); CHUNK, new each call, the run's draws.
+# Back in $OUT (at most 64 MiB, 8 files), in this order while they fit: call.log (this call's output), logs.tgz (the
+# run's train.jsonl and config.json), trunk.safetensors (the next call's INIT: cat its parts into runs/carry/), and
+# vino-ema.safetensors (the run's cooled EMA export, which is bundled and scored). A file over 16 MiB comes in
+# parts of at most 15 MiB (NAME.part-aa, -ab, ...: `cat` them back together).
+set -uo pipefail
+start=$(date +%s)
+: "${SEED:?SEED: the world's seed, one per session}" "${CHUNK:?CHUNK: this call's number, a new one each call}"
+out=${OUT:?OUT: the folder that comes back}
+CALL_SECONDS=${CALL_SECONDS:-555}  # from here to the stage's end, its export included; the rest packs $OUT
+TRAIN=${TRAIN:-bash scripts/train_embedded.sh}
+E=runs/embedded/stage3
+log=$out/call.log
+
+export PYTHONUNBUFFERED=1 PY=${PY:-python3} WORKERS=${WORKERS:-$(nproc)} VIDEO_FORMAT=npz
+if [ -d .whl-gpu ] && [ ! -d /tmp/site/deepspeed ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-gpu/*.whl \
+    || exit 3
+fi
+export PYTHONPATH=/tmp/site:$PWD
+
+init=training/embedded-src/stage3
+[ ! -f runs/carry/trunk.safetensors ] || init=runs/carry/trunk.safetensors
+compile=${COLD_COMPILE:-0}
+if [ -d "$E/export" ]; then  # an earlier call's run on this machine: its world and caches are here
+  compile=1
+fi
+rm -rf "$E" runs/embedded/handoff.tar  # that run is done (its call took what it wrote): this one starts anew
+[ "$compile" = 1 ] && compile=true || compile=false
+echo "=== $(date +%T) chunk $CHUNK of world $SEED from $init, compiled: $compile" | tee "$log"
+
+# BUNDLE empty: the script ends once the stage has exported
+SEED=$SEED STAGE_UNTIL=$((start + CALL_SECONDS)) START_AT=3 INIT=$init BUNDLE= EARLY_CEILING=0 \
+  BASE_PER_TASK=${BASE_PER_TASK:-6000} TASK_PER_TASK=${TASK_PER_TASK:-1500} \
+  STAGE3_ARGS="log.profile=0 run.seed=$((SEED * 100 + CHUNK)) model.compile=$compile ${STAGE3_ARGS:-}" \
+  $TRAIN >> "$log" 2>&1
+status=$?
+echo "=== $(date +%T) the run ended with status $status" >> "$log"
+
+shopt -s nullglob
+tar czf "$out/logs.tgz" "$E"/logs/train.jsonl "$E"/config.json 2>/dev/null
+room=$(( (64 << 20) - (1 << 20) - $(stat -c %s "$out/logs.tgz") ))  # a MiB kept for this call's log
+files=2  # logs.tgz, call.log
+back() {  # FILE: into $OUT while it fits, in parts of at most 15 MiB when over 16 MiB
+  local file=$1 size parts
+  [ -f "$file" ] || { echo "no $file" >> "$log"; return; }
+  size=$(stat -c %s "$file")
+  parts=$(( size > (16 << 20) ? (size + (15 << 20) - 1) / (15 << 20) : 1 ))
+  if [ "$size" -gt "$room" ] || [ $((files + parts)) -gt 8 ]; then
+    echo "no room left for $file ($size bytes)" >> "$log"
+    return
+  fi
+  if [ "$parts" = 1 ]; then cp "$file" "$out/"; else split -n "$parts" "$file" "$out/$(basename "$file").part-"; fi
+  room=$((room - size)) files=$((files + parts))
+}
+back "$E/export/trunk.safetensors"
+back "$E/export/vino-ema.safetensors"
+tail -c 2000 "$log"
+exit "$status"
