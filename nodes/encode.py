@@ -57,9 +57,10 @@ class InterleavedEncode:
                     "tooltip": "What to generate or how to edit; name inputs by their labels: Image 1, Video 1.",
                 }),
                 "use_default_negative": ("BOOLEAN", {
-                    "default": True, "label_on": "release default", "label_off": "negative_prompt below",
-                    "tooltip": "Use the release's negative prompt for the task's output (the video one adds "
-                               "flicker terms), or the text below (an empty text is allowed).",
+                    "default": True, "label_on": "model default", "label_off": "negative_prompt below",
+                    "tooltip": "Use the model's negative prompt for the task's output: the release's (the video "
+                               "one adds flicker terms), or the embedded default's own (its defaults.json: none, "
+                               "as it was trained and scored); or the text below (an empty text is allowed).",
                 }),
                 "negative_prompt": ("STRING", {
                     "multiline": True, "default": "",

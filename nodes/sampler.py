@@ -25,7 +25,7 @@ class VinoSampler:
         "Denoises the output latent with the MMDiT, attending to the wrapped references, with the release's "
         "sampler (flow matching, Euler, shifted schedule) and guidance: text CFG against the negative prompt, "
         "image CFG against the negative prompt without the reference images. Zero in width, height, frames, "
-        "text_cfg, image_cfg or shift takes the model's default for the task (the release's; the embedded "
+        "steps, text_cfg, image_cfg or shift takes the model's default for the task (the release's; the embedded "
         "default's are its bundle's, the size it was trained at). Decode the LATENT with core VAE Decode."
     )
     RETURN_TYPES = ("LATENT",)
@@ -49,7 +49,8 @@ class VinoSampler:
                                           f"default (the release's {DEFAULTS['video']['frames']}, or the embedded "
                                           "default's own). Images are 1 frame; video edits take the video's frame "
                                           "count."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Euler steps (the release: 50)."}),
+            "steps": ("INT", {"default": 0, "min": 0, "max": 1000,
+                              "tooltip": f"Euler steps; {zero_means('steps')}."}),
             "text_cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
                                    "tooltip": f"Text guidance; 1 = off; {zero_means('text_cfg')}."}),
             "image_cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
@@ -71,6 +72,7 @@ class VinoSampler:
             raise VinoInputError("the context has references without latents; pass it through Reference Latent Wrap")
         pipeline = vino.load_part(vino.mmdit)
         defaults = pipeline.output_defaults[context.task.output]
+        steps = steps or defaults["steps"]
         image_cfg = image_cfg or image_cfg_for(pipeline.bundle_defaults, context.task.name, context.have_base)
         width, height, frames = pipeline.output_shape(context.task, context.media, width or None, height or None,
                                                       frames or None)

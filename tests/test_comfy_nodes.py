@@ -331,7 +331,7 @@ def test_validation_refuses_bad_graphs_and_the_server_stays_up(comfy, object_inf
     with pytest.raises(PromptRejected) as rejected:
         comfy.queue(disconnected)
     assert rejected.value.response["node_errors"][SAMPLER]["errors"][0]["type"] == "required_input_missing"
-    graph[SAMPLER]["inputs"]["steps"] = 0
+    graph[SAMPLER]["inputs"]["steps"] = -1
     with pytest.raises(PromptRejected) as rejected:
         comfy.queue(graph)
     assert rejected.value.response["node_errors"][SAMPLER]["errors"][0]["type"] == "value_smaller_than_min"

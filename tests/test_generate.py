@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -11,7 +12,7 @@ from vino_model import media
 from vino_model.errors import VinoInputError
 from vino_model.generate import main
 from vino_model.pipeline import VinoPipeline
-from vino_model.tasks import DEFAULTS, read_task_file
+from vino_model.tasks import DEFAULTS, get_task, read_task_file
 from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE, bundle_defaults, output_defaults
 
 SIZE = ["--width", "48", "--height", "32", "--frames", "5", "--steps", "2"]
@@ -66,6 +67,24 @@ def test_same_seed_same_output_and_image_cfg_changes_it(demo):
     c = pipe.generate("ti2i", entry["caption"], images, have_base=True, image_cfg=2.0, **kwargs)
     assert (a.latents == b.latents).all()
     assert (a.latents - c.latents).abs().max() > 1e-4
+
+
+def test_a_bundles_own_negative_prompt_is_the_one_an_unset_negative_takes(demo):
+    """The embedded default trains and is scored with no negative prompt: a graph left to the model's default
+    must condition its guidance on that, not on the release's long one."""
+    bundle, _, entries = demo
+    pipe = VinoPipeline.load(bundle / "vino.safetensors", bundle / "qwen3vl", bundle / "vae.safetensors")
+    entry = next(e for e in entries if e["task"] == "t2i")
+    media_ = pipe.prepare_media([], None, None, 17)
+
+    def uncond(negative):
+        contexts = pipe.encode_context(get_task("t2i"), entry["caption"], media_, negative, text_cfg=4.0)
+        return contexts.contexts["uncond"].text_states
+
+    release = uncond(None)
+    assert torch.equal(release, uncond(DEFAULTS["image"]["negative"]))
+    pipe.output_defaults = output_defaults({"negative_image": ""})
+    assert torch.equal(uncond(None), uncond("")) and not torch.equal(uncond(None), release)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +170,8 @@ def test_a_bundles_defaults_json_is_what_unset_sizes_and_guidance_take(tmp_path)
     ours = output_defaults(bundle_defaults(tmp_path))
     for output, frames in (("image", 1), ("video", TRAINED["frames"])):
         assert ours[output] == {"width": TRAINED["width"], "height": TRAINED["height"], "frames": frames,
-                                "shift": TRAINED["shift"], "text_cfg": TRAINED["cfg"]}
+                                "steps": TRAINED["steps"], "shift": TRAINED["shift"], "text_cfg": TRAINED["cfg"],
+                                "negative": TRAINED[f"negative_{output}"]}
     assert ours["video"] != DEFAULTS["video"]
     assert output_defaults(bundle_defaults(tmp_path / "elsewhere")) == DEFAULTS
     (tmp_path / "defaults.json").write_text('{"width": 128,')

@@ -36,6 +36,7 @@ pack = load_module("vino_pack", REPO / "__init__.py", REPO)
 from vino_pack.nodes import media, video  # noqa: E402
 from vino_pack.nodes.vae import LATENT_FORMAT, EmbeddedVAE  # noqa: E402
 from vino_pack.vino_model.errors import VinoInputError  # noqa: E402
+from vino_pack.vino_model.tasks import NEGATIVE_PROMPTS  # noqa: E402
 
 
 def random_hunyuan_video_vae(seed: int = 0) -> AutoencoderKLHunyuanVideo:
@@ -167,3 +168,37 @@ def test_embedded_default_is_the_shipped_bundle_unless_models_vino_embedded_hold
     (shipped / "vae.safetensors").unlink()
     with pytest.raises(VinoInputError, match="no embedded default model"):
         register.embedded_bundle()
+
+
+def test_the_embedded_defaults_steps_and_negative_are_what_the_nodes_zero_and_default_take(tmp_path, monkeypatch):
+    """Load VINO (embedded default) -> Interleaved Encode (the model's default negative) -> VINO Sampler (steps 0):
+    the bundle's own steps and negative prompt, as the CLI and the benchmark use them, not the release's."""
+    import json
+
+    from vino_pack.nodes import register
+    from vino_pack.nodes.encode import InterleavedEncode
+    from vino_pack.nodes.loader import LoadVinoEmbedded
+    from vino_pack.nodes.sampler import VinoSampler
+    from vino_pack.vino_model.tiny import make_tiny_bundle
+
+    bundle = make_tiny_bundle(tmp_path / "embedded")
+    defaults = json.loads((bundle / "defaults.json").read_text())
+    (bundle / "defaults.json").write_text(json.dumps({**defaults, "steps": 3, "negative_image": ""}))
+    monkeypatch.setattr(register, "embedded_bundle", lambda: bundle)
+    vino, _ = LoadVinoEmbedded().load("float32", "auto")
+    encode = InterleavedEncode()
+    (context,) = encode.encode(vino, "t2i", "a red circle", True, "ignored", False, 17)
+    (empty,) = encode.encode(vino, "t2i", "a red circle", False, "", False, 17)
+    (release,) = encode.encode(vino, "t2i", "a red circle", False, NEGATIVE_PROMPTS["image"], False, 17)
+    uncond = {name: c.contexts.contexts["uncond"].text_states for name, c in
+              (("default", context), ("empty", empty), ("release", release))}
+    assert torch.equal(uncond["default"], uncond["empty"]) and not torch.equal(uncond["default"], uncond["release"])
+
+    pipeline = vino.load_part(vino.mmdit)
+    steps = []
+    sample = pipeline.sample
+    monkeypatch.setattr(pipeline, "sample", lambda branches, shape, seed, n, *rest, **kw:
+                        steps.append(n) or sample(branches, shape, seed, n, *rest, **kw))
+    (latent,) = VinoSampler().sample(vino, context, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0)
+    assert steps == [3]
+    assert latent["samples"].shape[-2:] == (defaults["height"] // 8, defaults["width"] // 8)

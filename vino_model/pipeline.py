@@ -21,7 +21,7 @@ from .errors import VinoInputError
 from .mmdit import VinoMMDiT, check_attention
 from .sampler import Branch, needed_branches
 from .sampler import sample as run_sampler
-from .tasks import (DEFAULTS, EDIT_FRAMES, MAX_FRAMES, NEGATIVE_PROMPTS, Task, check_inputs, get_task,
+from .tasks import (DEFAULTS, EDIT_FRAMES, MAX_FRAMES, Task, check_inputs, get_task,
                     kept_without_references)
 from .vae import VinoVAE
 
@@ -97,8 +97,8 @@ class VinoPipeline:
         self.mmdit, self.encoder, self.vae, self.config = mmdit, encoder, vae, config
         self.device, self.dtype = torch.device(device), dtype
         self.offload = False
-        self.output_defaults = DEFAULTS  # per output kind, what unset sizes, frames, guidance and shift take: the
-                                         # release's, or a bundle's own (tiny.output_defaults)
+        self.output_defaults = DEFAULTS  # per output kind, what unset sizes, frames, steps, guidance, shift and the
+                                         # negative prompt take: the release's, or a bundle's own (tiny.output_defaults)
         self.bundle_defaults = {}  # a bundle's defaults.json (tiny.bundle_defaults), whose image CFG by task kind
                                    # (tiny.image_cfg_for) the sampler node's image_cfg 0 takes; {}: the release's
 
@@ -185,7 +185,7 @@ class VinoPipeline:
         check_inputs(task, n_images, has_video, have_base)
         check_labels(prompt, n_images, has_video)
         text_cfg = self.output_defaults[task.output]["text_cfg"] if text_cfg is None else text_cfg
-        negative = NEGATIVE_PROMPTS[task.output] if negative_prompt is None else negative_prompt
+        negative = self.output_defaults[task.output]["negative"] if negative_prompt is None else negative_prompt
         all_images = list(range(n_images))
         wanted = {
             "cond": (prompt, all_images),
@@ -278,13 +278,14 @@ class VinoPipeline:
     # ------------------------------------------------------------ all of it
 
     def generate(self, task: str, prompt: str, images=(), video=None, video_fps=None, have_base=False, width=None,
-                 height=None, frames=None, steps=50, seed=0, text_cfg=None, image_cfg=1.0, shift=None,
+                 height=None, frames=None, steps=None, seed=0, text_cfg=None, image_cfg=1.0, shift=None,
                  negative_prompt=None, sample_posterior=True, tiled_decode=False, callback=None,
                  cancel=None, cache_threshold: float = 0.0) -> Generation:
         task = get_task(task)
         defaults = self.output_defaults[task.output]
         text_cfg = defaults["text_cfg"] if text_cfg is None else text_cfg
         shift = defaults["shift"] if shift is None else shift
+        steps = steps or defaults["steps"]
         max_video_frames = frames or EDIT_FRAMES
         check_inputs(task, len(images), video is not None, have_base)
         media = self.prepare_media(images, video, video_fps, max_video_frames)

@@ -37,10 +37,6 @@ TASKS = {
     ]
 }
 
-DEFAULTS = {  # the release's defaults
-    "image": {"width": 640, "height": 640, "frames": 1, "shift": 5.0, "text_cfg": 5.0},
-    "video": {"width": 848, "height": 480, "frames": 85, "shift": 7.0, "text_cfg": 7.0},
-}
 EDIT_FRAMES = 81  # video edits default to 81 frames
 MAX_FRAMES = 89
 
@@ -54,6 +50,13 @@ NEGATIVE_PROMPTS = {
         "extra limbs, watermark, text, signature, jpeg artifacts, noise, oversaturated, overexposed, underexposed, "
         "flicker, flickering, temporal inconsistency, jittery motion, stuttering, frame skipping, static frames"
     ),
+}
+
+DEFAULTS = {  # the release's defaults
+    "image": {"width": 640, "height": 640, "frames": 1, "steps": 50, "shift": 5.0, "text_cfg": 5.0,
+              "negative": NEGATIVE_PROMPTS["image"]},
+    "video": {"width": 848, "height": 480, "frames": 85, "steps": 50, "shift": 7.0, "text_cfg": 7.0,
+              "negative": NEGATIVE_PROMPTS["video"]},
 }
 
 

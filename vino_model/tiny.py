@@ -61,14 +61,16 @@ def image_cfg_for(bundle: dict, task: str, have_base: bool = False) -> float:
 
 
 def output_defaults(bundle: dict) -> dict:
-    """tasks.DEFAULTS (per output kind: width, height, frames, shift, text_cfg) with a bundle's defaults over the
-    release's: what a model left to its own defaults draws."""
-    own = {"width": bundle.get("width"), "height": bundle.get("height"), "shift": bundle.get("shift"),
-           "text_cfg": bundle.get("cfg")}
+    """tasks.DEFAULTS (per output kind: width, height, frames, steps, shift, text_cfg, negative) with a bundle's
+    defaults over the release's: what a model left to its own defaults draws."""
+    own = {"width": bundle.get("width"), "height": bundle.get("height"), "steps": bundle.get("steps"),
+           "shift": bundle.get("shift"), "text_cfg": bundle.get("cfg")}
     result = {}
     for output, release in DEFAULTS.items():
-        frames = {"frames": bundle.get("frames")} if output == "video" else {}
-        result[output] = {**release, **{k: v for k, v in {**own, **frames}.items() if v is not None}}
+        kind = {"negative": bundle.get(f"negative_{output}")}  # "" (none) is a negative prompt too
+        if output == "video":
+            kind["frames"] = bundle.get("frames")
+        result[output] = {**release, **{k: v for k, v in {**own, **kind}.items() if v is not None}}
     return result
 
 
