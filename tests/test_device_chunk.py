@@ -41,7 +41,7 @@ def test_a_bare_machine_starts_from_the_committed_trunk_uncompiled_and_brings_ba
     assert done.returncode == 0, done.stderr
     init, args, bundle, start_at, seconds = given(out)
     assert init == "training/embedded-src/stage3" and bundle == "" and start_at == "3"
-    assert "run.seed=3601" in args and "model.compile=false" in args
+    assert "run.seed=3601" in args and "model.compile=false" in args and "optim.ema=0.995" in args
     assert 525 <= int(seconds) <= 540
     for name in ("trunk.safetensors", "vino-ema.safetensors"):
         assert (out / name).read_bytes() == (tmp_path / E / "export" / name).read_bytes()
