@@ -2,6 +2,7 @@
 embedded VAE behind core VAE nodes, reference inputs, safe output names, imports without ComfyUI."""
 
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -173,8 +174,6 @@ def test_embedded_default_is_the_shipped_bundle_unless_models_vino_embedded_hold
 def test_the_embedded_defaults_steps_and_negative_are_what_the_nodes_zero_and_default_take(tmp_path, monkeypatch):
     """Load VINO (embedded default) -> Interleaved Encode (the model's default negative) -> VINO Sampler (steps 0):
     the bundle's own steps and negative prompt, as the CLI and the benchmark use them, not the release's."""
-    import json
-
     from vino_pack.nodes import register
     from vino_pack.nodes.encode import InterleavedEncode
     from vino_pack.nodes.loader import LoadVinoEmbedded

@@ -21,8 +21,7 @@ from .errors import VinoInputError
 from .mmdit import VinoMMDiT, check_attention
 from .sampler import Branch, needed_branches
 from .sampler import sample as run_sampler
-from .tasks import (DEFAULTS, EDIT_FRAMES, MAX_FRAMES, Task, check_inputs, get_task,
-                    kept_without_references)
+from .tasks import DEFAULTS, EDIT_FRAMES, MAX_FRAMES, Task, check_inputs, get_task, kept_without_references
 from .vae import VinoVAE
 
 log = logging.getLogger("vino")
