@@ -38,12 +38,10 @@ export PYTHONPATH=/tmp/site:$PWD
 
 init=training/embedded-src/stage3
 [ ! -f runs/carry/trunk.safetensors ] || init=runs/carry/trunk.safetensors
-compile=${COLD_COMPILE:-0}
-if [ -d "$E/export" ]; then  # an earlier call's run on this machine: its world and caches are here
-  compile=1
-fi
+compile=false
+[ "${COLD_COMPILE:-0}" != 1 ] || compile=true
+[ ! -d "$E/export" ] || compile=true  # an earlier call's run on this machine: its world and caches are here
 rm -rf "$E" runs/embedded/handoff.tar  # that run is done (its call took what it wrote): this one starts anew
-[ "$compile" = 1 ] && compile=true || compile=false
 echo "=== $(date +%T) chunk $CHUNK of world $SEED from $init, compiled: $compile" | tee "$log"
 
 # BUNDLE empty: the script ends once the stage has exported

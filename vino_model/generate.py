@@ -141,7 +141,6 @@ def run(args) -> list[Path]:
                         "outputs are noise: they show the path runs)", SHIPPED_BUNDLE)
     if args.model:
         apply_bundle(args)
-    args.steps = args.steps or 50
     args.image_cfg = 1.0 if args.image_cfg is None else args.image_cfg
     if task_files == [None]:
         raise VinoInputError("--tasks is required (or use --demo)")
