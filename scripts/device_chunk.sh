@@ -2,22 +2,24 @@
 # One call of the lent GPU as one whole stage-3 run. A call lasts at most 600 s and the machine goes back 30 s after
 # it, often before the next call arrives: sessions 35 and 36 each lost a run spread over three calls
 # (scripts/device_detached.sh) when one call found a bare machine. Here each call trains, cools and exports by
-# itself, going on from the trunk the last call brought back (runs/carry/trunk.safetensors, else the committed
-# training/embedded-src/stage3), so a bare machine costs a call its set-up, not the session its run. A call that
-# finds the machine warm reuses its world and latent cache, and compiles the blocks. A bare machine's call runs
-# uncompiled (COLD_COMPILE=1 to compile): it has about 330 s to train, and in session 36 the first 250 compiled
-# steps took 231 s (0.27 s a step after them).
+# itself, going on from training/embedded-src/stage3 as the working tree holds it: the committed seed for the first
+# call, then the trunk the last call brought back (scripts/take_chunk.sh puts it there, uncommitted; a trunk carried
+# beside the tracked tree would take a call over its 64 MiB). So a bare machine costs a call its set-up, not the
+# session its run. A call that finds the machine warm reuses its world and latent cache.
+# The blocks run uncompiled (COMPILE=1 to compile): in session 37 a bare machine's uncompiled run made 740 steps in
+# its 540 s, a warm machine's compiled one 500 (the compile cache served 2 of its 10 graphs).
 #
-#   SEED=36 CHUNK=1 bash scripts/device_chunk.sh   # on the device; carry [".whl-gpu", "runs/carry"]
+#   SEED=37 CHUNK=1 bash scripts/device_chunk.sh   # on the device; carry [".whl-gpu"]
+#   bash scripts/take_chunk.sh /work/.device/N runs/s37/c1   # here, before the next call
 #
 # SEED names the world (one per session: a warm machine keeps it); CHUNK, new each call, the run's draws.
 # Back in $OUT (at most 64 MiB, 8 files), in this order while they fit: call.log (this call's output), logs.tgz (the
-# run's train.jsonl and config.json), trunk.safetensors (the next call's INIT: cat its parts into runs/carry/), and
-# vino-ema.safetensors (the run's cooled EMA export, which is bundled and scored). A file over 16 MiB comes in
-# parts of at most 15 MiB (NAME.part-aa, -ab, ...: `cat` them back together).
+# run's train.jsonl and config.json), trunk.safetensors (the next call's seed), and vino-ema.safetensors (the run's
+# cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts of at most 15 MiB
+# (NAME.part-aa, -ab, ...: take_chunk.sh joins them).
 set -uo pipefail
 start=$(date +%s)
-: "${SEED:?SEED: the world's seed, one per session}" "${CHUNK:?CHUNK: this call's number, a new one each call}"
+: "${SEED:?SEED: the seed of the world, one per session}" "${CHUNK:?CHUNK: the number of this call, a new one each call}"
 out=${OUT:?OUT: the folder that comes back}
 CALL_SECONDS=${CALL_SECONDS:-540}  # from here to the stage's end (its last evaluation and export take up to 25 s
                                    # of it); of the call's 600 s, the rest packs $OUT and leaves a margin
@@ -37,11 +39,9 @@ fi
 export PYTHONPATH=/tmp/site:$PWD
 
 init=training/embedded-src/stage3
-[ ! -f runs/carry/trunk.safetensors ] || init=runs/carry/trunk.safetensors
 compile=false
-[ "${COLD_COMPILE:-0}" != 1 ] || compile=true
-[ ! -d "$E/export" ] || compile=true  # an earlier call's run on this machine: its world and caches are here
-rm -rf "$E" runs/embedded/handoff.tar  # that run is done (its call took what it wrote): this one starts anew
+[ "${COMPILE:-0}" != 1 ] || compile=true
+rm -rf "$E" runs/embedded/handoff.tar  # an earlier call's run on this machine is done (its call took what it wrote)
 echo "=== $(date +%T) chunk $CHUNK of world $SEED from $init, compiled: $compile" | tee "$log"
 
 # BUNDLE empty: the script ends once the stage has exported

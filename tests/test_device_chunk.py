@@ -1,9 +1,17 @@
 """scripts/device_chunk.sh: each call of the lent GPU is a whole stage-3 run that goes on from the last call's trunk."""
 
+import json
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
+
+import torch
+
+from vino_model.checkpoint import read_state_dict, save_vino
+from vino_model.config import preset
+from vino_model.tiny import random_vino_state
 
 ROOT = Path(__file__).parents[1]
 E = Path("runs/embedded/stage3")
@@ -19,13 +27,14 @@ exit "${FAKE_STATUS:-0}"
 """
 
 
-def call(repo: Path, name: str, chunk: int, trunk_mib: int = 1, ema_mib: int = 1, status: int = 0):
+def call(repo: Path, name: str, chunk: int, trunk_mib: int = 1, ema_mib: int = 1, status: int = 0,
+         compile_blocks: bool = False):
     out = repo / name
     out.mkdir()
     (repo / "fake_train.sh").write_text(FAKE_TRAIN)
     env = {"PATH": os.environ["PATH"], "OUT": str(out), "SEED": "36", "CHUNK": str(chunk), "PY": "python3",
            "TRAIN": "bash fake_train.sh", "TRUNK_BYTES": str(trunk_mib << 20), "EMA_BYTES": str(ema_mib << 20),
-           "FAKE_STATUS": str(status)}
+           "FAKE_STATUS": str(status), "COMPILE": str(int(compile_blocks))}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "device_chunk.sh")], cwd=repo, env=env, timeout=60,
                           capture_output=True, text=True)
     return done, out
@@ -48,15 +57,13 @@ def test_a_bare_machine_starts_from_the_committed_trunk_uncompiled_and_brings_ba
     assert "chunk 1 of world 36" in (out / "call.log").read_text()
 
 
-def test_a_warm_machine_goes_on_from_the_carried_trunk_compiled_in_a_fresh_run_folder(tmp_path):
+def test_a_warm_machine_starts_a_fresh_run_from_the_working_trees_seed_compiled_only_when_asked(tmp_path):
     call(tmp_path, "first", 1)
     (tmp_path / E / "stale").write_text("the last call's run")
-    (tmp_path / "runs" / "carry").mkdir()
-    (tmp_path / "runs" / "carry" / "trunk.safetensors").write_bytes(b"trunk")
-    done, out = call(tmp_path, "second", 2)
+    done, out = call(tmp_path, "second", 2, compile_blocks=True)
     assert done.returncode == 0, done.stderr
     init, args, *_ = given(out)
-    assert init == "runs/carry/trunk.safetensors"
+    assert init == "training/embedded-src/stage3"  # where take_chunk.sh put the last call's trunk
     assert "run.seed=3602" in args and "model.compile=true" in args
     assert not (tmp_path / E / "stale").exists()
 
@@ -70,3 +77,47 @@ def test_big_exports_come_in_parts_and_what_does_not_fit_stays_behind_named(tmp_
     assert b"".join(p.read_bytes() for p in parts) == (tmp_path / E / "export" / "trunk.safetensors").read_bytes()
     assert not list(out.glob("vino-ema*"))  # 29 + 40 MiB is over the 64 MiB that comes back
     assert "no room left for runs/embedded/stage3/export/vino-ema.safetensors" in (out / "call.log").read_text()
+
+
+def take(repo: Path, came_back: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "PY": sys.executable, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "take_chunk.sh"), str(came_back), "runs/s/c1"], cwd=repo,
+                          env=env, timeout=120, capture_output=True, text=True)
+
+
+def test_take_chunk_puts_the_returned_trunk_in_the_seeds_place_and_joins_the_ema_export(tmp_path):
+    state = random_vino_state(preset("tiny"), seed=1)
+    save_vino(tmp_path / "trunk.safetensors", state, preset("tiny"))
+    came_back = tmp_path / "device"
+    came_back.mkdir()
+    subprocess.run(["split", "-n", "2", str(tmp_path / "trunk.safetensors"), str(came_back / "trunk.safetensors.part-")],
+                   check=True)
+    (came_back / "vino-ema.safetensors").write_bytes(b"the ema export")
+    (came_back / "call.log").write_text("=== chunk 1")
+    seed = tmp_path / "training" / "embedded-src" / "stage3"
+    seed.mkdir(parents=True)
+    (seed / "model-00002-of-00002.safetensors").write_bytes(b"the committed seed's second shard")
+    done = take(tmp_path, came_back)
+    assert done.returncode == 0, done.stderr
+    loaded, config = read_state_dict(seed)
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    assert config["mmdit"] == json.loads(preset("tiny").to_json())["mmdit"]
+    assert not (seed / "model-00002-of-00002.safetensors").exists()  # the old seed's shards all go
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in seed.iterdir())
+    dest = tmp_path / "runs" / "s" / "c1"
+    assert (dest / "vino-ema.safetensors").read_bytes() == b"the ema export"
+    assert (dest / "trunk.safetensors").read_bytes() == (tmp_path / "trunk.safetensors").read_bytes()
+    assert (dest / "call.log").read_text() == "=== chunk 1"
+
+
+def test_take_chunk_without_a_trunk_names_it_and_leaves_the_seed_alone(tmp_path):
+    came_back = tmp_path / "device"
+    came_back.mkdir()
+    (came_back / "call.log").write_text("the run failed")
+    seed = tmp_path / "training" / "embedded-src" / "stage3"
+    seed.mkdir(parents=True)
+    (seed / "model.safetensors").write_bytes(b"seed")
+    done = take(tmp_path, came_back)
+    assert done.returncode != 0
+    assert f"{came_back} has no trunk.safetensors" in done.stderr
+    assert (seed / "model.safetensors").read_bytes() == b"seed"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Here, between two calls of scripts/device_chunk.sh: takes in what call FILES_AT brought back.
+#
+#   bash scripts/take_chunk.sh /work/.device/N runs/s37/c1
+#
+# The trunk's parts, joined and converted to the seed's two shards under 16 MiB, replace training/embedded-src/stage3
+# in the working tree (uncommitted), which the next call goes on from. They travel in the seed's place because a call
+# takes at most 64 MiB: the tracked tree (44 MB) and the wheels (11 MB) leave no room for a 28 MB trunk beside them.
+# DEST gets the joined trunk and EMA export (vino-ema.safetensors: what is bundled and scored), call.log and logs.tgz.
+set -euo pipefail
+from=${1:?FILES_AT: the folder that the call brought its files back to}
+dest=${2:?DEST: where the trunk, EMA export and logs of this call go}
+PY=${PY:-.venv/bin/python}
+seed=training/embedded-src/stage3
+shopt -s nullglob
+
+join() {  # NAME: its one file or its parts, joined into DEST
+  local found=()
+  [ ! -f "$from/$1" ] || found=("$from/$1")
+  found+=("$from/$1".part-*)
+  [ ${#found[@]} -gt 0 ] || { echo "take_chunk: $from has no $1 (nor its parts)" >&2; return 1; }
+  cat "${found[@]}" > "$dest/$1.partial" && mv "$dest/$1.partial" "$dest/$1"
+}
+
+mkdir -p "$dest"
+join trunk.safetensors
+join vino-ema.safetensors || echo "take_chunk: no EMA export to score from this call" >&2
+for f in call.log logs.tgz; do [ ! -f "$from/$f" ] || install -m 644 "$from/$f" "$dest/"; done  # files_at is read-only
+rm -rf "$dest/seed"
+"$PY" -m vino_model.convert "$dest/trunk.safetensors" "$dest/seed" --shard-size 14MB > /dev/null
+rm -f "$seed"/*
+cp "$dest"/seed/* "$seed"/
+chmod 644 "$seed"/*
+rm -rf "$dest/seed"
+echo "$seed: the trunk of $from (uncommitted)"
