@@ -5,14 +5,17 @@
 # itself, going on from training/embedded-src/stage3 as the working tree holds it: the committed seed for the first
 # call, then the trunk the last call brought back (scripts/take_chunk.sh puts it there, uncommitted; a trunk carried
 # beside the tracked tree would take a call over its 64 MiB). So a bare machine costs a call its set-up, not the
-# session its run. A call that finds the machine warm reuses its world and latent cache.
+# session its run. A call that finds the machine warm reuses its latent cache.
 # The blocks run uncompiled (COMPILE=1 to compile): in session 37 a bare machine's uncompiled run made 740 steps in
 # its 540 s, a warm machine's compiled one 500 (the compile cache served 2 of its 10 graphs).
 #
 #   SEED=37 CHUNK=1 bash scripts/device_chunk.sh   # on the device; carry [".whl-gpu"]
 #   bash scripts/take_chunk.sh /work/.device/N runs/s37/c1   # here, before the next call
 #
-# SEED names the world (one per session: a warm machine keeps it); CHUNK, new each call, the run's draws.
+# SEED (one per session) and CHUNK (new each call) name the call's world and draws (seed SEED * 100 + CHUNK): each
+# call trains on 25,500 samples of its own, where a session's calls on one world went over the same ones each call.
+# New samples cost only the world's making, 66 s on a warm machine (a bare one makes its world anyway); the warm
+# machine's set-up took 115 s after it all the same (the bare one's 101 s, session 37).
 # Back in $OUT (at most 64 MiB, 8 files), in this order while they fit: call.log (this call's output), logs.tgz (the
 # run's train.jsonl and config.json), trunk.safetensors (the next call's seed), and vino-ema.safetensors (the run's
 # cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts of at most 15 MiB
@@ -41,13 +44,15 @@ export PYTHONPATH=/tmp/site:$PWD
 init=training/embedded-src/stage3
 compile=false
 [ "${COMPILE:-0}" != 1 ] || compile=true
-rm -rf "$E" runs/embedded/handoff.tar  # an earlier call's run on this machine is done (its call took what it wrote)
-echo "=== $(date +%T) chunk $CHUNK of world $SEED from $init, compiled: $compile" | tee "$log"
+world=$((SEED * 100 + CHUNK))
+# an earlier call's run and world on this machine are done (its call took what it wrote); the latent cache is kept
+rm -rf "$E" runs/embedded/handoff.tar data/embedded/base data/embedded/tasks
+echo "=== $(date +%T) chunk $CHUNK of session $SEED (world $world) from $init, compiled: $compile" | tee "$log"
 
 # BUNDLE empty: the script ends once the stage has exported
-SEED=$SEED STAGE_UNTIL=$((start + CALL_SECONDS)) START_AT=3 INIT=$init BUNDLE= EARLY_CEILING=0 \
+SEED=$world STAGE_UNTIL=$((start + CALL_SECONDS)) START_AT=3 INIT=$init BUNDLE= EARLY_CEILING=0 \
   BASE_PER_TASK=${BASE_PER_TASK:-6000} TASK_PER_TASK=${TASK_PER_TASK:-1500} \
-  STAGE3_ARGS="$CHUNK_ARGS run.seed=$((SEED * 100 + CHUNK)) model.compile=$compile ${STAGE3_ARGS:-}" \
+  STAGE3_ARGS="$CHUNK_ARGS run.seed=$world model.compile=$compile ${STAGE3_ARGS:-}" \
   $TRAIN >> "$log" 2>&1
 status=$?
 echo "=== $(date +%T) the run ended with status $status" >> "$log"

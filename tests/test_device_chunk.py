@@ -20,7 +20,7 @@ E = Path("runs/embedded/stage3")
 FAKE_TRAIN = """
 set -e
 mkdir -p runs/embedded/stage3/export runs/embedded/stage3/logs
-echo "$INIT|$STAGE3_ARGS|$BUNDLE|$START_AT|$(( STAGE_UNTIL - $(date +%s) ))" > runs/embedded/stage3/logs/train.jsonl
+echo "$INIT|$STAGE3_ARGS|$BUNDLE|$START_AT|$(( STAGE_UNTIL - $(date +%s) ))|$SEED" > runs/embedded/stage3/logs/train.jsonl
 head -c "$TRUNK_BYTES" /dev/urandom > runs/embedded/stage3/export/trunk.safetensors
 head -c "$EMA_BYTES" /dev/urandom > runs/embedded/stage3/export/vino-ema.safetensors
 exit "${FAKE_STATUS:-0}"
@@ -48,24 +48,29 @@ def given(out: Path) -> list[str]:
 def test_a_bare_machine_starts_from_the_committed_trunk_uncompiled_and_brings_back_both_exports(tmp_path):
     done, out = call(tmp_path, "first", 1)
     assert done.returncode == 0, done.stderr
-    init, args, bundle, start_at, seconds = given(out)
-    assert init == "training/embedded-src/stage3" and bundle == "" and start_at == "3"
+    init, args, bundle, start_at, seconds, world = given(out)
+    assert init == "training/embedded-src/stage3" and bundle == "" and start_at == "3" and world == "3601"
     assert "run.seed=3601" in args and "model.compile=false" in args and "optim.ema=0.995" in args
     assert 525 <= int(seconds) <= 540
     for name in ("trunk.safetensors", "vino-ema.safetensors"):
         assert (out / name).read_bytes() == (tmp_path / E / "export" / name).read_bytes()
-    assert "chunk 1 of world 36" in (out / "call.log").read_text()
+    assert "chunk 1 of session 36 (world 3601)" in (out / "call.log").read_text()
 
 
-def test_a_warm_machine_starts_a_fresh_run_from_the_working_trees_seed_compiled_only_when_asked(tmp_path):
+def test_a_warm_machine_starts_a_fresh_run_on_a_new_world_from_the_working_trees_seed_compiled_when_asked(tmp_path):
     call(tmp_path, "first", 1)
     (tmp_path / E / "stale").write_text("the last call's run")
+    for split in ("base", "tasks", "eval"):
+        (tmp_path / "data" / "embedded" / split).mkdir(parents=True)
+        (tmp_path / "data" / "embedded" / split / "manifest.jsonl").write_text("world 3601")
     done, out = call(tmp_path, "second", 2, compile_blocks=True)
     assert done.returncode == 0, done.stderr
-    init, args, *_ = given(out)
+    init, args, *_, world = given(out)
     assert init == "training/embedded-src/stage3"  # where take_chunk.sh put the last call's trunk
-    assert "run.seed=3602" in args and "model.compile=true" in args
+    assert world == "3602" and "run.seed=3602" in args and "model.compile=true" in args
     assert not (tmp_path / E / "stale").exists()
+    # a world of its own: the last call's training splits go, the evaluation split (the same each call) stays
+    assert [p.parent.name for p in (tmp_path / "data" / "embedded").glob("*/manifest.jsonl")] == ["eval"]
 
 
 def test_big_exports_come_in_parts_and_what_does_not_fit_stays_behind_named(tmp_path):
