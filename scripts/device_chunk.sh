@@ -5,24 +5,24 @@
 # itself, going on from training/embedded-src/stage3 as the working tree holds it: the committed seed for the first
 # call, then the trunk the last call brought back (scripts/take_chunk.sh puts it there, uncommitted; a trunk carried
 # beside the tracked tree would take a call over its 64 MiB). So a bare machine costs a call its set-up, not the
-# session its run. A call that finds the machine warm reuses its latent cache.
+# session its run.
 # The blocks run uncompiled (COMPILE=1 to compile): in session 37 a bare machine's uncompiled run made 740 steps in
 # its 540 s, a warm machine's compiled one 500 (the compile cache served 2 of its 10 graphs).
 #
 #   SEED=37 CHUNK=1 bash scripts/device_chunk.sh   # on the device; carry [".whl-gpu"]
 #   bash scripts/take_chunk.sh /work/.device/N runs/s37/c1   # here, before the next call
 #
-# SEED (one per session) and CHUNK (new each call) name the call's world and draws (seed SEED * 100 + CHUNK): each
-# call trains on 25,500 samples of its own, where a session's calls on one world went over the same ones each call.
-# New samples cost only the world's making, 66 s on a warm machine (a bare one makes its world anyway); the warm
-# machine's set-up took 115 s after it all the same (the bare one's 101 s, session 37).
+# SEED (one per session) and CHUNK (new each call) name the run's draws (seed SEED * 100 + CHUNK) and, on a bare
+# machine, its world: there the world and its latents are made anyway (66 s and about 100 s in session 37), so each
+# bare call trains on 25,500 samples of its own. A call that finds the machine warm goes on with the world made
+# there, whose latents are cached.
 # Back in $OUT (at most 64 MiB, 8 files), in this order while they fit: call.log (this call's output), logs.tgz (the
 # run's train.jsonl and config.json), trunk.safetensors (the next call's seed), and vino-ema.safetensors (the run's
 # cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts of at most 15 MiB
 # (NAME.part-aa, -ab, ...: take_chunk.sh joins them).
 set -uo pipefail
 start=$(date +%s)
-: "${SEED:?SEED: the seed of the world, one per session}" "${CHUNK:?CHUNK: the number of this call, a new one each call}"
+: "${SEED:?SEED: a number, one per session}" "${CHUNK:?CHUNK: the number of this call, a new one each call}"
 out=${OUT:?OUT: the folder that comes back}
 CALL_SECONDS=${CALL_SECONDS:-540}  # from here to the stage's end (its last evaluation and export take up to 25 s
                                    # of it); of the call's 600 s, the rest packs $OUT and leaves a margin
@@ -44,15 +44,16 @@ export PYTHONPATH=/tmp/site:$PWD
 init=training/embedded-src/stage3
 compile=false
 [ "${COMPILE:-0}" != 1 ] || compile=true
-world=$((SEED * 100 + CHUNK))
-# an earlier call's run and world on this machine are done (its call took what it wrote); the latent cache is kept
-rm -rf "$E" runs/embedded/handoff.tar data/embedded/base data/embedded/tasks
+draws=$((SEED * 100 + CHUNK)) world=$((SEED * 100 + CHUNK))
+[ ! -f data/embedded/world ] || world=$(cat data/embedded/world)  # a warm machine's
+mkdir -p data/embedded && echo "$world" > data/embedded/world
+rm -rf "$E" runs/embedded/handoff.tar  # an earlier call's run on this machine is done (its call took what it wrote)
 echo "=== $(date +%T) chunk $CHUNK of session $SEED (world $world) from $init, compiled: $compile" | tee "$log"
 
 # BUNDLE empty: the script ends once the stage has exported
 SEED=$world STAGE_UNTIL=$((start + CALL_SECONDS)) START_AT=3 INIT=$init BUNDLE= EARLY_CEILING=0 \
   BASE_PER_TASK=${BASE_PER_TASK:-6000} TASK_PER_TASK=${TASK_PER_TASK:-1500} \
-  STAGE3_ARGS="$CHUNK_ARGS run.seed=$world model.compile=$compile ${STAGE3_ARGS:-}" \
+  STAGE3_ARGS="$CHUNK_ARGS run.seed=$draws model.compile=$compile ${STAGE3_ARGS:-}" \
   $TRAIN >> "$log" 2>&1
 status=$?
 echo "=== $(date +%T) the run ended with status $status" >> "$log"

@@ -57,20 +57,18 @@ def test_a_bare_machine_starts_from_the_committed_trunk_uncompiled_and_brings_ba
     assert "chunk 1 of session 36 (world 3601)" in (out / "call.log").read_text()
 
 
-def test_a_warm_machine_starts_a_fresh_run_on_a_new_world_from_the_working_trees_seed_compiled_when_asked(tmp_path):
+def test_a_warm_machine_starts_a_fresh_run_on_its_world_from_the_working_trees_seed_compiled_when_asked(tmp_path):
     call(tmp_path, "first", 1)
     (tmp_path / E / "stale").write_text("the last call's run")
-    for split in ("base", "tasks", "eval"):
-        (tmp_path / "data" / "embedded" / split).mkdir(parents=True)
-        (tmp_path / "data" / "embedded" / split / "manifest.jsonl").write_text("world 3601")
     done, out = call(tmp_path, "second", 2, compile_blocks=True)
     assert done.returncode == 0, done.stderr
     init, args, *_, world = given(out)
     assert init == "training/embedded-src/stage3"  # where take_chunk.sh put the last call's trunk
-    assert world == "3602" and "run.seed=3602" in args and "model.compile=true" in args
+    assert world == "3601" and "run.seed=3602" in args and "model.compile=true" in args  # the world made there
     assert not (tmp_path / E / "stale").exists()
-    # a world of its own: the last call's training splits go, the evaluation split (the same each call) stays
-    assert [p.parent.name for p in (tmp_path / "data" / "embedded").glob("*/manifest.jsonl")] == ["eval"]
+    (tmp_path / "data" / "embedded" / "world").unlink()  # a bare machine
+    done, out = call(tmp_path, "third", 3)
+    assert given(out)[-1] == "3603"  # a world of its own
 
 
 def test_big_exports_come_in_parts_and_what_does_not_fit_stays_behind_named(tmp_path):
