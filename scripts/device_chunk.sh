@@ -13,9 +13,9 @@
 #   bash scripts/take_chunk.sh /work/.device/N runs/s37/c1   # here, before the next call
 #
 # SEED (one per session) and CHUNK (new each call) name the run's draws (seed SEED * 100 + CHUNK) and, on a bare
-# machine, its world: there the world is made anyway (66 s in session 37; the stage's set-up after it took 93-103 s
-# on bare and warm machines alike, its latents filled meanwhile), so each bare call trains on 25,500 samples of its
-# own. A call that finds the machine warm goes on with the world made there.
+# machine, its world: there the world is made anyway (66 s in session 37; the stage's set-up after it, 93-103 s with
+# its prefill, took as long on a warm machine), so each bare call trains on 25,500 samples of its own. A call that
+# finds the machine warm goes on with the world made there.
 # Back in $OUT (at most 64 MiB, 8 files), in this order while they fit: call.log (this call's output), logs.tgz (the
 # run's train.jsonl and config.json), trunk.safetensors (the next call's seed), and vino-ema.safetensors (the run's
 # cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts of at most 15 MiB
