@@ -20,7 +20,8 @@ E = Path("runs/embedded/stage3")
 FAKE_TRAIN = """
 set -e
 mkdir -p runs/embedded/stage3/export runs/embedded/stage3/logs
-echo "$INIT|$STAGE3_ARGS|$BUNDLE|$START_AT|$(( STAGE_UNTIL - $(date +%s) ))|$SEED" > runs/embedded/stage3/logs/train.jsonl
+echo "$INIT|$STAGE3_ARGS|$BUNDLE|$START_AT|$(( STAGE_UNTIL - $(date +%s) ))|$SEED" \
+  > runs/embedded/stage3/logs/train.jsonl
 head -c "$TRUNK_BYTES" /dev/urandom > runs/embedded/stage3/export/trunk.safetensors
 head -c "$EMA_BYTES" /dev/urandom > runs/embedded/stage3/export/vino-ema.safetensors
 exit "${FAKE_STATUS:-0}"
@@ -93,8 +94,8 @@ def test_take_chunk_puts_the_returned_trunk_in_the_seeds_place_and_joins_the_ema
     save_vino(tmp_path / "trunk.safetensors", state, preset("tiny"))
     came_back = tmp_path / "device"
     came_back.mkdir()
-    subprocess.run(["split", "-n", "2", str(tmp_path / "trunk.safetensors"), str(came_back / "trunk.safetensors.part-")],
-                   check=True)
+    parts = str(came_back / "trunk.safetensors.part-")
+    subprocess.run(["split", "-n", "2", str(tmp_path / "trunk.safetensors"), parts], check=True)
     (came_back / "vino-ema.safetensors").write_bytes(b"the ema export")
     (came_back / "call.log").write_text("=== chunk 1")
     seed = tmp_path / "training" / "embedded-src" / "stage3"
