@@ -44,7 +44,7 @@ export PYTHONPATH=/tmp/site:$PWD
 init=training/embedded-src/stage3
 compile=false
 [ "${COMPILE:-0}" != 1 ] || compile=true
-draws=$((SEED * 100 + CHUNK)) world=$((SEED * 100 + CHUNK))
+draws=$((SEED * 100 + CHUNK)) && world=$draws
 [ ! -f data/embedded/world ] || world=$(cat data/embedded/world)  # a warm machine's
 mkdir -p data/embedded && echo "$world" > data/embedded/world
 rm -rf "$E" runs/embedded/handoff.tar  # an earlier call's run on this machine is done (its call took what it wrote)
