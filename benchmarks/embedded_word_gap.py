@@ -8,8 +8,9 @@ word scores about 0 for it; `eval_text_gap` (another sample's whole caption) wou
 scenes of two objects of two colours, "binding" exchanges their colours (`training.world.swap_binding`, made here
 for worlds rendered before it): the caption names the same words, so a model that reads the colours but does not
 tie each to its object scores about 0 for it while its colour gap stays high; "places" puts each of two objects
-where the other should be (`swap_places`), "sizes" exchanges their sizes (`swap_sizes`), and "count" gives a count
-scene the other number (`swap_count`). No sampling: cheap enough for a CPU.
+where the other should be (`swap_places`), "sizes" exchanges their sizes (`swap_sizes`), "count" gives a count
+scene the other number (`swap_count`), and "single" names one of its objects (`swap_single`). No sampling: cheap
+enough for a CPU.
 
     python benchmarks/embedded_word_gap.py --init runs/embedded/stage0/export/vino-ema.safetensors \
         --data data/embedded/base --samples 64 [--set model.qwen=... model.vae=...]

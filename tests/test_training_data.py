@@ -310,12 +310,12 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     with pytest.raises(VinoInputError, match="data.prefill_workers=4; expected 0, or processes that fill what "
                                              "data.keep_in_memory = true keeps"):
         train_config.load(tmp_path / "stage.toml", ["data.prefill_workers=4"])
-    margins = {"binding": 0.01, "places": 0.05, "sizes": 0.02, "count": 0.03}
+    margins = {"binding": 0.01, "places": 0.05, "sizes": 0.02, "count": 0.03, "single": 0.04}
     given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_margin={json.dumps(margins)}"])
     assert given.flow.contrast_margin == margins
     with pytest.raises(VinoInputError, match="expected a margin for each twin kind: binding, places, sizes, count"):
         train_config.load(tmp_path / "stage.toml", ["flow.contrast_margin.places=0.05"])
-    rows = {"binding": 4, "places": 4, "sizes": 12, "count": 12}
+    rows = {"binding": 4, "places": 4, "sizes": 12, "count": 12, "single": 6}
     given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_samples={json.dumps(rows)}"])
     assert given.flow.contrast_samples == rows
     with pytest.raises(VinoInputError, match="expected a count of rows >= 0 for each twin kind: binding, places"):

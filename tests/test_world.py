@@ -137,6 +137,23 @@ def test_swap_count_names_the_other_number_of_the_same_objects():
     assert counted and all(len(meta["scene"]["objects"]) in (2, 3) for meta in counted)
 
 
+def test_swap_single_names_one_of_a_count_scenes_objects():
+    assert world.swap_single("two small red circles on a black background", [RED, RED]) == \
+        "a small red circle on a black background"
+    assert world.swap_single("a black background with three large striped blue stars", [BLUE] * 3) == \
+        "a black background with a large striped blue star"
+    assert world.swap_single("two red circles", [RED, RED]) is None  # not named in full
+    assert world.swap_single("a small red circle", [RED]) is None
+    assert world.swap_single("two small red circles", [RED, {**RED, "size": "large"}]) is None
+    found = [world.sample("t2i", 3, i)[0] for i in range(40)]
+    single = [meta for meta in found if "single" in meta["word_swaps"]]
+    assert single and all("count" in meta["word_swaps"] for meta in single)
+    for meta in single:
+        objects, twin = meta["scene"]["objects"], meta["word_swaps"]["single"].split()
+        assert " ".join(twin).count(f"a {world.object_name(objects[0])}") == 1
+        assert not set(world.NUMBERS.values()) & set(twin)
+
+
 def test_swap_binding_exchanges_the_two_objects_colours_and_names_nothing_new():
     """The binding probe's caption: the colours of a scene's two objects change places; the words it holds are the
     caption's own, and a scene of one object, or of two of one colour (a count scene), gives None."""

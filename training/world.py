@@ -23,7 +23,8 @@ samples add "word_swaps": {"shape" | "color" | "size": the long caption with tha
 object changed; "binding", in scenes of two objects of two colours: the caption with their colours exchanged;
 "places", in scenes of two objects named apart: the caption with the two objects in each other's places (or
 motions); "sizes", in scenes of two objects of two sizes: the caption with their sizes exchanged; "count", in
-scenes of two or three copies of one object: the caption with the other number}, from which training's evaluation
+scenes of two or three copies of one object: the caption with the other number; "single", in those scenes: the
+caption naming one of the objects}, from which training's evaluation
 logs how much each word counts (eval_word_gap_*), and which training's contrast term (flow.contrast) reads as wrong
 captions. Edit kinds:
 recolor, remove, add, replace, move, background; "region" is set when the prompt names where the
@@ -366,6 +367,16 @@ def swap_count(caption: str, objects: list) -> str | None:
     return _renamed(caption, [f"{NUMBERS[len(objects)]} {phrase}"], [f"{NUMBERS[other]} {phrase}"])
 
 
+def swap_single(caption: str, objects: list) -> str | None:
+    """A count scene's caption naming one of its objects ("two small red circles" -> "a small red circle"), or None
+    where swap_count gives None. The count twin teaches two from three only: session 38's weights drew one object
+    for 9 of the 20 held-out "two ..." t2i prompts."""
+    if swap_count(caption, objects) is None:
+        return None
+    phrase = f"{NUMBERS[len(objects)]} {object_name(objects[0], plural=True)}"
+    return _renamed(caption, [phrase], [f"a {object_name(objects[0])}"])
+
+
 def _renamed(caption: str, names: list, replacements: list) -> str | None:
     """The caption with each of `names` replaced by its replacement, all at once (so two names can trade places),
     or None when it does not name each of them in full."""
@@ -375,7 +386,8 @@ def _renamed(caption: str, names: list, replacements: list) -> str | None:
 
 
 # a caption's wrong twins that name its own objects, by name
-TWIN_SWAPS = {"binding": swap_binding, "places": swap_places, "sizes": swap_sizes, "count": swap_count}
+TWIN_SWAPS = {"binding": swap_binding, "places": swap_places, "sizes": swap_sizes, "count": swap_count,
+              "single": swap_single}
 
 
 def _bg_words(bg):
