@@ -24,9 +24,8 @@ object changed; "binding", in scenes of two objects of two colours: the caption 
 "places", in scenes of two objects named apart: the caption with the two objects in each other's places (or
 motions); "sizes", in scenes of two objects of two sizes: the caption with their sizes exchanged; "count", in
 scenes of two or three copies of one object: the caption with the other number; "single", in those scenes: the
-caption naming one of the objects}, from which training's evaluation
-logs how much each word counts (eval_word_gap_*), and which training's contrast term (flow.contrast) reads as wrong
-captions. Edit kinds:
+caption naming one of the objects}, from which training's evaluation logs how much each word counts
+(eval_word_gap_*), and which training's contrast term (flow.contrast) reads as wrong captions. Edit kinds:
 recolor, remove, add, replace, move, background; "region" is set when the prompt names where the
 object goes (add, move), otherwise an edited object keeps its place.
 
