@@ -26,10 +26,8 @@ mkdir -p "$dest"
 join trunk.safetensors
 join vino-ema.safetensors || echo "take_chunk: no EMA export to score from this call" >&2
 for f in call.log logs.tgz; do [ ! -f "$from/$f" ] || install -m 644 "$from/$f" "$dest/"; done  # files_at is read-only
-rm -rf "$dest/seed"
-"$PY" -m vino_model.convert "$dest/trunk.safetensors" "$dest/seed" --shard-size 14MB > /dev/null
-rm -f "$seed"/*
-cp "$dest"/seed/* "$seed"/
-chmod 644 "$seed"/*
-rm -rf "$dest/seed"
+rm -rf "$seed.new"  # the new seed is made beside the old one, which it replaces only once whole
+"$PY" -m vino_model.convert "$dest/trunk.safetensors" "$seed.new" --shard-size 14MB > /dev/null
+chmod 644 "$seed.new"/*
+rm -rf "$seed" && mv "$seed.new" "$seed"
 echo "$seed: the trunk of $from (uncommitted)"

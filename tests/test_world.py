@@ -124,14 +124,18 @@ def test_swap_sizes_exchanges_the_two_objects_sizes_and_names_nothing_new():
     assert sized and all(len({o["size"] for o in meta["scene"]["objects"][:2]}) == 2 for meta in sized)
 
 
+@pytest.mark.parametrize("swap", [world.swap_count, world.swap_single])
+def test_count_twins_need_copies_of_one_object_named_in_full(swap):
+    assert swap("two red circles", [RED, RED]) is None  # not named in full
+    assert swap("a small red circle", [RED]) is None
+    assert swap("two small red circles", [RED, {**RED, "size": "large"}]) is None
+
+
 def test_swap_count_names_the_other_number_of_the_same_objects():
     assert world.swap_count("two small red circles on a black background", [RED, RED]) == \
         "three small red circles on a black background"
     assert world.swap_count("a black background with three small red circles", [RED] * 3) == \
         "a black background with two small red circles"
-    assert world.swap_count("two red circles", [RED, RED]) is None  # not named in full
-    assert world.swap_count("a small red circle", [RED]) is None
-    assert world.swap_count("two small red circles", [RED, {**RED, "size": "large"}]) is None
     found = [world.sample("t2i", 3, i)[0] for i in range(40)]
     counted = [meta for meta in found if "count" in meta["word_swaps"]]
     assert counted and all(len(meta["scene"]["objects"]) in (2, 3) for meta in counted)
@@ -142,16 +146,13 @@ def test_swap_single_names_one_of_a_count_scenes_objects():
         "a small red circle on a black background"
     assert world.swap_single("a black background with three large striped blue stars", [BLUE] * 3) == \
         "a black background with a large striped blue star"
-    assert world.swap_single("two red circles", [RED, RED]) is None  # not named in full
-    assert world.swap_single("a small red circle", [RED]) is None
-    assert world.swap_single("two small red circles", [RED, {**RED, "size": "large"}]) is None
     found = [world.sample("t2i", 3, i)[0] for i in range(40)]
     single = [meta for meta in found if "single" in meta["word_swaps"]]
     assert single and all("count" in meta["word_swaps"] for meta in single)
     for meta in single:
-        objects, twin = meta["scene"]["objects"], meta["word_swaps"]["single"].split()
-        assert " ".join(twin).count(f"a {world.object_name(objects[0])}") == 1
-        assert not set(world.NUMBERS.values()) & set(twin)
+        objects, twin = meta["scene"]["objects"], meta["word_swaps"]["single"]
+        assert twin.count(f"a {world.object_name(objects[0])}") == 1
+        assert not set(world.NUMBERS.values()) & set(twin.split())
 
 
 def test_swap_binding_exchanges_the_two_objects_colours_and_names_nothing_new():

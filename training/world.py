@@ -354,26 +354,32 @@ def _exchanged(caption: str, objects: list, attribute: str) -> str | None:
                      object_name({**second, attribute: first[attribute]})])
 
 
+def _copies(objects: list) -> str | None:
+    """The words that name a count scene's copies ("two small red circles"), or None when the objects are not two
+    or three copies of one."""
+    if len(objects) not in NUMBERS or any(object_name(o) != object_name(objects[0]) for o in objects):
+        return None
+    return f"{NUMBERS[len(objects)]} {object_name(objects[0], plural=True)}"
+
+
 def swap_count(caption: str, objects: list) -> str | None:
     """A count scene's caption with the other number ("two small red circles" -> "three small red circles"), or
     None when the objects are not copies of one, or it does not name them in full. Session 30 drew the wrong number
     in 3 of the 10 held-out count prompts (three or four for "two", four for "three"), and two touching as one in 3
     more."""
-    if len(objects) not in NUMBERS or any(object_name(o) != object_name(objects[0]) for o in objects):
+    copies = _copies(objects)
+    if copies is None:
         return None
     other = next(n for n in NUMBERS if n != len(objects))
-    phrase = object_name(objects[0], plural=True)
-    return _renamed(caption, [f"{NUMBERS[len(objects)]} {phrase}"], [f"{NUMBERS[other]} {phrase}"])
+    return _renamed(caption, [copies], [f"{NUMBERS[other]} {object_name(objects[0], plural=True)}"])
 
 
 def swap_single(caption: str, objects: list) -> str | None:
     """A count scene's caption naming one of its objects ("two small red circles" -> "a small red circle"), or None
     where swap_count gives None. The count twin teaches two from three only: session 38's weights drew one object
     for 9 of the 20 held-out "two ..." t2i prompts."""
-    if swap_count(caption, objects) is None:
-        return None
-    phrase = f"{NUMBERS[len(objects)]} {object_name(objects[0], plural=True)}"
-    return _renamed(caption, [phrase], [f"a {object_name(objects[0])}"])
+    copies = _copies(objects)
+    return None if copies is None else _renamed(caption, [copies], [f"a {object_name(objects[0])}"])
 
 
 def _renamed(caption: str, names: list, replacements: list) -> str | None:
