@@ -9,8 +9,8 @@ scenes of two objects of two colours, "binding" exchanges their colours (`traini
 for worlds rendered before it): the caption names the same words, so a model that reads the colours but does not
 tie each to its object scores about 0 for it while its colour gap stays high; "places" puts each of two objects
 where the other should be (`swap_places`), "sizes" exchanges their sizes (`swap_sizes`), "count" gives a count
-scene the other number (`swap_count`), and "single" names one of its objects (`swap_single`). No sampling: cheap
-enough for a CPU.
+scene the other number (`swap_count`), "single" names one of its objects (`swap_single`), and "backdrop" exchanges
+a split background's two tones (`swap_backdrop`). No sampling: cheap enough for a CPU.
 
     python benchmarks/embedded_word_gap.py --init runs/embedded/stage0/export/vino-ema.safetensors \
         --data data/embedded/base --samples 64 [--set model.qwen=... model.vae=...]
@@ -52,7 +52,7 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
         x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float().cpu()
         kept = {"own": record.caption_long, **record.meta.get("word_swaps", {})}
         for name, swap in TWIN_SWAPS.items():
-            twin = swap(record.caption_long, record.meta["scene"]["objects"])
+            twin = swap(record.caption_long, record.meta["scene"])
             if twin and name not in kept:
                 kept[name] = twin
         contexts = [Context(text, [], None, None) for text in kept.values()]

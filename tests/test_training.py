@@ -40,7 +40,8 @@ STAGE_RUNS = {
     3: {"run.steps": 4, "optim.lr": 1e-3, "data.tasks": ALL_TASKS, "optim.accumulation": 2, "optim.ema": 0.9,
         "samples.every": 4, "samples.limit": 2, "data.keep_in_memory": True, "data.prefill_workers": 2,
         "flow.contrast": 1.0,
-        "flow.contrast_samples": {"binding": 1, "places": 1, "sizes": 0, "count": 0, "single": 0}},
+        "flow.contrast_samples": {"binding": 1, "places": 1, "sizes": 0, "count": 0, "single": 0,
+                                  "backdrop": 0}},
 }
 
 

@@ -310,12 +310,12 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     with pytest.raises(VinoInputError, match="data.prefill_workers=4; expected 0, or processes that fill what "
                                              "data.keep_in_memory = true keeps"):
         train_config.load(tmp_path / "stage.toml", ["data.prefill_workers=4"])
-    margins = {"binding": 0.01, "places": 0.05, "sizes": 0.02, "count": 0.03, "single": 0.04}
+    margins = {"binding": 0.01, "places": 0.05, "sizes": 0.02, "count": 0.03, "single": 0.04, "backdrop": 0.06}
     given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_margin={json.dumps(margins)}"])
     assert given.flow.contrast_margin == margins
     with pytest.raises(VinoInputError, match="expected a margin for each twin kind: binding, places, sizes, count"):
         train_config.load(tmp_path / "stage.toml", ["flow.contrast_margin.places=0.05"])
-    rows = {"binding": 4, "places": 4, "sizes": 12, "count": 12, "single": 6}
+    rows = {"binding": 4, "places": 4, "sizes": 12, "count": 12, "single": 6, "backdrop": 8}
     given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_samples={json.dumps(rows)}"])
     assert given.flow.contrast_samples == rows
     with pytest.raises(VinoInputError, match="expected a count of rows >= 0 for each twin kind: binding, places"):
@@ -475,7 +475,7 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
 
 
 def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(world):
-    """The contrast term's twins: the long caption's TWIN_SWAPS (its own objects' words), not its one-word swaps."""
+    """The contrast term's twins: the long caption's TWIN_SWAPS (its own words), not its one-word swaps."""
     _, _, cache, samples, _ = world
     t2i = next(s for s in samples if s.record.task == "t2i")
     swaps = {"color": "one word", "sizes": "sizes exchanged", "binding": "colours exchanged",

@@ -92,8 +92,7 @@ def test_swap_attribute_changes_one_word_of_one_object():
             assert differ[0][0].startswith(old_word.rstrip("s"))  # "circles" in a count scene
         assert world.swap_attribute(short, obj, "size") is None
         swaps = {a: world.swap_attribute(long, obj, a) for a in world.ATTRIBUTES}
-        pair = {name: swap(long, meta["scene"]["objects"])
-                for name, swap in world.TWIN_SWAPS.items()}
+        pair = {name: swap(long, meta["scene"]) for name, swap in world.TWIN_SWAPS.items()}
         assert meta["word_swaps"] == swaps | {name: caption for name, caption in pair.items() if caption}
     assert "word_swaps" not in world.sample("ti2i", 5, 0)[0]  # only text-only samples: the gaps are theirs
 
@@ -153,6 +152,22 @@ def test_swap_single_names_one_of_a_count_scenes_objects():
         objects, twin = meta["scene"]["objects"], meta["word_swaps"]["single"]
         assert twin.count(f"a {world.object_name(objects[0])}") == 1
         assert not set(world.NUMBERS.values()) & set(twin.split())
+
+
+def test_swap_backdrop_exchanges_a_split_backgrounds_two_tones():
+    split = {"background": {"colors": ["white", "gray"], "split": "horizontal"}, "objects": [RED]}
+    assert world.swap_backdrop("a small red circle on a background that is white on top and gray below", split) == \
+        "a small red circle on a background that is gray on top and white below"
+    split["background"]["split"] = "vertical"
+    assert world.swap_backdrop("a background that is white on the left and gray on the right with a small red "
+                               "circle", split) == \
+        "a background that is gray on the left and white on the right with a small red circle"
+    assert world.swap_backdrop("a small red circle on a white background",
+                               {"background": {"colors": ["white"], "split": None}, "objects": [RED]}) is None
+    found = [world.sample(task, 3, i)[0] for task in ("t2i", "t2v") for i in range(40)]
+    split = [meta for meta in found if meta["scene"]["background"]["split"]]
+    assert split and all("backdrop" in meta["word_swaps"] for meta in split)
+    assert not any("backdrop" in meta["word_swaps"] for meta in found if meta not in split)
 
 
 def test_swap_binding_exchanges_the_two_objects_colours_and_names_nothing_new():
