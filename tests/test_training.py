@@ -41,7 +41,7 @@ STAGE_RUNS = {
         "samples.every": 4, "samples.limit": 2, "data.keep_in_memory": True, "data.prefill_workers": 2,
         "flow.contrast": 1.0,
         "flow.contrast_samples": {"binding": 1, "places": 1, "sizes": 0, "count": 0, "single": 0,
-                                  "backdrop": 0}},
+                                  "backdrop": 1}},
 }
 
 
