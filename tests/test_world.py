@@ -165,9 +165,9 @@ def test_swap_backdrop_exchanges_a_split_backgrounds_two_tones():
     assert world.swap_backdrop("a small red circle on a white background",
                                {"background": {"colors": ["white"], "split": None}, "objects": [RED]}) is None
     found = [world.sample(task, 3, i)[0] for task in ("t2i", "t2v") for i in range(40)]
-    split = [meta for meta in found if meta["scene"]["background"]["split"]]
-    assert split and all("backdrop" in meta["word_swaps"] for meta in split)
-    assert not any("backdrop" in meta["word_swaps"] for meta in found if meta not in split)
+    two_tone = [meta for meta in found if meta["scene"]["background"]["split"]]
+    assert two_tone and all("backdrop" in meta["word_swaps"] for meta in two_tone)
+    assert not any("backdrop" in meta["word_swaps"] for meta in found if meta not in two_tone)
 
 
 def test_swap_binding_exchanges_the_two_objects_colours_and_names_nothing_new():
