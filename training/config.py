@@ -107,10 +107,9 @@ class FlowConfig:
     # A contrast term, weight `contrast` (0: off): contrast_samples[kind] samples of each micro-batch whose long caption
     # has a wrong twin (training.world's TWIN_SWAPS: the same words, with two objects' colours, places or sizes
     # exchanged, a count's other number or one object, or a split background's tones exchanged) go through again
-    # under the twin, with the same noise and t, and
-    # the term is max(0, contrast_margin[kind] - (twin's loss - own loss)): the plain loss barely tells a caption
-    # from its twin (session 28: a twin raised it by 7% of what a wrong colour does), so the model never learnt
-    # which goes with which
+    # under the twin, with the same noise and t, and the term is max(0, contrast_margin[kind] - (twin's loss - own
+    # loss)): the plain loss barely tells a caption from its twin (session 28: a twin raised it by 7% of what a wrong
+    # colour does), so the model never learnt which goes with which
     contrast: float = 0.0
     contrast_margin: dict = field(default_factory=lambda: dict.fromkeys(TWIN_SWAPS, 0.005))  # by twin kind
     contrast_samples: dict = field(default_factory=lambda: dict.fromkeys(TWIN_SWAPS, 8))  # rows by twin kind
