@@ -103,13 +103,17 @@ BLUE = {"shape": "star", "color": "blue", "size": "large", "texture": "striped"}
 PAIR_CAPTION = "a small red circle on the left and a large striped blue star at the top on a gray background"
 
 
+def with_twin(kind: str) -> list:
+    """The metas of the first 40 t2i samples of seed 3 whose word_swaps hold a `kind` twin."""
+    return [meta for meta in (world.sample("t2i", 3, i)[0] for i in range(40)) if kind in meta["word_swaps"]]
+
+
 def test_swap_places_puts_each_of_two_objects_where_the_other_was():
     assert world.swap_places(PAIR_CAPTION, [RED, BLUE]) == \
         "a large striped blue star on the left and a small red circle at the top on a gray background"
     assert world.swap_places(PAIR_CAPTION, [RED]) is None
     assert world.swap_places("two small red circles", [RED, RED]) is None  # named alike: no other caption
-    found = [world.sample("t2i", 3, i)[0]["word_swaps"] for i in range(40)]
-    assert any("places" in swaps for swaps in found)
+    assert with_twin("places")
 
 
 def test_swap_sizes_exchanges_the_two_objects_sizes_and_names_nothing_new():
@@ -118,8 +122,7 @@ def test_swap_sizes_exchanges_the_two_objects_sizes_and_names_nothing_new():
     assert world.swap_sizes(PAIR_CAPTION, [RED, {**BLUE, "size": "small"}]) is None  # one size: no other caption
     assert world.swap_sizes(PAIR_CAPTION, [RED]) is None
     assert world.swap_sizes("a red circle and a blue star", [RED, BLUE]) is None  # not named in full
-    found = [world.sample("t2i", 3, i)[0] for i in range(40)]
-    sized = [meta for meta in found if "sizes" in meta["word_swaps"]]
+    sized = with_twin("sizes")
     assert sized and all(len({o["size"] for o in meta["scene"]["objects"][:2]}) == 2 for meta in sized)
 
 
@@ -135,8 +138,7 @@ def test_swap_count_names_the_other_number_of_the_same_objects():
         "three small red circles on a black background"
     assert world.swap_count("a black background with three small red circles", [RED] * 3) == \
         "a black background with two small red circles"
-    found = [world.sample("t2i", 3, i)[0] for i in range(40)]
-    counted = [meta for meta in found if "count" in meta["word_swaps"]]
+    counted = with_twin("count")
     assert counted and all(len(meta["scene"]["objects"]) in (2, 3) for meta in counted)
 
 
@@ -145,8 +147,7 @@ def test_swap_single_names_one_of_a_count_scenes_objects():
         "a small red circle on a black background"
     assert world.swap_single("a black background with three large striped blue stars", [BLUE] * 3) == \
         "a black background with a large striped blue star"
-    found = [world.sample("t2i", 3, i)[0] for i in range(40)]
-    single = [meta for meta in found if "single" in meta["word_swaps"]]
+    single = with_twin("single")
     assert single and all("count" in meta["word_swaps"] for meta in single)
     for meta in single:
         objects, twin = meta["scene"]["objects"], meta["word_swaps"]["single"]
