@@ -1,0 +1,45 @@
+"""scripts/score_heldout.sh: a bundle's held-out sets, made, generated, scored and paired as the write-ups report them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from vino_model.tiny import make_tiny_bundle
+
+ROOT = Path(__file__).parents[1]
+
+
+def score(tmp_path: Path, out: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PY": sys.executable, "DATA": str(tmp_path / "heldout"), "SIZE": "32", "PER_TASK": "2",
+           "T2I_PER_TASK": "3", "WORKERS": "1", **env}
+    return subprocess.run(["bash", "scripts/score_heldout.sh", str(make_tiny_bundle(tmp_path / "bundle")),
+                           str(tmp_path / out), *args], cwd=ROOT, env=env, timeout=600, capture_output=True, text=True)
+
+
+def scored(path: Path) -> list[tuple[str, int]]:
+    return sorted((r["task"], int(r["index"])) for r in json.loads(path.read_text()))
+
+
+def test_sets_are_the_first_prompts_of_each_kind_and_pair_with_an_earlier_run(tmp_path):
+    done = score(tmp_path, "old", "refvideo4", "t2i120", "--", "--steps", "1")
+    assert done.returncode == 0, done.stderr
+    video = json.loads((tmp_path / "heldout" / "tasks_video.json").read_text())
+    first = {kind: [e["index"] for e in video if e["task"] == kind][:4] for kind in ("tv2v", "tiv2v")}
+    assert scored(tmp_path / "old" / "scores-refvideo4.json") == sorted(
+        (kind, index) for kind, indices in first.items() for index in indices)
+    assert scored(tmp_path / "old" / "scores-t2i120.json") == [("t2i", i) for i in range(3)]  # its own world
+    assert not (tmp_path / "old" / "paired-t2i120.md").exists()
+
+    done = score(tmp_path, "new", "t2i120", "--", "--steps", "2", BASE=str(tmp_path / "old"))
+    assert done.returncode == 0, done.stderr
+    paired = (tmp_path / "new" / "paired-t2i120.md").read_text()
+    assert "t2i" in paired and "| 3 |" in paired  # the three prompts both runs scored
+
+
+def test_an_unknown_set_stops_before_anything_is_made(tmp_path):
+    done = score(tmp_path, "out", "image", "video24")
+    assert done.returncode == 2
+    assert "unknown set 'video24'" in done.stderr and "clone12" in done.stderr
+    assert not (tmp_path / "heldout").exists() and not (tmp_path / "out").exists()
