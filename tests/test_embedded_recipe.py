@@ -146,6 +146,15 @@ def test_object_pixels_weigh_more_than_the_grey_background():
     assert weights[0, 0, 0, 0, 0] == 8.0 and weights.flatten()[1:].eq(1.0).all()
 
 
+def test_a_ring_weighs_an_outlines_grey_side_as_its_object_side():
+    pixels = torch.zeros(1, 3, 2, 7, 7)
+    pixels[0, :, 1, 3, 3] = torch.tensor([0.8, -0.8, -0.8])  # a red pixel in the second frame only
+    weights = autoencoder.object_weights(pixels, 8.0, ring=2)[0, 0]
+    assert weights[1, 1:6, 1:6].eq(8.0).all()  # the object and the grey within 2 px of it
+    assert weights[1, 0].eq(1.0).all() and weights[1, :, 6].eq(1.0).all()  # farther out
+    assert weights[0].eq(1.0).all()  # no ring spreads across frames
+
+
 def test_edge_term_charges_a_blurred_outline_more_than_an_even_shift():
     sharp = torch.zeros(1, 3, 1, 8, 8)
     sharp[..., 2:6, 2:6] = 1.0

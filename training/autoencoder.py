@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKLHunyuanVideo
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -76,11 +77,17 @@ def to_pixels(frames: torch.Tensor, generator: torch.Generator | None = None) ->
     return pixels
 
 
-def object_weights(pixels: torch.Tensor, weight: float) -> torch.Tensor:
-    """Per-pixel loss weights [B, 1, T, H, W]: `weight` on saturated (object) pixels, 1 on the grey background.
-    Objects cover a tenth of a frame; unweighted, a small VAE settles for the background and averages hues."""
+def object_weights(pixels: torch.Tensor, weight: float, ring: int = 0) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, T, H, W]: `weight` on saturated (object) pixels and the grey pixels up to
+    `ring` px around them, 1 on the rest of the background. Objects cover a tenth of a frame; unweighted, a small
+    VAE settles for the background and averages hues. With no ring an outline's object side weighs `weight` times
+    its grey side, and a decoder unsure where the edge lies paints colour outward: the committed decoder (ring 0)
+    draws held-out objects 7% wider than rendered, small ones at 0.302 of the side against 0.28."""
     saturation = pixels.amax(dim=1, keepdim=True) - pixels.amin(dim=1, keepdim=True)  # in [0, 2]
-    return 1 + (weight - 1) * (saturation > 0.3).float()
+    objects = (saturation > 0.3).float()
+    if ring:
+        objects = F.max_pool3d(objects, (1, 2 * ring + 1, 2 * ring + 1), stride=1, padding=(0, ring, ring))
+    return 1 + (weight - 1) * objects
 
 
 def edge_error(error: torch.Tensor) -> torch.Tensor:
@@ -90,7 +97,7 @@ def edge_error(error: torch.Tensor) -> torch.Tensor:
 
 
 def step_loss(model, pixels: torch.Tensor, kl_weight: float, object_weight: float, edge_weight: float = 0.0,
-              decoder_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              decoder_only: bool = False, object_ring: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, mean |pixel error|). `decoder_only`: decode the frozen encoder's posterior mode, the latents
     VINO trains on, and leave the encoder out of the graph."""
     if decoder_only:
@@ -101,7 +108,7 @@ def step_loss(model, pixels: torch.Tensor, kl_weight: float, object_weight: floa
         posterior = model.encode(pixels).latent_dist
         latents, kl = posterior.sample(), posterior.kl().mean() / pixels[0].numel()
     error = model.decode(latents).sample.float() - pixels
-    weights = object_weights(pixels, object_weight)
+    weights = object_weights(pixels, object_weight, object_ring)
     loss = ((error.abs() + error.pow(2)) * weights).mean() / weights.mean() \
         + edge_weight * edge_error(error) + kl_weight * kl
     return loss, error.detach().abs().mean()
@@ -168,7 +175,8 @@ def load_state(path: Path, model, optimizer, generator: torch.Generator) -> int:
 
 def train(out: Path, steps: int, batch_size: int, lr: float, channels: tuple, pool_size: int, size: int,
           frames: int, seed: int, workers: int, device: str, object_weight: float = 8.0, init: Path | None = None,
-          clip_every: int = 2, edge_weight: float = 1.0, decoder_only: bool = False, save_every: int = 500) -> Path:
+          clip_every: int = 2, edge_weight: float = 1.0, decoder_only: bool = False, save_every: int = 500,
+          object_ring: int = 0) -> Path:
     """Train (or with `init`, go on training) a VAE and save it to `out`. Every `save_every` steps the whole
     training state goes to OUT-STEM.train-state.safetensors, and a run started again with the same
     settings goes on from there (the file is deleted once `out` is written).
@@ -219,7 +227,7 @@ def train(out: Path, steps: int, batch_size: int, lr: float, channels: tuple, po
         picked = torch.randint(len(source), (batch_size if on_clips else 4 * batch_size,), generator=generator)
         pixels = to_pixels(source[picked.to(device)], generator)
         with torch.autocast(**autocast):
-            loss, l1 = step_loss(model, pixels, 1e-3, object_weight, edge_weight, decoder_only)
+            loss, l1 = step_loss(model, pixels, 1e-3, object_weight, edge_weight, decoder_only, object_ring)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -261,6 +269,8 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count() - 2))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--object-weight", type=float, default=8.0, help="loss weight of object pixels over background")
+    p.add_argument("--object-ring", type=int, default=0,
+                   help="grey pixels this far around an object weigh as the object does (0: none)")
     p.add_argument("--init", type=Path, help="continue training this VAE file")
     p.add_argument("--clip-every", type=int, default=2, help="a video step every N steps, stills between (0: stills only)")
     p.add_argument("--edge-weight", type=float, default=1.0, help="loss weight of the error's differences across pixels")
@@ -281,7 +291,7 @@ def main(argv=None):
     return run_cli(lambda: print(train(args.out, args.steps, args.batch_size, args.lr, channels, args.pool, args.size,
                                        args.frames, args.seed, args.workers, args.device,
                                        args.object_weight, args.init, args.clip_every, args.edge_weight,
-                                       args.decoder_only, args.save_every)))
+                                       args.decoder_only, args.save_every, args.object_ring)))
 
 
 if __name__ == "__main__":
