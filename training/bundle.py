@@ -33,12 +33,14 @@ from vino_model.vae import VinoVAE
 from .world import VIDEO_FORMATS, write_split
 
 # 128x128 and 17 frames: what the world renders; guidance chosen on the training split (scripts/bench_embedded.sh).
-# image_cfg_tasks: the tasks whose output keeps one input image (i2v's first frame, the edited image of ti2i_ref)
-# score higher with image CFG 3. The session-19 model: ti2i_ref 0.271 -> 0.417 on 48 held-out prompts (H200; 8
-# wins, 1 loss; the same at 4 and 6), i2v 0.565 -> 0.614 on 24 (CPU; 8 wins, 1 loss); ti2i, ti2v and tiv2v gained
-# nothing (benchmarks/results/2026-12-02/image-cfg.md).
+# image_cfg_tasks: the tasks that score higher with image CFG 3. The session-19 model: ti2i_ref 0.271 -> 0.417 on
+# 48 held-out prompts (H200; 8 wins, 1 loss; the same at 4 and 6), i2v 0.565 -> 0.614 on 24 (CPU; 8 wins, 1 loss);
+# ti2i, ti2v and tiv2v gained nothing (benchmarks/results/2026-12-02/image-cfg.md). The session-40 model: ti2v
+# 0.408 -> 0.483 and clone 0.306 -> 0.397 on 24 tuning prompts each, 11 wins and 1 loss in all: the reference
+# image's object keeps its size (benchmarks/results/2026-12-04/embedded-session40.md).
 DEFAULTS = {"width": 128, "height": 128, "frames": 17, "steps": 30, "cfg": 4.0, "image_cfg": 1.0,
-            "image_cfg_tasks": {"i2v": 3.0, "ti2i_ref": 3.0}, "shift": 3.0, "negative_image": "", "negative_video": ""}
+            "image_cfg_tasks": {"i2v": 3.0, "ti2i_ref": 3.0, "ti2v": 3.0, "clone": 3.0}, "shift": 3.0,
+            "negative_image": "", "negative_video": ""}
 DEMO_SEED = 7  # held-out prompts, apart from the benchmark's (seed 0)
 
 
