@@ -44,9 +44,11 @@ SWAPS = (*ATTRIBUTES, *TWIN_SWAPS)
 
 @torch.no_grad()
 def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[str, float]:
-    """Mean loss increase per swap (SWAPS) over `records` (t2i), and the count of samples each used."""
+    """Mean loss increase per swap (SWAPS) over `records` (t2i), the count of samples each used, and "loss": the
+    mean loss under the samples' own captions."""
     device = trainee.transformer.proj_out.weight.device
     gaps = {name: [] for name in SWAPS}
+    own = []
     for index, record in enumerate(records):
         target = np.asarray(Image.open(record.target).convert("RGB"))
         x0 = vae.encode(frames_to_tensor(target[None])[None], sample=False).float().cpu()
@@ -62,10 +64,11 @@ def word_gaps(trainee, vae, records, times: list[float], seed: int = 0) -> dict[
         losses = [losses_under(trainee, batch, noise[j:j + 1], torch.tensor([t]), contexts, len(contexts), device)
                   for j, t in enumerate(times)]  # [time][caption]
         per_caption = dict(zip(kept, np.asarray(losses).T))  # caption -> its loss at each t
+        own.append(per_caption["own"].mean())
         for name in SWAPS:
             if name in per_caption:
                 gaps[name].append(per_caption[name] - per_caption["own"])
-    return {k: float(np.mean(v)) if v else float("nan") for k, v in gaps.items()} | \
+    return {"loss": float(np.mean(own))} | {k: float(np.mean(v)) if v else float("nan") for k, v in gaps.items()} | \
         {f"{k}_samples": len(v) for k, v in gaps.items()} | \
         {f"{k}_by_time": np.mean(v, axis=0).tolist() if v else [float("nan")] * len(times) for k, v in gaps.items()}
 
@@ -90,17 +93,19 @@ def main(argv=None) -> None:
     times = args.at or shift_time(uniform, args.shift).tolist()
     records = [r for r in read_manifest(Path(args.data) / "manifest.jsonl")
                if r.task == "t2i" and (not args.pairs or len(r.meta["scene"]["objects"]) > 1)][: args.samples]
-    print(f"{'export':60s} " + " ".join(f"{name:>8s}" for name in SWAPS) + f" samples ({', '.join(TWIN_SWAPS)})")
+    print(f"{'export':60s} {'loss':>8s} " + " ".join(f"{name:>8s}" for name in SWAPS) +
+          f" samples ({', '.join(TWIN_SWAPS)})")
     for init in args.init:
         cfg = load_config(args.config, [f"model.init={init}", "model.mmdit={}", f"optim.bf16={bf16}", *args.set])
         trainee = model.build(cfg)[0].eval().to(device)
         vae = VinoVAE.load(cfg.model.vae, device=device)
         gaps = word_gaps(trainee, vae, records, times)
-        print(f"{init[-60:]:60s} " + " ".join(f"{gaps[name]:8.4f}" for name in SWAPS) +
+        print(f"{init[-60:]:60s} {gaps['loss']:8.4f} " + " ".join(f"{gaps[name]:8.4f}" for name in SWAPS) +
               f" {gaps['shape_samples']} ({', '.join(str(gaps[name + '_samples']) for name in TWIN_SWAPS)})")
         if args.by_time:
             for j, t in enumerate(times):
-                print(f"{'  at t = %.3f' % t:60s} " + " ".join(f"{gaps[name + '_by_time'][j]:8.4f}" for name in SWAPS))
+                by_time = " ".join(f"{gaps[name + '_by_time'][j]:8.4f}" for name in SWAPS)
+                print(f"{'  at t = %.3f' % t:60s} {'':8s} {by_time}")
 
 
 if __name__ == "__main__":
