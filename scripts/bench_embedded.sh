@@ -32,4 +32,5 @@ done
 "$PY" -m training.bench --tasks "${tasks[@]}" --results "$out" --json "$out/scores.json" | tee "$out/table.txt"
 [ "${GROUND_TRUTH:-1}" = 0 ] && exit 0
 echo "ground truth:"
-"$PY" -m training.bench --tasks "${tasks[@]}" --ground-truth --json "$out/ground_truth.json" | tee "$out/ground_truth.txt"
+"$PY" -m training.bench --tasks "${tasks[@]}" --ground-truth --json "$out/ground_truth.json" \
+  | tee "$out/ground_truth.txt"

@@ -1,4 +1,5 @@
-"""scripts/score_heldout.sh: a bundle's held-out sets, made, generated, scored and paired as the write-ups report them."""
+"""scripts/score_heldout.sh: a bundle's held-out sets, made, generated, scored and paired as the write-ups
+report them."""
 
 import json
 import os
