@@ -12,6 +12,11 @@
 #   BASE=DIR: pair each set with an earlier model's DIR/scores-SET.json (benchmarks/paired_scores.py) into
 #   OUT/paired-SET.md.  PY, WORKERS, DATA=data/embedded/heldout, SIZE=128, PER_TASK=24, T2I_PER_TASK=120
 set -euo pipefail
+if [ $# -lt 2 ] || [ ! -f "$1/defaults.json" ]; then
+  echo "usage: bash scripts/score_heldout.sh BUNDLE OUT [SET ...] [-- generate options]; BUNDLE: a folder that" \
+    "training.bundle wrote (its defaults.json, vino.safetensors, qwen3vl/, vae.safetensors)" >&2
+  exit 2
+fi
 PY=${PY:-.venv/bin/python}
 WORKERS=${WORKERS:-$(nproc)}
 DATA=${DATA:-data/embedded/heldout}

@@ -39,6 +39,13 @@ def test_sets_are_the_first_prompts_of_each_kind_and_pair_with_an_earlier_run(tm
     assert "t2i" in paired and "| 3 |" in paired  # the three prompts both runs scored
 
 
+def test_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
+    done = subprocess.run(["bash", "scripts/score_heldout.sh", str(tmp_path), str(tmp_path / "out")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "BUNDLE: a folder that training.bundle wrote" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unknown_set_stops_before_anything_is_made(tmp_path):
     done = score(tmp_path, "out", "image", "video24")
     assert done.returncode == 2
