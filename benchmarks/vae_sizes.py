@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.bench import _labels, _matching, find_blobs  # noqa: E402
+from training.bench import _labels, find_blobs, object_track  # noqa: E402
 from training.manifest import load_media, read_manifest  # noqa: E402
 from training.world import SIZES  # noqa: E402
 from vino_model.preprocess import frames_to_tensor, tensor_to_frames  # noqa: E402
@@ -30,7 +30,7 @@ def diameters(frames: np.ndarray, objects: list[dict]) -> list[tuple[str, float]
     blobs = find_blobs(frames, _labels(frames))
     found = []
     for obj in objects:
-        seen = [max(_matching(b, obj), key=lambda x: x.area).diameter for b in blobs if _matching(b, obj)]
+        seen = [blob.diameter for blob in object_track(blobs, obj) if blob]
         if seen:
             found.append((obj["size"], float(np.median(seen)) / min(frames.shape[1:3])))
     return found

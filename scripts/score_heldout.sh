@@ -40,14 +40,18 @@ source scripts/embedded_inputs.sh
 world "$DATA" --per-task "$PER_TASK" --split heldout --seed 0
 "$PY" - "$DATA" <<'PICK'
 import json, sys
+from collections import Counter
 from pathlib import Path
 
 data = Path(sys.argv[1])
 video = json.loads((data / "tasks_video.json").read_text())
 for name, first in {"video12": {"t2v": 12, "i2v": 12, "ti2v": 12}, "refvideo4": {"tv2v": 4, "tiv2v": 4},
                     "clone12": {"clone": 12}}.items():
-    kept = [e for e in video if e["task"] in first]
-    kept = [e for n, e in enumerate(kept) if sum(k["task"] == e["task"] for k in kept[:n]) < first[e["task"]]]
+    seen, kept = Counter(), []
+    for entry in video:  # the file's order: each kind's entries by index
+        seen[entry["task"]] += 1
+        if seen[entry["task"]] <= first.get(entry["task"], 0):
+            kept.append(entry)
     (data / f"tasks_{name}.json").write_text(json.dumps(kept, indent=1) + "\n")
 PICK
 

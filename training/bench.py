@@ -252,6 +252,11 @@ def _matching(blobs, obj):
     return [b for b in blobs if b.color == obj["color"] and b.shape == obj["shape"]]
 
 
+def object_track(blobs, obj):
+    """In each frame's blobs, the largest of `obj`'s colour and shape, or None where there is none."""
+    return [max(matched, key=lambda b: b.area) if (matched := _matching(found, obj)) else None for found in blobs]
+
+
 def _near(point, target, slack):
     return max(abs(point[0] - target[0]), abs(point[1] - target[1])) <= slack
 
@@ -324,10 +329,7 @@ def _motion(obj, blobs, scene, tol):
     """color, subject, size, direction, speed, steadiness of one moving object."""
     frames = len(blobs)
     side = min(scene["width"], scene["height"])
-    track = []
-    for found in blobs:
-        matched = _matching(found, obj)
-        track.append(max(matched, key=lambda b: b.area) if matched else None)
+    track = object_track(blobs, obj)
     seen = [t for t, b in enumerate(track) if b]
     sizes = [_size_class(np.median([track[t].diameter for t in seen]), side)] if seen else []
     checks = {
