@@ -41,7 +41,7 @@ STAGE_RUNS = {
         "samples.every": 4, "samples.limit": 2, "data.keep_in_memory": True, "data.prefill_workers": 2,
         "flow.contrast": 1.0,
         "flow.contrast_samples": {"binding": 1, "places": 1, "sizes": 0, "count": 0, "single": 0,
-                                  "backdrop": 1}},
+                                  "backdrop": 1, "motion": 1}},
 }
 
 
@@ -262,9 +262,10 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
 
     own = {"a": 0.0, "b": 1.0, "c": 2.0, "a in blue": 0.0}  # each caption's x0 value ("a in blue": colour ignored)
     swaps = {"shape": "a as a square", "color": "a in blue"}
-    samples = [SimpleNamespace(record=SimpleNamespace(caption_long=c, meta=meta), images=i, video=None,
-                               refs=[torch.zeros(16, 1, 2, 2) for _ in i]) for c, i, meta in
-               (("a", [], {"word_swaps": swaps}), ("c", ["ref"], {}), ("b", [], {}))]  # the edit is skipped
+    samples = [SimpleNamespace(record=SimpleNamespace(caption_long=c, meta=meta, task=task), images=i, video=None,
+                               refs=[torch.zeros(16, 1, 2, 2) for _ in i]) for c, i, meta, task in
+               (("a", [], {"word_swaps": swaps}, "t2i"), ("c", ["ref"], {}, "ti2i"), ("b", [], {}, "t2i"))]
+    # the edit is skipped
 
     class Data:
         def load(self, sample, rng, dropout):
@@ -287,6 +288,49 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
         assert forwards == batches
     blind = evaluate(lambda x0, *inputs: (torch.ones(len(x0)), 0), Data(), samples, cfg, 0, 1, "cpu")
     assert blind == {"eval_loss": 1.0, "eval_text_gap": 0.0, "eval_word_gap_color": 0.0, "eval_word_gap_shape": 0.0}
+
+
+def test_eval_motion_gap_is_what_another_motion_s_video_costs_a_clone(monkeypatch):
+    """Each clone of the set is read under its short caption with its own reference video, then with the next
+    clone's of another motion (the next of the same motion is passed over), at each of MOTION_GAP_TIMES: a trainee
+    that reads the motion from the video has its loss increase as the gap; one that ignores the video has 0."""
+    from types import SimpleNamespace
+
+    from training import engine
+    from training.data import Context
+    from training.loop import MOTION_GAP_TIMES, evaluate
+
+    monkeypatch.setattr(engine, "mean", lambda values, device: values)  # one rank, no process group
+
+    def clone(name, direction):
+        meta = {"ref_video": {"objects": [{"motion": {"direction": direction, "speed": "slow"}}]}}
+        return SimpleNamespace(record=SimpleNamespace(caption_long=f"long {name}", caption_short=f"short {name}",
+                                                      meta=meta, task="clone"), images=["ref"], video=f"video {name}")
+
+    samples = [clone("a", "left"), clone("b", "left"), clone("c", "up")]
+
+    class Data:
+        def load(self, sample, rng, dropout):
+            x0 = torch.zeros(16, 1, 2, 2)
+            references = [torch.zeros(16, 1, 2, 2), torch.zeros(16, 2, 2, 2)]
+            return x0, references, Context(sample.record.caption_long, ["image"], sample.video, 8.0), "clone"
+
+    seen = []
+
+    def reads(x0, noise, t, references, contexts):
+        seen.extend((c.text, c.video, float(t[j])) for j, c in enumerate(contexts))
+        own = [c.text.split()[-1] == c.video.split()[-1] for c in contexts]
+        return torch.tensor([1.0 if mine else 1.5 for mine in own]), 0
+
+    cfg = SimpleNamespace(run=SimpleNamespace(seed=0), data=SimpleNamespace(batch_size=4))
+    result = evaluate(reads, Data(), samples, cfg, 0, 1, "cpu")
+    assert result["eval_motion_gap"] == pytest.approx(0.5) and result["eval_loss"] == 1.0
+    twins = {(text, video) for text, video, t in seen if text.startswith("short") and not video.endswith(text[-1])}
+    assert twins == {("short a", "video c"), ("short b", "video c"), ("short c", "video a")}
+    assert sorted({t for *_, t in seen if _[0].startswith("short")}) == pytest.approx(sorted(MOTION_GAP_TIMES))
+    blind = evaluate(lambda x0, *inputs: (torch.ones(len(x0)), 0), Data(), samples, cfg, 0, 1, "cpu")
+    assert blind["eval_motion_gap"] == 0.0
+    assert "eval_motion_gap" not in evaluate(reads, Data(), samples[:2], cfg, 0, 1, "cpu")  # one motion: no pair
 
 
 @pytest.mark.parametrize("stage", [0, 1])
@@ -790,6 +834,36 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), rows)
     assert which == [(2, "places"), (0, "places"), (2, "binding"), (2, "places")]
     assert [c.text for c in grown.contexts[3:]] == ["c twin 2", "a twin", "c twin", "c twin 2"]
+
+
+def test_a_motion_twin_reads_its_sample_under_the_next_reference_video_of_another_motion():
+    """flow.contrast's "motion" twin: a sample with a reference motion goes through again with its own caption,
+    images, latents, noise and t, but the video (the VLM's and the MMDiT's: the references' last) of the batch's next
+    sample of another motion; a clone batch's rows all go to them, from the noisiest sample down."""
+    from training.data import Batch, Context
+    from training.loop import motion_partners, with_twins
+
+    contexts = [Context("a", ["ia"], "va", 8.0, ("ra", "a", (0,), True), motion="left slow"),
+                Context("b", ["ib"], "vb", 8.0, ("rb", "b", (0,), True), motion="left slow"),
+                Context("c", ["ic"], "vc", 8.0, ("rc", "c", (0,), True), motion="up fast"),
+                Context("", [], None, None, ("rd", "", (), False))]  # its video dropped: no motion
+    assert motion_partners(contexts) == [(0, 2), (1, 2), (2, 0)]
+    assert motion_partners(contexts[:2]) == []  # one motion in the batch: no twin
+    refs = [[torch.full((1, 1, 1, 1), 10.0 * i), torch.full((1, 2, 1, 1), 10.0 * i + 1)] for i in range(3)]
+    refs.append([torch.full((1, 1, 1, 1), 30.0)])
+    latents = torch.arange(4.0).view(4, 1, 1, 1, 1)
+    t = torch.tensor([0.3, 0.9, 0.5, 0.99])
+    rows = {"binding": 2, "places": 0, "motion": 1}
+    grown, noise, t_grown, which = with_twins(Batch(latents, refs, contexts, ["clone"] * 4), latents.clone(), t, rows)
+    assert which == [(1, "motion"), (2, "motion"), (0, "motion")]  # the noisiest first; the row quota's rest filled
+    twins = grown.contexts[4:]
+    assert [(c.text, c.images, c.video, c.key) for c in twins] == [
+        ("b", ["ib"], "vc", ("rb", "b", (0,), "rc")), ("c", ["ic"], "va", ("rc", "c", (0,), "ra")),
+        ("a", ["ia"], "vc", ("ra", "a", (0,), "rc"))]
+    for row, (own, other) in zip(range(4, 7), ((1, 2), (2, 0), (0, 2))):
+        assert grown.references[row][0] is refs[own][0] and grown.references[row][1] is refs[other][1]
+        assert grown.latents[row] == latents[own] and noise[row] == latents[own] and t_grown[row] == t[own]
+        assert grown.tasks[row] == "clone"
 
 
 def test_a_run_waits_for_a_fill_of_its_manifests_before_it_indexes_the_cache(curriculum, tmp_path):

@@ -18,10 +18,10 @@ from training import prefill as prefill_module
 from training.config import DataConfig
 from training.data import Batch, LatentCache, Sampler, TrainData, bucket_size, build_index, fillable, target_spec
 from training.engine import deepspeed_config
-from training.loop import model_inputs
+from training.loop import model_inputs, motion_twin
 from training.manifest import read_manifest
 from training.prefill import prefill, record_contexts
-from training.world import write_split
+from training.world import DIRECTIONS, SPEEDS, reference_motion, write_split
 from vino_model.encoder import MEDIA_PROCESSORS, InterleavedEncoder, MMEncoder
 from vino_model.errors import VinoInputError
 from vino_model.tiny_qwen import make_tiny_qwen3vl
@@ -310,12 +310,13 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     with pytest.raises(VinoInputError, match="data.prefill_workers=4; expected 0, or processes that fill what "
                                              "data.keep_in_memory = true keeps"):
         train_config.load(tmp_path / "stage.toml", ["data.prefill_workers=4"])
-    margins = {"binding": 0.01, "places": 0.05, "sizes": 0.02, "count": 0.03, "single": 0.04, "backdrop": 0.06}
+    margins = {"binding": 0.01, "places": 0.05, "sizes": 0.02, "count": 0.03, "single": 0.04, "backdrop": 0.06,
+               "motion": 0.1}
     given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_margin={json.dumps(margins)}"])
     assert given.flow.contrast_margin == margins
     with pytest.raises(VinoInputError, match="expected a margin for each twin kind: binding, places, sizes, count"):
         train_config.load(tmp_path / "stage.toml", ["flow.contrast_margin.places=0.05"])
-    rows = {"binding": 4, "places": 4, "sizes": 12, "count": 12, "single": 6, "backdrop": 8}
+    rows = {"binding": 4, "places": 4, "sizes": 12, "count": 12, "single": 6, "backdrop": 8, "motion": 1}
     given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_samples={json.dumps(rows)}"])
     assert given.flow.contrast_samples == rows
     with pytest.raises(VinoInputError, match="expected a count of rows >= 0 for each twin kind: binding, places"):
@@ -460,6 +461,16 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     assert encoder.prepared_count["misses"] == 0  # the prompts were prepared in the workers
     # a media processor's call that was not prefilled keeps a new output
     assert len(kept) == sum(len(getattr(encoder.processor, name).outputs) for name in MEDIA_PROCESSORS)
+    # a motion twin (the clone under another sample's video): a context the prefill did not make, prepared once,
+    # with both media as the prefill processed them
+    clone, other = (next(c for s, c in zip(referring, loaded) if s.record.task == task) for task in ("clone", "tv2v"))
+    twin, _ = motion_twin(dataclasses.replace(clone, motion="left slow"), [], other, [])
+    twin_context = (twin.text, twin.images, twin.video, twin.video_fps)
+    encoder.prepared_count["misses"] = 0
+    outputs = lambda: sum(len(getattr(encoder.processor, name).outputs) for name in MEDIA_PROCESSORS)  # noqa: E731
+    processed = outputs()
+    twin_got = [encoder.encode_batch([twin_context], keys=[twin.key]) for _ in range(2)]
+    assert encoder.prepared_count["misses"] == 1 and twin.key in encoder.memo and outputs() == processed
     monkeypatch.undo()
 
     plain = TrainData(samples, cache, data_config(), REFERENCE_AREA, 0, 0, 1, read_media=True)
@@ -472,6 +483,10 @@ def test_prefilled_references_are_read_as_a_batch_would_read_them_with_no_proces
     torch.testing.assert_close(got.text_states[got.mask], expected.text_states[expected.mask], atol=1e-5, rtol=1e-4)
     for have, want in zip(got.boundary_tokens, expected.boundary_tokens, strict=True):
         torch.testing.assert_close(have, want, atol=1e-5, rtol=1e-4)
+    twin_expected = encoder.encode_batch([twin_context])
+    for read in twin_got:
+        torch.testing.assert_close(read.text_states, twin_expected.text_states, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(read.boundary_tokens[0], twin_expected.boundary_tokens[0], atol=1e-5, rtol=1e-4)
 
 
 def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(world):
@@ -486,3 +501,22 @@ def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(
     for long, drop, twins in ((1.0, 0.0, exchanged), (0.0, 0.0, ()), (1.0, 1.0, ())):
         data = TrainData([t2i], cache, data_config(long_caption=long, drop_text=drop), REFERENCE_AREA, 0, 0, 1, True)
         assert data.load(t2i, np.random.default_rng(0), dropout=True)[2].twins == twins
+
+
+def test_a_clone_sample_names_its_reference_motion_under_a_caption_that_does_not_name_the_video_object(world):
+    """A motion twin's sample (`Context.motion`): a clone whose reference video is kept, under its short caption or
+    none; its long caption names the video's object ("the motion of the red square in Video 1"), which would tell a
+    twin by the mismatch. An edit's reference video (tv2v) is not one whose motion the target copies."""
+    _, _, cache, samples, _ = world
+    clone = next(s for s in samples if s.record.task == "clone")
+    motion = reference_motion(clone.record.meta)
+    assert motion in {f"{d} {v}" for d in DIRECTIONS for v in SPEEDS}
+    for long, drop_text, drop_video, expected in ((0.0, 0.0, 0.0, motion), (0.0, 1.0, 0.0, motion),
+                                                  (1.0, 0.0, 0.0, None), (0.0, 0.0, 1.0, None)):
+        cfg = data_config(long_caption=long, drop_text=drop_text, drop_video=drop_video, drop_images=0.0)
+        data = TrainData([clone], cache, cfg, REFERENCE_AREA, 0, 0, 1, True)
+        assert data.load(clone, np.random.default_rng(0), dropout=True)[2].motion == expected
+    tv2v = next(s for s in samples if s.record.task == "tv2v")
+    data = TrainData([tv2v], cache, data_config(long_caption=0.0), REFERENCE_AREA, 0, 0, 1, True)
+    assert reference_motion(tv2v.record.meta) and data.load(tv2v, np.random.default_rng(0), dropout=False)[2].motion \
+        is None

@@ -18,7 +18,7 @@ from vino_model.errors import VinoInputError
 from vino_model.preprocess import valid_frame_count
 
 from .manifest import TASKS
-from .world import TWIN_SWAPS
+from .world import TWIN_KINDS
 
 STAGES = (0, 1, 2, 3)
 TIMESTEP_DENSITIES = ("logit_normal", "uniform")
@@ -109,10 +109,11 @@ class FlowConfig:
     # exchanged, a count's other number or one object, or a split background's tones exchanged) go through again
     # under the twin, with the same noise and t, and the term is max(0, contrast_margin[kind] - (twin's loss - own
     # loss)): the plain loss barely tells a caption from its twin (session 28: a twin raised it by 7% of what a wrong
-    # colour does), so the model never learnt which goes with which
+    # colour does), so the model never learnt which goes with which. The "motion" twin keeps the caption and takes
+    # another sample's reference video of another motion (training.world.MOTION_TWIN_TASKS)
     contrast: float = 0.0
-    contrast_margin: dict = field(default_factory=lambda: dict.fromkeys(TWIN_SWAPS, 0.005))  # by twin kind
-    contrast_samples: dict = field(default_factory=lambda: dict.fromkeys(TWIN_SWAPS, 8))  # rows by twin kind
+    contrast_margin: dict = field(default_factory=lambda: dict.fromkeys(TWIN_KINDS, 0.005))  # by twin kind
+    contrast_samples: dict = field(default_factory=lambda: dict.fromkeys(TWIN_KINDS, 8))  # rows by twin kind
 
 
 @dataclass
@@ -307,13 +308,13 @@ def check(cfg: TrainConfig) -> None:
     if bad_frames or not data.frames:
         raise VinoInputError(f"data.frames={data.frames}; expected frame counts of 4k+1 (1, 5, 9, ...)")
     margins = cfg.flow.contrast_margin
-    if set(margins) != set(TWIN_SWAPS) or not all(isinstance(m, (int, float)) for m in margins.values()):
+    if set(margins) != set(TWIN_KINDS) or not all(isinstance(m, (int, float)) for m in margins.values()):
         raise VinoInputError(f"flow.contrast_margin={margins!r}; expected a margin for each twin kind: "
-                             f"{', '.join(TWIN_SWAPS)}")
+                             f"{', '.join(TWIN_KINDS)}")
     rows = cfg.flow.contrast_samples
-    if set(rows) != set(TWIN_SWAPS) or not all(isinstance(n, int) and n >= 0 for n in rows.values()):
+    if set(rows) != set(TWIN_KINDS) or not all(isinstance(n, int) and n >= 0 for n in rows.values()):
         raise VinoInputError(f"flow.contrast_samples={rows!r}; expected a count of rows >= 0 for each twin kind: "
-                             f"{', '.join(TWIN_SWAPS)}")
+                             f"{', '.join(TWIN_KINDS)}")
     if cfg.flow.timestep not in TIMESTEP_DENSITIES:
         raise VinoInputError(f"flow.timestep={cfg.flow.timestep!r}; expected one of {TIMESTEP_DENSITIES}")
     if cfg.optim.schedule not in SCHEDULES:

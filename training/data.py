@@ -47,7 +47,7 @@ from vino_model.preprocess import canvas_size, frames_to_array, letterbox, prepa
 from vino_model.tasks import kept_without_references
 
 from .manifest import TASKS, Record, release_task
-from .world import TWIN_SWAPS
+from .world import MOTION_TWIN_TASKS, TWIN_SWAPS, reference_motion
 
 log = logging.getLogger("vino.train")
 
@@ -385,6 +385,7 @@ class Context:
     video_fps: float | None
     key: tuple | None = None  # names this exact context (sample, caption, kept inputs) when reads are memoised
     twins: tuple = ()  # (kind, caption): wrong captions of the same words (world.TWIN_SWAPS), for the contrast term
+    motion: str | None = None  # the reference video's motion where another's makes a "motion" twin (`TrainData.load`)
 
 
 @dataclass
@@ -512,7 +513,13 @@ class TrainData:
         key = memo_key(record.target, caption, images, keep_video) if self.fitted is not None else None
         swaps = record.meta.get("word_swaps", {}) if caption and caption == record.caption_long else {}
         twins = tuple((kind, swaps[kind]) for kind in TWIN_SWAPS if kind in swaps)
-        context = Context(caption, [], None, None, key, twins)
+        # A motion twin takes another sample's video under this caption, which must not name the video's object: a
+        # long clone caption does ("the motion of the red square in Video 1"), and the model could tell the twin by
+        # that mismatch instead of by the motion
+        motion = None
+        if keep_video and record.task in MOTION_TWIN_TASKS and caption != record.caption_long:
+            motion = reference_motion(record.meta)
+        context = Context(caption, [], None, None, key, twins, motion)
         if self.read_media:
             context.images = [self.media(record.ref_images[i], None) for i in images]
             if keep_video:

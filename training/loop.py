@@ -30,6 +30,7 @@ from .logs import Logger, StepClock, StepProfile
 from .manifest import read_manifest
 from .prefill import prefill, record_contexts
 from .samples import write_samples
+from .world import MOTION_TWIN_TASKS, reference_motion
 
 log = logging.getLogger("vino.train")
 
@@ -76,15 +77,18 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
 
 
 def with_twins(batch: Batch, noise, t, rows: dict) -> tuple[Batch, torch.Tensor, torch.Tensor, list]:
-    """The batch with sum(`rows`) of its samples appended again under a wrong twin of their caption (`Context.twins`),
-    with the same latents, noise and t, and each twin's (its sample's index, its kind); the batch as it is when none
-    has a twin. Each kind takes up to `rows[kind]` twins of its own, from the noisiest sample down, where a picture's
-    layout is drawn (session 30: exchanging two objects' places cost 0.000 at t <= 0.83 and 0.016-0.067 at t >= 0.95);
-    rows a kind leaves empty go to the noisiest twins not yet taken, of any kind, then again from the first taken, so
-    a batch of twins always grows by the same count (one size a bucket for compiled blocks). Session 32 took the
-    noisiest twins whatever their kind: binding and places, which two-object captions all have, held 55% of t2i's rows,
-    and the sizes twin (17% of t2i's) did not move its gap."""
+    """The batch with sum(`rows`) of its samples appended again under a wrong twin of their context, with the same
+    latents, noise and t, and each twin's (its sample's index, its kind); the batch as it is when none has a twin.
+    A caption's twins are `Context.twins`; a "motion" twin reads the sample under the reference video of the batch's
+    next sample of another motion (`motion_partners`). Each kind takes up to `rows[kind]` twins of its own, from the
+    noisiest sample down, where a picture's layout is drawn (session 30: exchanging two objects' places cost 0.000 at
+    t <= 0.83 and 0.016-0.067 at t >= 0.95); rows a kind leaves empty go to the noisiest twins not yet taken, of any
+    kind, then again from the first taken, so a batch of twins always grows by the same count (one size a bucket for
+    compiled blocks). Session 32 took the noisiest twins whatever their kind: binding and places, which two-object
+    captions all have, held 55% of t2i's rows, and the sizes twin (17% of t2i's) did not move its gap. A motion
+    twin's key names its sample's context and the other's target, so the encoder's memo keeps each pairing once."""
     pairs = [(i, twin) for i, context in enumerate(batch.contexts) for twin in context.twins]
+    pairs += [(i, ("motion", j)) for i, j in motion_partners(batch.contexts)]
     count = sum(rows.values())
     if not pairs or count <= 0:
         return batch, noise, t, []
@@ -94,16 +98,42 @@ def with_twins(batch: Batch, noise, t, rows: dict) -> tuple[Batch, torch.Tensor,
     chosen += [pair for pair in pairs if pair not in chosen][:count - len(chosen)]
     chosen = [chosen[k % len(chosen)] for k in range(count)]
     which = [i for i, _ in chosen]
-    contexts = []
-    for i, (_, twin) in chosen:
+    contexts, references = [], []
+    for i, (kind, twin) in chosen:
         own = batch.contexts[i]
-        key = None if own.key is None else (own.key[0], twin, *own.key[2:])
-        contexts.append(Context(twin, own.images, own.video, own.video_fps, key))
-    grown = Batch(torch.cat([batch.latents, batch.latents[which]]),
-                  batch.references + [batch.references[i] for i in which], batch.contexts + contexts,
-                  batch.tasks + [batch.tasks[i] for i in which])
+        if kind == "motion":
+            context, refs = motion_twin(own, batch.references[i], batch.contexts[twin], batch.references[twin])
+            contexts.append(context)
+            references.append(refs)
+        else:
+            key = None if own.key is None else (own.key[0], twin, *own.key[2:])
+            contexts.append(Context(twin, own.images, own.video, own.video_fps, key))
+            references.append(batch.references[i])
+    grown = Batch(torch.cat([batch.latents, batch.latents[which]]), batch.references + references,
+                  batch.contexts + contexts, batch.tasks + [batch.tasks[i] for i in which])
     index = torch.tensor(which, device=noise.device)
     return grown, torch.cat([noise, noise[index]]), torch.cat([t, t[which]]), [(i, kind) for i, (kind, _) in chosen]
+
+
+def motion_partners(contexts: list) -> list[tuple[int, int]]:
+    """(i, j) for each context i with a reference motion (`Context.motion`): j is the next context after it, going
+    round, whose reference video moves another way."""
+    moving = [i for i, context in enumerate(contexts) if context.motion is not None]
+    pairs = []
+    for k, i in enumerate(moving):
+        others = (moving[(k + step) % len(moving)] for step in range(1, len(moving)))
+        j = next((j for j in others if contexts[j].motion != contexts[i].motion), None)
+        if j is not None:
+            pairs.append((i, j))
+    return pairs
+
+
+def motion_twin(own: Context, references: list, other: Context, other_references: list) -> tuple[Context, list]:
+    """A sample's context and references with the other sample's reference video in place of its own, as the VLM
+    and the MMDiT read it (the references' last)."""
+    key = None if own.key is None or other.key is None else (*own.key[:3], other.key[0])
+    return (Context(own.text, own.images, other.video, other.video_fps, key),
+            references[:-1] + other_references[-1:])
 
 
 class Window:
@@ -163,7 +193,8 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
     caption minus the loss with its own. Near 0, the model ignores its text, however low the loss. And
     `eval_word_gap_NAME` for each caption a record's meta lists under "word_swaps" (`training.world` changes one
     word: the shape, the colour, the size): that caption's loss minus the long caption's, which tells which
-    words the model reads."""
+    words the model reads. And `eval_motion_gap` (`motion_gap`), where the set has samples whose reference video
+    alone sets the target's motion."""
     total, count, gap, gaps = 0.0, 0, 0.0, 0
     text_only = [j for j, s in enumerate(samples) if not s.images and s.video is None]
     words = sorted({name for j in text_only for name in samples[j].record.meta.get("word_swaps", {})})
@@ -194,13 +225,53 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
             own = losses[1 + compare]
             for name, swapped in zip(swaps, losses[2 + compare:]):
                 word_gap[name], word_count[name] = word_gap[name] + swapped - own, word_count[name] + 1
-    reduced = engine.mean([total, count, gap, gaps] + [word_gap[w] for w in words] + [word_count[w] for w in words],
-                          device)
-    total, count, gap, gaps = reduced[:4]
+    motion, moved = motion_gap(trainee, data, samples, rank, world, device)
+    reduced = engine.mean([total, count, gap, gaps, motion, moved] + [word_gap[w] for w in words] +
+                          [word_count[w] for w in words], device)
+    total, count, gap, gaps, motion, moved = reduced[:6]
     result = {"eval_loss": total / max(count, 1), "eval_text_gap": gap / max(gaps, 1)}
-    for name, summed, seen in zip(words, reduced[4:4 + len(words)], reduced[4 + len(words):]):
+    if moved:
+        result["eval_motion_gap"] = motion / moved
+    for name, summed, seen in zip(words, reduced[6:6 + len(words)], reduced[6 + len(words):]):
         result[f"eval_word_gap_{name}"] = summed / max(seen, 1)
     return result
+
+
+MOTION_GAP_TIMES = (0.6, 0.9)  # the training twins are the noisiest samples', where the object's path is drawn
+
+
+def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device) -> tuple[float, int]:
+    """The summed loss increase when a sample whose reference video alone sets the target's motion (the motion
+    twins' samples: `TrainData.load`) is read under the next such sample's video of another motion instead of its
+    own (`motion_partners`, `motion_twin`), under its short caption, at each of MOTION_GAP_TIMES; and the count of
+    those comparisons. About 0 for a model that does not take the motion from the video."""
+    loaded = []
+    for sample in samples:
+        record = sample.record
+        if record.task not in MOTION_TWIN_TASKS or sample.video is None:
+            continue
+        try:
+            x0, references, context, task = data.load(sample, np.random.default_rng(0), dropout=False)
+        except MEDIA_ERRORS:
+            continue
+        short = record.caption_short
+        key = None if context.key is None else (context.key[0], short, *context.key[2:])
+        context = Context(short, context.images, context.video, context.video_fps, key,
+                          motion=reference_motion(record.meta))
+        loaded.append((x0, references, context, task))
+    summed, count = 0.0, 0
+    for n, (i, j) in enumerate(motion_partners([context for _, _, context, _ in loaded])):
+        if n % world != rank:
+            continue
+        x0, references, own, task = loaded[i]
+        twin, swapped = motion_twin(own, references, loaded[j][2], loaded[j][1])
+        noise = torch.randn((1, *x0.shape), generator=torch.Generator().manual_seed(n))
+        for at in MOTION_GAP_TIMES:
+            t = torch.tensor([at])
+            losses = [losses_under(trainee, Batch(x0[None], [refs], [context], [task]), noise, t, [context], 1,
+                                   device)[0] for refs, context in ((references, own), (swapped, twin))]
+            summed, count = summed + losses[1] - losses[0], count + 1
+    return summed, count
 
 
 def evaluate_in_eval_mode(ds, data: TrainData, samples, cfg, rank: int, world: int, device) -> dict[str, float]:

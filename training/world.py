@@ -411,6 +411,20 @@ def _of_objects(swap):
 TWIN_SWAPS = {"binding": _of_objects(swap_binding), "places": _of_objects(swap_places),
               "sizes": _of_objects(swap_sizes), "count": _of_objects(swap_count),
               "single": _of_objects(swap_single), "backdrop": swap_backdrop}
+# and the one twin that is not a caption: "motion" reads a sample under another sample's reference video, of another
+# motion (training.loop.with_twins pairs them within a batch), in the tasks where that video alone sets the target's
+# motion. The held-out clone prompts moved their object the reference's way no more often than chance (session 41:
+# direction 0.25-0.42 of 4 directions), so nothing told the model that a wrong video is wrong
+MOTION_TWIN_TASKS = ("clone",)
+TWIN_KINDS = (*TWIN_SWAPS, "motion")
+
+
+def reference_motion(meta) -> str | None:
+    """The motion of a sample's reference video ("left fast"; its objects' in turn), or None without one."""
+    video = meta.get("ref_video")
+    if not video:
+        return None
+    return ", ".join(f"{o['motion']['direction']} {o['motion']['speed']}" for o in video["objects"] if o.get("motion"))
 
 
 def _bg_words(bg):
