@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from redecode import main as redecode_main  # noqa: E402
 from vae_sizes import diameters  # noqa: E402
+from vae_sizes import main as vae_sizes_main  # noqa: E402
 
 from training.manifest import load_media  # noqa: E402
 from training.world import SIZES, write_split  # noqa: E402
@@ -63,3 +64,18 @@ def test_redecode_without_latents_names_the_folder(tmp_path, capsys):
     assert redecode_main(["--vae", str(tmp_path / "vae.safetensors"), "--latents", str(tmp_path / "empty"),
                           "--out", str(tmp_path / "out")]) == 2
     assert "no *.latents.safetensors files" in capsys.readouterr().err
+
+
+def test_vae_sizes_scores_each_check_after_the_round_trip_and_ground_truth_passes_them_all(tmp_path, capsys):
+    """The per-check ceiling: ground truth passes every check of `training.bench`; an untrained VAE's blur fails
+    some."""
+    write_split(str(tmp_path / "world"), per_task=3, width=64, height=64, frames=5, tasks=("t2v",), split="heldout")
+    make_tiny_vae(seed=3).save(tmp_path / "vae.safetensors")
+    vae_sizes_main(["--data", str(tmp_path / "world"), "--tasks", "t2v", "--samples", "3",
+                    "--vae", str(tmp_path / "vae.safetensors")])
+    table = capsys.readouterr().out.split("checks (mean)")[1].splitlines()
+    checks = table[0].split()
+    assert {"color", "subject", "steadiness"} <= set(checks)
+    truth, untrained = ([float(v) for v in line.split()[-len(checks):]] for line in table[1:3])
+    assert table[1].startswith("ground truth") and truth == [1.0] * len(checks)
+    assert min(untrained) < 1.0
