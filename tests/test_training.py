@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -834,6 +835,28 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), rows)
     assert which == [(2, "places"), (0, "places"), (2, "binding"), (2, "places")]
     assert [c.text for c in grown.contexts[3:]] == ["c twin 2", "a twin", "c twin", "c twin 2"]
+
+
+def test_embedded_motion_gap_compares_each_held_out_clone_with_the_next_of_another_motion(curriculum, tmp_path,
+                                                                                          capsys):
+    """benchmarks/embedded_motion_gap.py on a stage-3 export: one comparison per clone that has a partner of another
+    motion, at each of MOTION_GAP_TIMES, and a finite gap."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from embedded_motion_gap import main as motion_gap_main
+
+    from training.loop import MOTION_GAP_TIMES, motion_partners
+    from training.world import reference_motion
+
+    records = write_split(str(tmp_path / "held"), per_task=6, width=32, height=32, frames=5, tasks=("clone",),
+                          split="heldout")
+    motions = [SimpleNamespace(motion=reference_motion(r.meta)) for r in records]
+    assert len({m.motion for m in motions}) > 1
+    overrides = [o for o in curriculum.overrides(3, tmp_path / "run") if not o.startswith("model.init=")]
+    motion_gap_main(["--init", str(curriculum.export(3)), "--config", str(CONFIGS / "stage3.toml"),
+                     "--data", str(tmp_path / "held"), "--samples", "6", "--set", *overrides])
+    name, gap, count = capsys.readouterr().out.splitlines()[-1].split()
+    assert name.endswith("vino.safetensors") and math.isfinite(float(gap))
+    assert int(count) == len(motion_partners(motions)) * len(MOTION_GAP_TIMES)
 
 
 def test_a_motion_twin_reads_its_sample_under_the_next_reference_video_of_another_motion():
