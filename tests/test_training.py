@@ -214,6 +214,22 @@ def test_stage3_trains_everything_on_the_task_mixture_and_writes_samples(curricu
     assert result.frames.shape == (1, 64, 64, 3)  # the base image's letterboxed size
 
 
+def test_stage3_clone_batches_train_their_motion_twins_through_the_real_encoder(curriculum, tmp_path):
+    """A clone-only stage 3 under short captions: every step's batch pairs its two clones (of two motions) as
+    motion twins, through the VLM's memo and the MMDiT, and logs their gap."""
+    from training.world import reference_motion
+
+    clones = [r for r in read_manifest(str(curriculum.manifest)) if r.task == "clone"]
+    assert len({reference_motion(r.meta) for r in clones}) == len(clones) == 2
+    out = tmp_path / "clone"
+    changes = {"run.steps": 2, "data.tasks": {"clone": 1.0}, "data.long_caption": 0.0, "data.drop_video": 0.0,
+               "data.drop_text": 0.0, "data.drop_images": 0.0, "samples.every": 0, "checkpoint.enabled": False}
+    train(train_config.load(CONFIGS / "stage3.toml", curriculum.overrides(3, out, **changes)))
+    steps = [r for r in records(out) if "loss" in r]
+    assert len(steps) == 2 and all(math.isfinite(r["twin_gap_motion"]) for r in steps)
+    assert not any(key.startswith("twin_gap_") and key != "twin_gap_motion" for r in steps for key in r)
+
+
 def test_resume_after_sigkill_repeats_the_uninterrupted_run(curriculum, tmp_path):
     config = CONFIGS / "stage3.toml"
     changes = {"run.steps": 6, "checkpoint.every": 2, "samples.every": 0}
