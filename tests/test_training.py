@@ -269,7 +269,6 @@ def test_eval_text_gap_is_what_another_caption_costs(monkeypatch):
     """A trainee whose loss is 1 when the caption is its sample's own and 3 otherwise has a gap of 2 over the
     text-only samples; one that ignores the text has 0; samples with references are left out of the gap.
     Each word swap a record lists gets its own gap: 2 for a word the trainee reads, 0 for one it ignores."""
-    from types import SimpleNamespace
 
     from training import engine
     from training.data import Context
@@ -311,7 +310,6 @@ def test_eval_motion_gap_is_what_another_motion_s_video_costs_a_clone(monkeypatc
     """Each clone of the set is read under its short caption with its own reference video, then with the next
     clone's of another motion (the next of the same motion is passed over), at each of MOTION_GAP_TIMES: a trainee
     that reads the motion from the video has its loss increase as the gap; one that ignores the video has 0."""
-    from types import SimpleNamespace
 
     from training import engine
     from training.data import Context
@@ -626,7 +624,6 @@ def test_ema_forgets_the_starting_weights():
 def test_a_fitted_decay_ends_where_the_time_budget_runs_out():
     """run.fit_decay: after its first steps the loop moves the cosine's last step to where run.seconds runs out at
     the rate measured so far (capped at run.steps), and the optimizer's rate follows it."""
-    from types import SimpleNamespace
 
     from torch.optim.lr_scheduler import LambdaLR
 
@@ -799,7 +796,6 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     noise and t, each kind's rows from the noisiest sample down; the objective adds max(0, margin of the twin's
     kind - (twin's loss - own loss)), and the step reports the plain loss and each twin's gap, which the log's
     window averages by kind."""
-    from types import SimpleNamespace
 
     from training.config import FlowConfig
     from training.data import Batch, Context
