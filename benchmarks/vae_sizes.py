@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.bench import _labels, find_blobs, object_track, score  # noqa: E402
+from training.bench import find_blobs, object_track, palette_labels, score  # noqa: E402
 from training.manifest import load_media, read_manifest  # noqa: E402
 from training.world import SIZES  # noqa: E402
 from vino_model.preprocess import frames_to_tensor, tensor_to_frames  # noqa: E402
@@ -29,7 +29,7 @@ from vino_model.vae import VinoVAE  # noqa: E402
 
 def diameters(frames: np.ndarray, objects: list[dict]) -> list[tuple[str, float]]:
     """(size class, median diameter over the frames that show it / side) of each object found in `frames`."""
-    blobs = find_blobs(frames, _labels(frames))
+    blobs = find_blobs(frames, palette_labels(frames))
     found = []
     for obj in objects:
         seen = [blob.diameter for blob in object_track(blobs, obj) if blob]

@@ -179,7 +179,7 @@ def test_blob_diameters_are_the_drawn_ones_through_soft_edges(size):
         meta = world.sample("t2i", 1, index, size, size)[0]
         frames = world.render(meta["scene"])
         for soft in (frames, blurred(frames), resampled(frames)):
-            blobs = bench.find_blobs(soft, bench._labels(soft))[0]
+            blobs = bench.find_blobs(soft, bench.palette_labels(soft))[0]
             for obj in meta["scene"]["objects"]:
                 found = min(bench._matching(blobs, obj), key=lambda b: math.dist(b.center, obj["track"][0]))
                 assert abs(math.log(found.diameter / obj["diameter"])) < 0.05, (index, obj, found)
@@ -231,7 +231,7 @@ def test_a_task_file_without_its_manifest_is_named_in_one_line(tmp_path, capsys)
 def test_blobs_report_colour_shape_and_place():
     meta = samples("t2i", 1, seed=11)[0]
     frames = world.render(meta["scene"])
-    blobs = bench.find_blobs(frames, bench._labels(frames))[0]
+    blobs = bench.find_blobs(frames, bench.palette_labels(frames))[0]
     for obj in meta["scene"]["objects"]:
         near = [b for b in blobs if max(abs(b.center[0] - obj["track"][0][0]), abs(b.center[1] - obj["track"][0][1])) < 2]
         assert [(b.color, b.shape) for b in near] == [(obj["color"], obj["shape"])]

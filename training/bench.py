@@ -98,7 +98,7 @@ class Blob:
     diameter: float  # of the shape with this area
 
 
-def _labels(frames):
+def palette_labels(frames):
     """Nearest palette entry per pixel: colour index >= 0, or -1 - grey index. [T, H, W]"""
     # |x - r|^2 = |x|^2 - 2 x.r + |r|^2, and |x|^2 is the same for every r
     distance = (_REFERENCES ** 2).sum(-1) - 2 * frames.astype(np.float32) @ _REFERENCES.T  # [T, H, W, refs]
@@ -206,7 +206,7 @@ def _templates():
             scene = {"width": 64, "height": 64, "frames": 1, "objects": [obj],
                      "background": {"colors": ["white"], "rgb": [[GREYS["white"]] * 3], "split": None}}
             frame = render(scene)[0]
-            labels = _labels(frame[None])[0]
+            labels = palette_labels(frame[None])[0]
             inside = labels >= 0
             area, _, outline = _coverage(frame, labels, inside, "red")
             fill[texture] = area / _TEMPLATE_DIAMETER ** 2
@@ -441,7 +441,7 @@ def score(meta, frames, tol=Tolerances()):
 
     Returns {"task", "score": geometric mean of the checks, "checks": {name: value in [0, 1]}}."""
     frames = _conform(frames, meta["scene"])
-    labels = _labels(frames)
+    labels = palette_labels(frames)
     checks = _TASK_CHECKS[meta["task"]](meta, frames, find_blobs(frames, labels, tol), labels, tol)
     values = list(checks.values())
     value = 0.0 if min(values) <= 0 else math.exp(np.mean(np.log(values)))
