@@ -2,8 +2,9 @@
 
 For each clone sample of a world split, the flow-matching loss under its short caption with its own reference video
 is compared with the loss under the next clone's video of another motion, at the same noise and t
-(`training.loop.motion_gap`, the stage's `eval_motion_gap`, here over a held-out split of your choosing). The gap is
-the mean increase: about 0 for a model that does not take the motion from the video, whatever the loss. No
+(`training.loop.motion_gap`, the stage's `eval_motion_gap`, here over a held-out split of your choosing). It prints
+the mean loss under the samples' own videos and the gap, the mean increase: about 0 for a model that does not take
+the motion from the video, whatever the loss. No
 sampling: a few minutes on a CPU.
 
     python benchmarks/embedded_motion_gap.py --init runs/embedded/stage3/export/vino-ema.safetensors \
@@ -47,7 +48,7 @@ def main(argv=None) -> None:
         raise VinoInputError(f"--data {args.data}: {len(records)} sample(s) of {', '.join(MOTION_TWIN_TASKS)} in "
                              f"{manifest}; expected two or more, of different motions")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"{'export':60s} {'gap':>8s} comparisons (pairs x {len(MOTION_GAP_TIMES)} t)")
+    print(f"{'export':60s} {'own loss':>8s} {'gap':>8s} comparisons (pairs x {len(MOTION_GAP_TIMES)} t)")
     for init in args.init:
         cfg = load_config(args.config, [f"model.init={init}", "model.compile=false",
                                         f"data.tasks={json.dumps(dict.fromkeys(MOTION_TWIN_TASKS, 1.0))}",
@@ -59,8 +60,8 @@ def main(argv=None) -> None:
         samples, _ = build_index(records, cfg.data, cache, config.reference_area, 0, 1, lambda obj: [obj])
         data = TrainData(samples, cache, cfg.data, config.reference_area, 0, 0, 1, read_media=True)
         with torch.no_grad():
-            summed, count = motion_gap(trainee, data, samples, 0, 1, device)
-        print(f"{init[-60:]:60s} {summed / max(count, 1):8.4f} {count}")
+            summed, own, count = motion_gap(trainee, data, samples, 0, 1, device)
+        print(f"{init[-60:]:60s} {own / max(count, 1):8.4f} {summed / max(count, 1):8.4f} {count}")
 
 
 if __name__ == "__main__":

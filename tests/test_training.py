@@ -852,7 +852,7 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
 def test_embedded_motion_gap_compares_each_held_out_clone_with_the_next_of_another_motion(curriculum, tmp_path,
                                                                                           capsys):
     """benchmarks/embedded_motion_gap.py on a stage-3 export: one comparison per clone that has a partner of another
-    motion, at each of MOTION_GAP_TIMES, and a finite gap."""
+    motion, at each of MOTION_GAP_TIMES, a positive loss under the clones' own videos and a finite gap."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from embedded_motion_gap import main as motion_gap_main
 
@@ -866,8 +866,8 @@ def test_embedded_motion_gap_compares_each_held_out_clone_with_the_next_of_anoth
     overrides = [o for o in curriculum.overrides(3, tmp_path / "run") if not o.startswith("model.init=")]
     motion_gap_main(["--init", str(curriculum.export(3)), "--config", str(CONFIGS / "stage3.toml"),
                      "--data", str(tmp_path / "held"), "--samples", "6", "--set", *overrides])
-    name, gap, count = capsys.readouterr().out.splitlines()[-1].split()
-    assert name.endswith("vino.safetensors") and math.isfinite(float(gap))
+    name, own, gap, count = capsys.readouterr().out.splitlines()[-1].split()
+    assert name.endswith("vino.safetensors") and float(own) > 0 and math.isfinite(float(gap))
     assert int(count) == len(motion_partners(motions)) * len(MOTION_GAP_TIMES)
 
 

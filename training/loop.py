@@ -225,7 +225,7 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
             own = losses[1 + compare]
             for name, swapped in zip(swaps, losses[2 + compare:]):
                 word_gap[name], word_count[name] = word_gap[name] + swapped - own, word_count[name] + 1
-    motion, moved = motion_gap(trainee, data, samples, rank, world, device)
+    motion, _, moved = motion_gap(trainee, data, samples, rank, world, device)
     reduced = engine.mean([total, count, gap, gaps, motion, moved] + [word_gap[w] for w in words] +
                           [word_count[w] for w in words], device)
     total, count, gap, gaps, motion, moved = reduced[:6]
@@ -240,11 +240,11 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
 MOTION_GAP_TIMES = (0.6, 0.9)  # the training twins are the noisiest samples', where the object's path is drawn
 
 
-def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device) -> tuple[float, int]:
+def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device) -> tuple[float, float, int]:
     """The summed loss increase when a sample whose reference video alone sets the target's motion (the motion
     twins' samples: `TrainData.load`) is read under the next such sample's video of another motion instead of its
-    own (`motion_partners`, `motion_twin`), under its short caption, at each of MOTION_GAP_TIMES; and the count of
-    those comparisons. About 0 for a model that does not take the motion from the video."""
+    own (`motion_partners`, `motion_twin`), under its short caption, at each of MOTION_GAP_TIMES; the summed loss under its own video; and the
+    count of those comparisons. The gap is about 0 for a model that does not take the motion from the video."""
     loaded = []
     for sample in samples:
         record = sample.record
@@ -259,7 +259,7 @@ def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device)
         context = Context(short, context.images, context.video, context.video_fps, key,
                           motion=reference_motion(record.meta))
         loaded.append((x0, references, context, task))
-    summed, count = 0.0, 0
+    summed, own_summed, count = 0.0, 0.0, 0
     for n, (i, j) in enumerate(motion_partners([context for _, _, context, _ in loaded])):
         if n % world != rank:
             continue
@@ -270,8 +270,8 @@ def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device)
             t = torch.tensor([at])
             losses = [losses_under(trainee, Batch(x0[None], [refs], [context], [task]), noise, t, [context], 1,
                                    device)[0] for refs, context in ((references, own), (swapped, twin))]
-            summed, count = summed + losses[1] - losses[0], count + 1
-    return summed, count
+            summed, own_summed, count = summed + losses[1] - losses[0], own_summed + losses[0], count + 1
+    return summed, own_summed, count
 
 
 def evaluate_in_eval_mode(ds, data: TrainData, samples, cfg, rank: int, world: int, device) -> dict[str, float]:
