@@ -4,8 +4,7 @@ For each clone sample of a world split, the flow-matching loss under its short c
 is compared with the loss under the next clone's video of another motion, at the same noise and t
 (`training.loop.motion_gap`, the stage's `eval_motion_gap`, here over a held-out split of your choosing). It prints
 the mean loss under the samples' own videos and the gap, the mean increase: about 0 for a model that does not take
-the motion from the video, whatever the loss. No
-sampling: a few minutes on a CPU.
+the motion from the video, whatever the loss. No sampling: a few minutes on a CPU.
 
     python benchmarks/embedded_motion_gap.py --init runs/embedded/stage3/export/vino-ema.safetensors \
         --data data/embedded/heldout --samples 24 [--set model.qwen=... model.vae=...]
