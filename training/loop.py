@@ -243,8 +243,9 @@ MOTION_GAP_TIMES = (0.6, 0.9)  # the training twins are the noisiest samples', w
 def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device) -> tuple[float, float, int]:
     """The summed loss increase when a sample whose reference video alone sets the target's motion (the motion
     twins' samples: `TrainData.load`) is read under the next such sample's video of another motion instead of its
-    own (`motion_partners`, `motion_twin`), under its short caption, at each of MOTION_GAP_TIMES; the summed loss under its own video; and the
-    count of those comparisons. The gap is about 0 for a model that does not take the motion from the video."""
+    own (`motion_partners`, `motion_twin`), under its short caption, at each of MOTION_GAP_TIMES; the summed loss
+    under its own video; and the count of those comparisons. The gap is about 0 for a model that does not take the
+    motion from the video."""
     loaded = []
     for sample in samples:
         record = sample.record

@@ -27,4 +27,5 @@ for i, j in motion_partners(ctx):
     a, b = enc(render(scene)), enc(render(moved(scene, other)))
     gaps.append(float(((a - b) ** 2).mean())); norms.append(float((a ** 2).mean()))
     print(recs[i].meta["scene"]["objects"][0]["motion"], other, round(gaps[-1], 4))
-print("mean latent MSE own vs moved the partner's way:", round(np.mean(gaps), 4), "latent mean square:", round(np.mean(norms), 3), len(gaps))
+print("mean latent MSE own vs moved the partner's way:", round(np.mean(gaps), 4),
+      "latent mean square:", round(np.mean(norms), 3), len(gaps))

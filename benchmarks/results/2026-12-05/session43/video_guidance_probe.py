@@ -12,7 +12,8 @@ shard, shards = (int(x) for x in sys.argv[4].split("/")) if len(sys.argv) > 4 el
 torch.set_num_threads(1)
 os.makedirs(out, exist_ok=True)
 d = json.load(open(f"{bundle}/defaults.json"))
-pipe = VinoPipeline.load(f"{bundle}/vino.safetensors", f"{bundle}/qwen3vl", f"{bundle}/vae.safetensors", "cpu", "float32")
+pipe = VinoPipeline.load(f"{bundle}/vino.safetensors", f"{bundle}/qwen3vl", f"{bundle}/vae.safetensors", "cpu",
+                         "float32")
 
 def needed(text_cfg, image_cfg):
     return ("cond", "uncond", "uncond_vid")
