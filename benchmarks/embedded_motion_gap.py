@@ -38,6 +38,8 @@ def main(argv=None) -> None:
     p.add_argument("--config", default="training/configs/embedded/stage3.toml", help="their stage config")
     p.add_argument("--data", required=True, help="a world split (training.world) with clone samples")
     p.add_argument("--samples", type=int, default=24, help="the split's first clone samples")
+    p.add_argument("--times", nargs="+", type=float, default=list(MOTION_GAP_TIMES),
+                   help="t of x_t = (1 - t) x0 + t noise at which each pair is compared, in (0, 1]")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every export")
     args = p.parse_args(argv)
 
@@ -46,8 +48,10 @@ def main(argv=None) -> None:
     if len(records) < 2:
         raise VinoInputError(f"--data {args.data}: {len(records)} sample(s) of {', '.join(MOTION_TWIN_TASKS)} in "
                              f"{manifest}; expected two or more, of different motions")
+    if not all(0 < t <= 1 for t in args.times):
+        raise VinoInputError(f"--times {args.times}: expected each t in (0, 1]")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"{'export':60s} {'own loss':>8s} {'gap':>8s} comparisons (pairs x {len(MOTION_GAP_TIMES)} t)")
+    print(f"{'export':60s} {'own loss':>8s} {'gap':>8s} comparisons (pairs x t {args.times})")
     for init in args.init:
         cfg = load_config(args.config, [f"model.init={init}", "model.compile=false",
                                         f"data.tasks={json.dumps(dict.fromkeys(MOTION_TWIN_TASKS, 1.0))}",
@@ -59,7 +63,7 @@ def main(argv=None) -> None:
         samples, _ = build_index(records, cfg.data, cache, config.reference_area, 0, 1, lambda obj: [obj])
         data = TrainData(samples, cache, cfg.data, config.reference_area, 0, 0, 1, read_media=True)
         with torch.no_grad():
-            summed, own, count = motion_gap(trainee, data, samples, 0, 1, device)
+            summed, own, count = motion_gap(trainee, data, samples, 0, 1, device, args.times)
         print(f"{init[-60:]:60s} {own / max(count, 1):8.4f} {summed / max(count, 1):8.4f} {count}")
 
 
