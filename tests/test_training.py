@@ -899,6 +899,12 @@ def test_a_motion_twin_reads_its_sample_under_the_next_reference_video_of_anothe
         assert grown.references[row][0] is refs[own][0] and grown.references[row][1] is refs[other][1]
         assert grown.latents[row] == latents[own] and noise[row] == latents[own] and t_grown[row] == t[own]
         assert grown.tasks[row] == "clone"
+    # under flow.contrast_min_t only samples at t >= the kind's floor take its twins: here the one at 0.9
+    _, _, t_floored, floored = with_twins(Batch(latents, refs, contexts, ["clone"] * 4), latents.clone(), t, rows,
+                                          {"motion": 0.85})
+    assert floored == [(1, "motion")] * 3 and t_floored[4:].tolist() == pytest.approx([0.9] * 3)
+    assert with_twins(Batch(latents, refs, contexts, ["clone"] * 4), latents.clone(), t, rows,
+                      {"motion": 0.995})[3] == []  # none that noisy: the batch as it is
 
 
 def test_a_run_waits_for_a_fill_of_its_manifests_before_it_indexes_the_cache(curriculum, tmp_path):

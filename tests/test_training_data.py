@@ -321,6 +321,11 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     assert given.flow.contrast_samples == rows
     with pytest.raises(VinoInputError, match="expected a count of rows >= 0 for each twin kind: binding, places"):
         train_config.load(tmp_path / "stage.toml", ['flow.contrast_samples={"binding": 4, "places": -1}'])
+    floors = dict.fromkeys(rows, 0.0) | {"motion": 0.95}
+    given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_min_t={json.dumps(floors)}"])
+    assert given.flow.contrast_min_t == floors
+    with pytest.raises(VinoInputError, match="contrast_min_t=.*expected a t in \\[0, 1\\] for each twin kind"):
+        train_config.load(tmp_path / "stage.toml", [f"flow.contrast_min_t={json.dumps(floors | {'motion': 1.5})}"])
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("training/configs/*/stage*.toml")),

@@ -114,6 +114,9 @@ class FlowConfig:
     contrast: float = 0.0
     contrast_margin: dict = field(default_factory=lambda: dict.fromkeys(TWIN_KINDS, 0.005))  # by twin kind
     contrast_samples: dict = field(default_factory=lambda: dict.fromkeys(TWIN_KINDS, 8))  # rows by twin kind
+    # by twin kind: only samples at t >= contrast_min_t[kind] take its twins. Below where a kind's words or motion
+    # are drawn, x_t already shows them, and a gap forced there costs the sample's own loss (session 44)
+    contrast_min_t: dict = field(default_factory=lambda: dict.fromkeys(TWIN_KINDS, 0.0))
 
 
 @dataclass
@@ -314,6 +317,10 @@ def check(cfg: TrainConfig) -> None:
     rows = cfg.flow.contrast_samples
     if set(rows) != set(TWIN_KINDS) or not all(isinstance(n, int) and n >= 0 for n in rows.values()):
         raise VinoInputError(f"flow.contrast_samples={rows!r}; expected a count of rows >= 0 for each twin kind: "
+                             f"{', '.join(TWIN_KINDS)}")
+    floors = cfg.flow.contrast_min_t
+    if set(floors) != set(TWIN_KINDS) or not all(isinstance(f, (int, float)) and 0 <= f <= 1 for f in floors.values()):
+        raise VinoInputError(f"flow.contrast_min_t={floors!r}; expected a t in [0, 1] for each twin kind: "
                              f"{', '.join(TWIN_KINDS)}")
     if cfg.flow.timestep not in TIMESTEP_DENSITIES:
         raise VinoInputError(f"flow.timestep={cfg.flow.timestep!r}; expected one of {TIMESTEP_DENSITIES}")

@@ -56,7 +56,7 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
         noise = torch.randn(batch.latents.shape, generator=torch.Generator(device).manual_seed(seed), device=device)
         twinned = []
         if cfg.flow.contrast:
-            batch, noise, t, twinned = with_twins(batch, noise, t, cfg.flow.contrast_samples)
+            batch, noise, t, twinned = with_twins(batch, noise, t, cfg.flow.contrast_samples, cfg.flow.contrast_min_t)
         clock.lap("data")
         loss, count = ds(*model_inputs(batch, noise, t, device))
         clock.lap("forward")
@@ -76,7 +76,8 @@ def train_step(ds, data: TrainData, cfg, step: int, rank: int, device, clock: St
     return torch.stack(losses).mean(), tokens, gaps
 
 
-def with_twins(batch: Batch, noise, t, rows: dict) -> tuple[Batch, torch.Tensor, torch.Tensor, list]:
+def with_twins(batch: Batch, noise, t, rows: dict, min_t: dict | None = None) -> tuple[Batch, torch.Tensor,
+                                                                                     torch.Tensor, list]:
     """The batch with sum(`rows`) of its samples appended again under a wrong twin of their context, with the same
     latents, noise and t, and each twin's (its sample's index, its kind); the batch as it is when none has a twin.
     A caption's twins are `Context.twins`; a "motion" twin reads the sample under the reference video of the batch's
@@ -86,13 +87,15 @@ def with_twins(batch: Batch, noise, t, rows: dict) -> tuple[Batch, torch.Tensor,
     kind, then again from the first taken, so a batch of twins always grows by the same count (one size a bucket for
     compiled blocks). Session 32 took the noisiest twins whatever their kind: binding and places, which two-object
     captions all have, held 55% of t2i's rows, and the sizes twin (17% of t2i's) did not move its gap. A motion
-    twin's key names its sample's context and the other's target, so the encoder's memo keeps each pairing once."""
+    twin's key names its sample's context and the other's target, so the encoder's memo keeps each pairing once.
+    A kind's twins come only from samples at t >= `min_t`[kind] (without `min_t`, at any t)."""
+    noisiness = t.tolist()
     pairs = [(i, twin) for i, context in enumerate(batch.contexts) for twin in context.twins]
     pairs += [(i, ("motion", j)) for i, j in motion_partners(batch.contexts)]
+    pairs = [(i, twin) for i, twin in pairs if noisiness[i] >= (min_t or {}).get(twin[0], 0.0)]
     count = sum(rows.values())
     if not pairs or count <= 0:
         return batch, noise, t, []
-    noisiness = t.tolist()
     pairs.sort(key=lambda pair: -noisiness[pair[0]])  # stable: a sample's twins stay in their order
     chosen = [pair for kind, quota in rows.items() for pair in [p for p in pairs if p[1][0] == kind][:quota]]
     chosen += [pair for pair in pairs if pair not in chosen][:count - len(chosen)]
