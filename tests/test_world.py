@@ -205,6 +205,23 @@ def test_render_follows_the_tracks():
         assert ys.min() >= np.floor(y0) and ys.max() < np.ceil(y1)
 
 
+def test_moved_puts_object_0_on_another_straight_path_from_the_same_start():
+    """world.moved: the target another motion would have drawn. Under its own motion the track comes back (up to
+    the start's rounding); under another it heads that way, the clip's length of that speed; None keeps it still."""
+    meta, _, _ = world.sample("clone", 0, 3)
+    scene = meta["scene"]
+    obj = scene["objects"][0]
+    again = world.moved(scene, obj["motion"])["objects"][0]
+    assert np.allclose(again["track"], obj["track"], atol=0.011) and again["bbox"][0] == obj["bbox"][0]
+    other = {"direction": "left" if obj["motion"]["direction"] != "left" else "right", "speed": "fast"}
+    track = np.array(world.moved(scene, other)["objects"][0]["track"])
+    assert np.allclose(track[-1] - track[0], np.array(world.DIRECTIONS[other["direction"]]) * 0.5 * scene["width"],
+                       atol=0.01)
+    still = world.moved(scene, None)["objects"][0]
+    assert still["motion"] is None and all(centre == obj["track"][0] for centre in still["track"])
+    assert scene["objects"][0] is obj and obj["track"] == meta["scene"]["objects"][0]["track"]  # scene untouched
+
+
 def scenes_of(meta):
     return [meta["scene"], *meta["ref_images"]] + ([meta["ref_video"]] if meta["ref_video"] else [])
 

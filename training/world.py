@@ -207,14 +207,31 @@ def _motion(rng):
     return {"direction": _choice(rng, DIRECTIONS), "speed": _choice(rng, SPEEDS)}
 
 
+def motion_path(motion, width, height) -> np.ndarray:
+    """How far a straight `motion` ({direction, speed}) carries an object over the clip: [dx, dy] pixels."""
+    step = np.array(DIRECTIONS[motion["direction"]], dtype=np.float64)
+    return step * (SPEEDS[motion["speed"]] * (width if step[0] else height))
+
+
+def moved(scene, motion):
+    """A copy of `scene` with its object 0 on `motion`'s straight path from its own first centre (None: kept
+    there), the target that another motion would have drawn; the path may leave the frame, which `_track` never
+    draws."""
+    scene = copy.deepcopy(scene)
+    obj = scene["objects"][0]
+    start = np.array(obj["track"][0], dtype=np.float64)
+    path = np.zeros(2) if motion is None else motion_path(motion, scene["width"], scene["height"])
+    centres = start + path * np.linspace(0, 1, scene["frames"])[:, None]
+    scene["objects"][0] = {**_with_track(obj, np.round(centres, 2).tolist()), "motion": motion}
+    return scene
+
+
 def _track(rng, obj, width, height, frames):
     """Centres per frame: still in its region (or anywhere), or a straight path at its speed."""
     r = obj["diameter"] / 2
     lo, hi = np.array([r, r]), np.array([width - r, height - r])  # the object stays inside the frame
     if obj["motion"]:
-        step = np.array(DIRECTIONS[obj["motion"]["direction"]], dtype=np.float64)
-        length = SPEEDS[obj["motion"]["speed"]] * (width if step[0] else height)
-        path = step * length
+        path = motion_path(obj["motion"], width, height)
         start = rng.uniform(np.maximum(lo, lo - path), np.minimum(hi, hi - path))
         centres = start + path * np.linspace(0, 1, frames)[:, None]
     else:

@@ -1,10 +1,10 @@
 """Upper bound of the motion gap: latent MSE between each held-out clone's target and the same target moved the
 partner's way (same start), as a model sure of the motion would pay under the wrong video at t -> 1 weighting 1."""
-import sys, json
+import sys
 sys.path.insert(0, "/work/main")
 import numpy as np, torch
 from training.manifest import read_manifest
-from training.world import DIRECTIONS, SPEEDS, render, reference_motion, _with_track
+from training.world import moved, render, reference_motion
 from training.loop import motion_partners
 from vino_model.vae import VinoVAE
 from vino_model.preprocess import frames_to_tensor
@@ -13,11 +13,6 @@ torch.set_num_threads(1)
 recs = [r for r in read_manifest("/work/main/data/embedded/heldout/manifest.jsonl") if r.task == "clone"][:24]
 ctx = [SimpleNamespace(motion=reference_motion(r.meta)) for r in recs]
 vae = VinoVAE.load("/work/main/training/embedded-src/vae.safetensors")
-def moved(scene, motion):
-    s = json.loads(json.dumps(scene)); o = s["objects"][0]; W, H, F = s["width"], s["height"], s["frames"]
-    step = np.array(DIRECTIONS[motion["direction"]], float); length = SPEEDS[motion["speed"]] * (W if step[0] else H)
-    start = np.array(o["track"][0]); track = (start + step * length * np.linspace(0, 1, F)[:, None]).round(2).tolist()
-    s["objects"][0] = {**_with_track(o, track), "motion": motion}; return s
 def enc(frames):
     with torch.no_grad():
         return vae.encode(frames_to_tensor(frames)[None], sample=False)[0]

@@ -9,7 +9,6 @@ the prompt's own reference video and under the video of the next clone of anothe
 
 Session 44 ran it with data.cache=/tmp/mgcache, where benchmarks/embedded_motion_gap.py had cached the clones.
 """
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -25,7 +24,7 @@ from training.config import load as load_config  # noqa: E402
 from training.data import LatentCache, TrainData, build_index  # noqa: E402
 from training.loop import motion_partners, motion_twin  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
-from training.world import DIRECTIONS, SPEEDS, _with_track, reference_motion, render  # noqa: E402
+from training.world import DIRECTIONS, SPEEDS, moved, reference_motion, render  # noqa: E402
 from vino_model.preprocess import frames_to_tensor  # noqa: E402
 from vino_model.vae import VinoVAE  # noqa: E402
 
@@ -34,21 +33,6 @@ MOTIONS = [{"direction": d, "speed": s} for d in DIRECTIONS for s in SPEEDS] + [
 
 def name(motion):
     return "still" if motion is None else f"{motion['direction']} {motion['speed']}"
-
-
-def moved(scene, motion):
-    """The scene with its object 0 on `motion`'s straight path from the same start (None: kept at the start)."""
-    scene = json.loads(json.dumps(scene))
-    obj, width, height, frames = scene["objects"][0], scene["width"], scene["height"], scene["frames"]
-    start = np.array(obj["track"][0], float)
-    if motion is None:
-        track = np.repeat(start[None], frames, 0)
-    else:
-        step = np.array(DIRECTIONS[motion["direction"]], float)
-        length = SPEEDS[motion["speed"]] * (width if step[0] else height)
-        track = start + step * length * np.linspace(0, 1, frames)[:, None]
-    scene["objects"][0] = {**_with_track(obj, track.round(2).tolist()), "motion": motion}
-    return scene
 
 
 def main(export, overrides=(), count=12):
