@@ -866,9 +866,40 @@ def test_embedded_motion_gap_compares_each_held_out_clone_with_the_next_of_anoth
     overrides = [o for o in curriculum.overrides(3, tmp_path / "run") if not o.startswith("model.init=")]
     motion_gap_main(["--init", str(curriculum.export(3)), "--config", str(CONFIGS / "stage3.toml"),
                      "--data", str(tmp_path / "held"), "--samples", "6", "--set", *overrides])
-    name, own, gap, count = capsys.readouterr().out.splitlines()[-1].split()
+    name, own, gap, count, *first = capsys.readouterr().out.splitlines()[-1].split()
     assert name.endswith("vino.safetensors") and float(own) > 0 and math.isfinite(float(gap))
     assert int(count) == len(motion_partners(motions)) * len(MOTION_GAP_TIMES)
+    readings = [[int(n) for n in column.split("/")] for column in first]  # own video / swapped, by reading
+    assert len(readings) == 4 and sum(own for own, _ in readings) == len(records)
+    assert sum(swapped for _, swapped in readings) == len(motion_partners(motions))
+
+
+def test_the_first_step_readout_finds_each_clone_s_motion_for_a_model_that_draws_its_own_target(curriculum,
+                                                                                               tmp_path):
+    """benchmarks/embedded_motion_gap.py's readout: the targets it draws again under every motion hold each clone's
+    own (as the data pipeline encodes it), so a model that predicts each clone's own target whatever the video is
+    read as drawing its own video's motion every time, and the swapped video's never."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from embedded_motion_gap import load, readout
+
+    from training.loop import motion_partners, motion_samples
+
+    records = write_split(str(tmp_path / "held"), per_task=6, width=32, height=32, frames=5, tasks=("clone",),
+                          split="heldout")
+    overrides = [o for o in curriculum.overrides(3, tmp_path / "run") if not o.startswith("model.init=")]
+    _, data, samples = load(str(curriculum.export(3)), str(CONFIGS / "stage3.toml"), records, overrides, "cpu")
+    loaded = motion_samples(data, samples, long_caption=True)
+    targets = {context.text: x0 for _, x0, _, context, _ in loaded}
+    assert len(loaded) == len(records) == len(targets)
+
+    def copier(x0, noise, t, references, contexts):  # the loss at t = 1 of a model whose x0 is the clone's own
+        assert torch.all(t == 1)
+        return ((x0 - torch.stack([targets[c.text] for c in contexts])) ** 2).flatten(1).mean(1), None
+
+    tally = readout(copier, data, samples, "cpu")
+    partners = len(motion_partners([context for *_, context, _ in loaded]))
+    assert tally["own right"] == len(records) and partners > 0
+    assert tally["swapped right"] == 0 and sum(v for k, v in tally.items() if k.startswith("swapped")) == partners
 
 
 def test_a_motion_twin_reads_its_sample_under_the_next_reference_video_of_another_motion():

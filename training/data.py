@@ -101,13 +101,20 @@ def read_fitted(path: str, spec: dict) -> tuple[list[Image.Image], float | None]
         images, fps = [read_image(path)], None
     else:
         images, fps = read_video(path, max_frames=frames)
-        if len(images) < frames and spec["fit"] != "video":
-            raise VinoInputError(f"{path} has {len(images)} frames; its bucket needs {frames}")
+    return fit_frames(images, spec, path), fps
+
+
+def fit_frames(images: list[Image.Image], spec: dict, source: str) -> list[Image.Image]:
+    """As many of `images` (read or made) as `spec` takes, fitted by it; `source` names them in an error."""
+    frames = spec["frames"]
+    images = images[:frames]
+    if len(images) < frames and spec["fit"] != "video":
+        raise VinoInputError(f"{source} has {len(images)} frames; its bucket needs {frames}")
     if spec["fit"] == "cover":
-        return [cover(image, spec["width"], spec["height"]) for image in images], fps
+        return [cover(image, spec["width"], spec["height"]) for image in images]
     if spec["fit"] == "letterbox":
-        return [letterbox(image, spec["area"]) for image in images], fps
-    return prepare_reference_video(images, frames, spec["area"]), fps
+        return [letterbox(image, spec["area"]) for image in images]
+    return prepare_reference_video(images, frames, spec["area"])
 
 
 # ---------------------------------------------------------------- latent cache
@@ -168,6 +175,11 @@ class LatentCache:
         latent = self._encode([frames_to_array(read_fitted(path, spec)[0])])[0]  # [C, T', H', W']
         self._store(key, latent, path, spec)
         return key, tuple(latent.shape)
+
+    def encode_frames(self, images: list[Image.Image], spec: dict, source: str) -> torch.Tensor:
+        """The latent [C, T', H', W'] of frames made rather than read (`source`: a target drawn again), fitted by
+        `spec` as a file's are (`ensure`); not stored."""
+        return self._encode([frames_to_array(fit_frames(images, spec, source))])[0]
 
     def _encode(self, arrays: list[np.ndarray]) -> torch.Tensor:
         """uint8 [T, H, W, 3] frames of one shape -> their latents [B, C, T', H', W'] on the CPU. The pixels go to

@@ -246,13 +246,11 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
 MOTION_GAP_TIMES = (0.95, 0.98, 1.0)
 
 
-def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device,
-               times=MOTION_GAP_TIMES) -> tuple[float, float, int]:
-    """The summed loss increase when a sample whose reference video alone sets the target's motion (the motion
-    twins' samples: `TrainData.load`) is read under the next such sample's video of another motion instead of its
-    own (`motion_partners`, `motion_twin`), under its short caption, at each of `times`; the summed loss
-    under its own video; and the count of those comparisons. The gap is about 0 for a model that does not take the
-    motion from the video."""
+def motion_samples(data: TrainData, samples, long_caption: bool = False) -> list[tuple]:
+    """(sample, x0, references, context, task) for each of `samples` whose reference video alone sets the target's
+    motion (`MOTION_TWIN_TASKS`; the motion twins' samples: `TrainData.load`), loaded without dropout, under its
+    short caption (`long_caption`: its long one, the prompt that sampling reads), with the video's motion on the
+    context (`Context.motion`, which `motion_partners` pairs by). Samples whose media fail to read are left out."""
     loaded = []
     for sample in samples:
         record = sample.record
@@ -262,17 +260,27 @@ def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device,
             x0, references, context, task = data.load(sample, np.random.default_rng(0), dropout=False)
         except MEDIA_ERRORS:
             continue
-        short = record.caption_short
-        key = None if context.key is None else (context.key[0], short, *context.key[2:])
-        context = Context(short, context.images, context.video, context.video_fps, key,
+        caption = record.caption_long if long_caption else record.caption_short
+        key = None if context.key is None else (context.key[0], caption, *context.key[2:])
+        context = Context(caption, context.images, context.video, context.video_fps, key,
                           motion=reference_motion(record.meta))
-        loaded.append((x0, references, context, task))
+        loaded.append((sample, x0, references, context, task))
+    return loaded
+
+
+def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device,
+               times=MOTION_GAP_TIMES) -> tuple[float, float, int]:
+    """The summed loss increase when a sample of `motion_samples` is read under the next such sample's video of
+    another motion instead of its own (`motion_partners`, `motion_twin`), at each of `times`; the summed loss
+    under its own video; and the count of those comparisons. The gap is about 0 for a model that does not take the
+    motion from the video."""
+    loaded = motion_samples(data, samples)
     summed, own_summed, count = 0.0, 0.0, 0
-    for n, (i, j) in enumerate(motion_partners([context for _, _, context, _ in loaded])):
+    for n, (i, j) in enumerate(motion_partners([context for *_, context, _ in loaded])):
         if n % world != rank:
             continue
-        x0, references, own, task = loaded[i]
-        twin, swapped = motion_twin(own, references, loaded[j][2], loaded[j][1])
+        _, x0, references, own, task = loaded[i]
+        twin, swapped = motion_twin(own, references, loaded[j][3], loaded[j][2])
         noise = torch.randn((1, *x0.shape), generator=torch.Generator().manual_seed(n))
         for at in times:
             t = torch.tensor([at])
