@@ -34,7 +34,7 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.language import mentions  # noqa: E402
-from training.world import COLORS, NUMBERS, PLURALS, SIZES, sample  # noqa: E402
+from training.world import COLORS, COUNT_TWINS, NUMBERS, PLURALS, SIZES, sample  # noqa: E402
 from vino_model.encoder import render_prompt  # noqa: E402
 
 ATTRIBUTES = {"color": COLORS, "size": SIZES, "count": NUMBERS}  # what the probe reads, and its values
@@ -85,9 +85,9 @@ def shape_states(vlm, processor, captions, at: str = "shape",
 @torch.no_grad()
 def count_states(vlm, processor, split: str, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`shape_states` for `count` t2i captions of copies of one object ("three small green circles ..."): the states
-    at the plural shape word, the number [N] and the other number [N] (indices into NUMBERS)."""
+    at the plural shape word, the number [N] and its count twin's (COUNT_TWINS) [N] (indices into NUMBERS)."""
     numbers, tokenizer = list(NUMBERS), processor.tokenizer
-    states, own, index = [], [], 0
+    states, own, other, index = [], [], [], 0
     while len(own) < count:
         meta, caption, _ = sample("t2i", seed, index, 128, 128, 1, split)
         index += 1
@@ -105,8 +105,8 @@ def count_states(vlm, processor, split: str, count: int, seed: int) -> tuple[tor
                                           output_hidden_states=True).hidden_states
         states.append(torch.stack([layer[0, position] for layer in hidden]))
         own.append(numbers.index(len(objects)))
-    own = torch.tensor(own)
-    return torch.stack(states, 1).float(), own, 1 - own
+        other.append(numbers.index(COUNT_TWINS[len(objects)]))
+    return torch.stack(states, 1).float(), torch.tensor(own), torch.tensor(other)
 
 
 def probe_accuracy(train_x, train_y, test_x, test_ys, classes: int, steps: int = 500) -> list[float]:

@@ -16,7 +16,7 @@ from embedded_binding_probe import count_states, pair_captions, shape_states  # 
 from embedded_lm_shift import read_states  # noqa: E402
 from embedded_lm_shift import main as shift_main  # noqa: E402
 
-from training.world import NUMBERS, SIZES, write_split  # noqa: E402
+from training.world import COUNT_TWINS, NUMBERS, SIZES, write_split  # noqa: E402
 
 QWEN = ROOT / "training" / "embedded-src" / "qwen3vl"
 
@@ -39,8 +39,12 @@ def test_the_size_probe_reads_two_objects_of_two_sizes_in_caption_order(reader):
 
 
 def test_the_count_probe_reads_the_number_of_copies_at_the_plural_shape_word(reader):
+    numbers = list(NUMBERS)
     states, own, other = count_states(*reader, "heldout", 8, 3)
-    assert states.shape[1] == 8 and set(own.tolist()) == set(range(len(NUMBERS))) and torch.equal(other, 1 - own)
+    assert states.shape[1] == 8 and {numbers[n] for n in own.tolist()} == {2, 3}  # the held-out numbers
+    assert [numbers[n] for n in other.tolist()] == [COUNT_TWINS[numbers[n]] for n in own.tolist()]
+    _, own, _ = count_states(*reader, "train", 24, 3)
+    assert {numbers[n] for n in own.tolist()} == {2, 3, 4}
 
 
 def test_the_shift_is_zero_against_itself_and_counts_a_changed_model(tmp_path, capsys):

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -133,13 +134,25 @@ def test_count_twins_need_copies_of_one_object_named_in_full(swap):
     assert swap("two small red circles", [RED, {**RED, "size": "large"}]) is None
 
 
-def test_swap_count_names_the_other_number_of_the_same_objects():
+def test_swap_count_names_the_number_drawn_in_its_place_for_the_same_objects():
     assert world.swap_count("two small red circles on a black background", [RED, RED]) == \
         "three small red circles on a black background"
     assert world.swap_count("a black background with three small red circles", [RED] * 3) == \
-        "a black background with two small red circles"
+        "a black background with four small red circles"
+    assert world.swap_count("four small red circles", [RED] * 4) == "three small red circles"
     counted = with_twin("count")
-    assert counted and all(len(meta["scene"]["objects"]) in (2, 3) for meta in counted)
+    assert counted and all(len(meta["scene"]["objects"]) in (2, 3, 4) for meta in counted)
+
+
+def test_training_draws_four_copies_where_held_out_prompts_keep_to_two_and_three():
+    """The held-out t2i prompts are those the benchmark has always scored (two or three copies in a count scene);
+    the training split adds four copies, which its count twins need to tell "three" from what the model drew."""
+    def copies(split):
+        counted = [world.sample("t2i", 3, i, 128, 128, 1, split)[0]["scene"]["objects"] for i in range(400)]
+        return Counter(len(o) for o in counted if len(o) > 1 and len({world.object_name(x) for x in o}) == 1)
+    held_out, train = copies("heldout"), copies("train")
+    assert set(held_out) == {2, 3} and set(train) == {2, 3, 4}
+    assert sum(train.values()) > sum(held_out.values())  # more count scenes in training
 
 
 def test_swap_single_names_one_of_a_count_scenes_objects():
