@@ -68,7 +68,7 @@ def readout(trainee, data, samples, device) -> dict[str, int]:
     clone's of another motion ("swapped right", ...)."""
     loaded = motion_samples(data, samples, long_caption=True)
     tally = dict.fromkeys((f"{label} {r}" for label in ("own", "swapped") for r in READINGS), 0)
-    partners = dict(motion_partners([context for *_, context, _ in loaded]))
+    partners = dict(motion_partners([one.context for one in loaded]))
     for i, (sample, x0, references, context, task) in enumerate(loaded):
         record = sample.record
         spec = target_spec(record, data.cfg, data.reference_area)
@@ -80,8 +80,8 @@ def readout(trainee, data, samples, device) -> dict[str, int]:
         readings = [("own", references, context, sample.record)]
         if i in partners:
             other = loaded[partners[i]]
-            twin, swapped = motion_twin(context, references, other[3], other[2])
-            readings.append(("swapped", swapped, twin, other[0].record))
+            twin, swapped = motion_twin(context, references, other.context, other.references)
+            readings.append(("swapped", swapped, twin, other.sample.record))
         for label, refs, ctx, source in readings:
             wanted = source.meta["ref_video"]["objects"][0]["motion"]
             drawn = MOTIONS[first_step_motion(trainee, candidates, refs, ctx, task, device)]

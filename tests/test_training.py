@@ -889,7 +889,7 @@ def test_the_first_step_readout_finds_each_clone_s_motion_for_a_model_that_draws
     overrides = [o for o in curriculum.overrides(3, tmp_path / "run") if not o.startswith("model.init=")]
     _, data, samples = load(str(curriculum.export(3)), str(CONFIGS / "stage3.toml"), records, overrides, "cpu")
     loaded = motion_samples(data, samples, long_caption=True)
-    targets = {context.text: x0 for _, x0, _, context, _ in loaded}
+    targets = {one.context.text: one.x0 for one in loaded}
     assert len(loaded) == len(records) == len(targets)
 
     def copier(x0, noise, t, references, contexts):  # the loss at t = 1 of a model whose x0 is the clone's own
@@ -897,7 +897,7 @@ def test_the_first_step_readout_finds_each_clone_s_motion_for_a_model_that_draws
         return ((x0 - torch.stack([targets[c.text] for c in contexts])) ** 2).flatten(1).mean(1), None
 
     tally = readout(copier, data, samples, "cpu")
-    partners = len(motion_partners([context for *_, context, _ in loaded]))
+    partners = len(motion_partners([one.context for one in loaded]))
     assert tally["own right"] == len(records) and partners > 0
     assert tally["swapped right"] == 0 and sum(v for k, v in tally.items() if k.startswith("swapped")) == partners
 

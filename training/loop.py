@@ -14,6 +14,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -246,8 +247,17 @@ def evaluate(trainee, data: TrainData, samples, cfg, rank: int, world: int, devi
 MOTION_GAP_TIMES = (0.95, 0.98, 1.0)
 
 
-def motion_samples(data: TrainData, samples, long_caption: bool = False) -> list[tuple]:
-    """(sample, x0, references, context, task) for each of `samples` whose reference video alone sets the target's
+class Loaded(NamedTuple):
+    """A sample as `TrainData.load` gives it, and the sample."""
+    sample: object
+    x0: torch.Tensor
+    references: list
+    context: Context
+    task: str
+
+
+def motion_samples(data: TrainData, samples, long_caption: bool = False) -> list[Loaded]:
+    """`Loaded` for each of `samples` whose reference video alone sets the target's
     motion (`MOTION_TWIN_TASKS`; the motion twins' samples: `TrainData.load`), loaded without dropout, under its
     short caption (`long_caption`: its long one, the prompt that sampling reads), with the video's motion on the
     context (`Context.motion`, which `motion_partners` pairs by). Samples whose media fail to read are left out."""
@@ -264,7 +274,7 @@ def motion_samples(data: TrainData, samples, long_caption: bool = False) -> list
         key = None if context.key is None else (context.key[0], caption, *context.key[2:])
         context = Context(caption, context.images, context.video, context.video_fps, key,
                           motion=reference_motion(record.meta))
-        loaded.append((sample, x0, references, context, task))
+        loaded.append(Loaded(sample, x0, references, context, task))
     return loaded
 
 
@@ -276,11 +286,11 @@ def motion_gap(trainee, data: TrainData, samples, rank: int, world: int, device,
     motion from the video."""
     loaded = motion_samples(data, samples)
     summed, own_summed, count = 0.0, 0.0, 0
-    for n, (i, j) in enumerate(motion_partners([context for *_, context, _ in loaded])):
+    for n, (i, j) in enumerate(motion_partners([one.context for one in loaded])):
         if n % world != rank:
             continue
         _, x0, references, own, task = loaded[i]
-        twin, swapped = motion_twin(own, references, loaded[j][3], loaded[j][2])
+        twin, swapped = motion_twin(own, references, loaded[j].context, loaded[j].references)
         noise = torch.randn((1, *x0.shape), generator=torch.Generator().manual_seed(n))
         for at in times:
             t = torch.tensor([at])
