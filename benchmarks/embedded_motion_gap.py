@@ -132,5 +132,6 @@ def main(argv=None) -> None:
         first = " ".join(f"{tally['own ' + r]}/{tally['swapped ' + r]}" for r in READINGS)
         print(f"{init[-60:]:60s} {own / max(count, 1):8.4f} {summed / max(count, 1):8.4f} {count} {first}")
 
+
 if __name__ == "__main__":
     run_cli(main)

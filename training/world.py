@@ -17,18 +17,17 @@ A scene (plain JSON, the ground truth; `render(scene)` draws it):
                   "motion": {"direction", "speed"} or null,
                   "track": [[cx, cy] per frame], "bbox": [[x0, y0, x1, y1] per frame]}]
 
-A sample's meta: {"task", "scene" (the target), "ref_images": [scene of Image 1, ...],
-"ref_video": scene of Video 1 or null, "edit": null or {"kind", "object": id, "region"?}}; t2i and t2v
-samples add "word_swaps": {"shape" | "color" | "size": the long caption with that attribute of the first
-object changed; "binding", in scenes of two objects of two colours: the caption with their colours exchanged;
-"places", in scenes of two objects named apart: the caption with the two objects in each other's places (or
-motions); "sizes", in scenes of two objects of two sizes: the caption with their sizes exchanged; "count", in
-scenes of two to four copies of one object: the caption with another number (COUNT_TWINS); "single", in those scenes: the
-caption naming one of the objects; "backdrop", on a split background: the caption with its two tones exchanged},
-from which training's evaluation logs how much each word counts (eval_word_gap_*), and which training's contrast
-term (flow.contrast) reads as wrong captions. Edit kinds: recolor, remove, add, replace, move, background;
-"region" is set when the prompt names where the object goes (add, move), otherwise an edited object keeps its
-place.
+A sample's meta: {"task", "scene" (the target), "ref_images": [scene of Image 1, ...], "ref_video": scene of Video 1
+or null, "edit": null or {"kind", "object": id, "region"?}}; t2i and t2v samples add "word_swaps": {"shape" |
+"color" | "size": the long caption with that attribute of the first object changed; "binding", in scenes of two
+objects of two colours: the caption with their colours exchanged; "places", in scenes of two objects named apart:
+the caption with the two objects in each other's places (or motions); "sizes", in scenes of two objects of two
+sizes: the caption with their sizes exchanged; "count", in scenes of two to four copies of one object: the caption
+with another number (COUNT_TWINS); "single", in those scenes: the caption naming one of the objects; "backdrop", on
+a split background: the caption with its two tones exchanged}, from which training's evaluation logs how much each
+word counts (eval_word_gap_*), and which training's contrast term (flow.contrast) reads as wrong captions. Edit
+kinds: recolor, remove, add, replace, move, background; "region" is set when the prompt names where the object goes
+(add, move), otherwise an edited object keeps its place.
 
 Held-out split: the colour x shape pairs in HELDOUT_PAIRS (red star, yellow circle, green triangle,
 cyan cross, blue square) never appear in the train split, in no caption, reference or target. In the
@@ -311,8 +310,8 @@ SPEED_WORDS = {"slow": ("slowly", "gently", "steadily"), "fast": ("quickly", "ra
 VERBS = ("moves", "slides", "glides", "travels")
 NUMBERS = {2: "two", 3: "three", 4: "four"}
 # the number that a count scene's twin names instead of its own (swap_count): the one the model drew in its place.
-# Session 45 found session 42's weights drawing one object for "two" (7 of 17 training-pair prompts; the "single"
-# twin's) and four for "three" (7 of 10), where nothing had said four is wrong: there were no four copies to name
+# Session 45 found session 42's weights drawing four for "three" (7 of 10 prompts of training pairs), where nothing
+# had said four is wrong: there were no four copies to name. One for "two" (7 of 17) is the "single" twin's
 COUNT_TWINS = {2: 3, 3: 4, 4: 3}
 SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
 
