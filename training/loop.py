@@ -90,10 +90,10 @@ def with_twins(batch: Batch, noise, t, rows: dict, min_t: dict | None = None) ->
     captions all have, held 55% of t2i's rows, and the sizes twin (17% of t2i's) did not move its gap. A motion
     twin's key names its sample's context and the other's target, so the encoder's memo keeps each pairing once.
     A kind's twins come only from samples at t >= `min_t`[kind] (without `min_t`, at any t)."""
-    noisiness = t.tolist()
+    noisiness, floors = t.tolist(), min_t or {}
     pairs = [(i, twin) for i, context in enumerate(batch.contexts) for twin in context.twins]
     pairs += [(i, ("motion", j)) for i, j in motion_partners(batch.contexts)]
-    pairs = [(i, twin) for i, twin in pairs if noisiness[i] >= (min_t or {}).get(twin[0], 0.0)]
+    pairs = [(i, twin) for i, twin in pairs if noisiness[i] >= floors.get(twin[0], 0.0)]
     count = sum(rows.values())
     if not pairs or count <= 0:
         return batch, noise, t, []
@@ -257,10 +257,10 @@ class Loaded(NamedTuple):
 
 
 def motion_samples(data: TrainData, samples, long_caption: bool = False) -> list[Loaded]:
-    """`Loaded` for each of `samples` whose reference video alone sets the target's
-    motion (`MOTION_TWIN_TASKS`; the motion twins' samples: `TrainData.load`), loaded without dropout, under its
-    short caption (`long_caption`: its long one, the prompt that sampling reads), with the video's motion on the
-    context (`Context.motion`, which `motion_partners` pairs by). Samples whose media fail to read are left out."""
+    """`Loaded` for each of `samples` whose reference video alone sets the target's motion (`MOTION_TWIN_TASKS`; the
+    motion twins' samples: `TrainData.load`), loaded without dropout, under its short caption (`long_caption`: its
+    long one, the prompt that sampling reads), with the video's motion on the context (`Context.motion`, which
+    `motion_partners` pairs by). Samples whose media fail to read are left out."""
     loaded = []
     for sample in samples:
         record = sample.record
