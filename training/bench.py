@@ -436,6 +436,20 @@ def _conform(frames, scene):
     return frames
 
 
+def prompted_count(meta):
+    """The copies a count scene prompts (copies of one object: "three small blue squares"); None for any other
+    sample."""
+    objects = meta["scene"]["objects"] if meta["task"] == "t2i" else []
+    return len(objects) if len(objects) > 1 and len({(o["color"], o["shape"]) for o in objects}) == 1 else None
+
+
+def count_found(meta, frames, tol=Tolerances()):
+    """How many objects of a count scene's colour and shape an output (uint8 [H, W, 3]) shows, as the count check
+    finds them."""
+    frames = _conform(frames, meta["scene"])
+    return len(_matching(find_blobs(frames, palette_labels(frames), tol)[0], meta["scene"]["objects"][0]))
+
+
 def score(meta, frames, tol=Tolerances()):
     """Score one output (uint8 [T, H, W, 3] or [H, W, 3]) against its sample's ground truth.
 
@@ -449,6 +463,12 @@ def score(meta, frames, tol=Tolerances()):
 
 
 # ---- running over a task file and reporting ----
+
+def output_file(results_dir, index, task):
+    """The output of entry `index` in results_dir, by the release's name or vino_model.generate's; None if none."""
+    names = [f"{index}{ext}" for ext in RESULT_SUFFIXES] + [f"{index}_{task}{ext}" for ext in RESULT_SUFFIXES]
+    return next((p for p in (os.path.join(results_dir, n) for n in names) if os.path.isfile(p)), None)
+
 
 def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
     """Score the outputs in `results_dir` of the entries of release-format task files.
@@ -469,12 +489,9 @@ def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
                 raise VinoInputError(f"{task_file}: entry {entry.index} has no record in {manifest} "
                                      f"({len(records)} records); expected the manifest written with this task file")
             record = records[int(entry.index)]
-            names = [f"{entry.index}{ext}" for ext in RESULT_SUFFIXES] + \
-                [f"{entry.index}_{entry.task}{ext}" for ext in RESULT_SUFFIXES]
-            found = [record.target] if results_dir is None else \
-                [p for p in (os.path.join(results_dir, n) for n in names) if os.path.isfile(p)]
+            found = record.target if results_dir is None else output_file(results_dir, entry.index, entry.task)
             if found:
-                result = {**score(record.meta, load_media(found[0]), tol), "missing": False}
+                result = {**score(record.meta, load_media(found), tol), "missing": False}
             else:
                 result = {"task": record.task, "score": 0.0, "checks": {}, "missing": True}
             results.append({"index": int(entry.index), **result})

@@ -1,0 +1,74 @@
+"""benchmarks/embedded_count.py: the copies a model draws for each count prompt, as the count check finds them."""
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from embedded_count import main  # noqa: E402
+from training import world  # noqa: E402
+from training.bench import prompted_count  # noqa: E402
+from training.manifest import read_manifest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    """A held-out t2i split and its count prompts: manifest index -> (copies prompted, meta)."""
+    data = tmp_path_factory.mktemp("heldout")
+    world.main(["--out", str(data), "--split", "heldout", "--tasks", "t2i", "--per-task", "40", "--seed", "5"])
+    prompts = {i: (prompted_count(r.meta), r.meta) for i, r in enumerate(read_manifest(str(data / "manifest.jsonl")))
+               if prompted_count(r.meta)}
+    assert {p for p, _ in prompts.values()} == {2, 3}, "the split should hold count prompts of two and three"
+    return data, prompts
+
+
+def draw(out: Path, index: int, meta: dict, copies: int):
+    """Write index's output as vino_model.generate names it: the target scene with its first `copies` objects."""
+    scene = copy.deepcopy(meta["scene"])
+    scene["objects"] = scene["objects"][:copies]
+    out.mkdir(exist_ok=True)
+    Image.fromarray(world.render(scene)[0]).save(out / f"{index}_t2i.png")
+
+
+def test_the_table_counts_the_copies_each_prompt_drew(split, tmp_path, capsys):
+    data, prompts = split
+    threes = [i for i, (p, _) in prompts.items() if p == 3]
+    for index, (number, meta) in prompts.items():  # every three drawn as two; every two right
+        draw(tmp_path / "model", index, meta, 2)
+    assert main([str(data), str(tmp_path / "model")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    twos = len(prompts) - len(threes)
+    assert lines[2] == f"| 2 | {twos} | 0 | 0 | {twos} | 0 | 0 | 0 | 0 | {twos} / {twos} |"
+    assert lines[3] == f"| 3 | {len(threes)} | 0 | 0 | {len(threes)} | 0 | 0 | 0 | 0 | 0 / {len(threes)} |"
+    assert lines[4].endswith(f"| {twos} / {len(prompts)} |") and len(lines) == 5
+
+
+def test_the_base_is_compared_prompt_by_prompt(split, tmp_path, capsys):
+    data, prompts = split
+    first, *rest = prompts
+    for index, (number, meta) in prompts.items():  # the base misses the first prompt only; the model all but it
+        draw(tmp_path / "base", index, meta, number - (index == first))
+        draw(tmp_path / "model", index, meta, number - (index != first))
+    (tmp_path / "model" / f"{rest[0]}_t2i.png").unlink()  # a missing output is counted as missing, not right
+    assert main([str(data), str(tmp_path / "model"), "--base", str(tmp_path / "base")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert sum(int(line.split("|")[-3]) for line in out[2:-2]) == 1  # the missing column
+    assert out[-2].endswith(f"| 1 / {len(prompts)} |")
+    assert out[-1].startswith(f"against the base: right where it was wrong 1, wrong where it was right {len(rest)},")
+
+
+def test_the_ground_truth_is_counted_right(split, capsys):
+    data, prompts = split
+    assert main([str(data), "--ground-truth"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"| {len(prompts)} / {len(prompts)} |")
+
+
+def test_a_split_without_count_prompts_is_named(tmp_path, capsys):
+    world.main(["--out", str(tmp_path), "--split", "heldout", "--tasks", "t2v", "--per-task", "2"])
+    assert main([str(tmp_path), "--ground-truth"]) == 2
+    assert capsys.readouterr().err.strip().endswith("no count prompts; expected t2i scenes of two or more copies "
+                                                    "of one object")
