@@ -74,6 +74,7 @@ REGIONS = {  # name -> (column, row) of a 3x3 grid
 }
 HELDOUT_PAIRS = (("red", "star"), ("yellow", "circle"), ("green", "triangle"), ("cyan", "cross"), ("blue", "square"))
 TRAIN_PAIRS = tuple((c, s) for c in COLORS for s in SHAPES if (c, s) not in HELDOUT_PAIRS)
+PAIRS = {"train": TRAIN_PAIRS, "heldout": HELDOUT_PAIRS}  # each split's pairs for the object a prompt is about
 SPLITS = ("train", "heldout")
 VIDEO_FORMATS = {"mp4": ".mp4", "npz": RAW_CLIP}  # lossless H.264 (PyAV), or raw clips (NumPy)
 
@@ -509,10 +510,10 @@ T2I_KINDS = {"heldout": ("single",) * 5 + ("pair",) * 3 + ("count",) * 2,
 COPIES = {"heldout": (2, 3), "train": (2, 3, 4)}
 
 
-def _t2i(rng, width, height, frames, primary):
+def _t2i(rng, width, height, frames, split):
+    primary = PAIRS[split]
     side = min(width, height)
     bg = _background(rng)
-    split = "heldout" if primary == HELDOUT_PAIRS else "train"
     kind = _choice(rng, T2I_KINDS[split])
     if kind == "count":  # copies of one object, anywhere
         one = _object(rng, 0, _pick(rng, primary), side, size=_choice(rng, ("small", "medium")))
@@ -551,8 +552,8 @@ def _moving_scene(rng, width, height, frames, primary, chance_of_two):
     return objects and _scene(width, height, frames, background, objects)
 
 
-def _t2v(rng, width, height, frames, primary):
-    scene = _moving_scene(rng, width, height, frames, primary, 0.3)
+def _t2v(rng, width, height, frames, split):
+    scene = _moving_scene(rng, width, height, frames, PAIRS[split], 0.3)
     if scene is None:
         return None
     long = " while ".join(_moving(rng, f"a {object_name(o)}", o["motion"]) for o in scene["objects"])
@@ -560,8 +561,8 @@ def _t2v(rng, width, height, frames, primary):
     return _meta("t2v", scene), _on_background(rng, long, scene["background"], True), short
 
 
-def _i2v(rng, width, height, frames, primary):
-    scene = _moving_scene(rng, width, height, frames, primary, 0)
+def _i2v(rng, width, height, frames, split):
+    scene = _moving_scene(rng, width, height, frames, PAIRS[split], 0)
     obj = scene["objects"][0]
     long = _choice(rng, ("{m}", "animate Image 1: {m}", "in Image 1, {m}")).format(
         m=_moving(rng, f"the {object_name(obj)}", obj["motion"]))
@@ -569,8 +570,8 @@ def _i2v(rng, width, height, frames, primary):
     return _meta("i2v", scene, ref_images=[_first_frame(scene)]), long, short
 
 
-def _ti2v(rng, width, height, frames, primary):
-    scene = _moving_scene(rng, width, height, frames, primary, 0.6)
+def _ti2v(rng, width, height, frames, split):
+    scene = _moving_scene(rng, width, height, frames, PAIRS[split], 0.6)
     if scene is None:
         return None
     objects = scene["objects"]
@@ -603,7 +604,8 @@ def _retouch(rng, kind, base, after):
     return target, edit
 
 
-def _ti2i(rng, width, height, frames, primary):
+def _ti2i(rng, width, height, frames, split):
+    primary = PAIRS[split]
     side = min(width, height)
     kind = _choice(rng, ("recolor", "remove", "add", "replace", "move", "background"))
     if kind in ("recolor", "replace"):
@@ -638,10 +640,10 @@ def _ti2i(rng, width, height, frames, primary):
     return _meta("ti2i", target, ref_images=[base], edit=edit), long, short
 
 
-def _ti2i_ref(rng, width, height, frames, primary):
+def _ti2i_ref(rng, width, height, frames, split):
     side = min(width, height)
     kind = _choice(rng, ("replace", "add"))
-    new = _pick(rng, primary)
+    new = _pick(rng, PAIRS[split])
     pairs = [_pick(rng, TRAIN_PAIRS, None if kind == "replace" else _others(new[0]), unlike=[new])]
     if rng.random() < 0.5:
         pairs.append(_pick(rng, TRAIN_PAIRS, _others(new[0], pairs[0][0])))
@@ -674,7 +676,8 @@ def _ti2i_ref(rng, width, height, frames, primary):
     return _meta("ti2i_ref", target, ref_images=refs, edit=edit), long, short
 
 
-def _tv2v(rng, width, height, frames, primary):
+def _tv2v(rng, width, height, frames, split):
+    primary = PAIRS[split]
     kind = _choice(rng, ("recolor", "replace", "remove", "background"))
     if kind in ("recolor", "replace"):
         before, after = _edited_pair(rng, primary, kind == "recolor")
@@ -692,8 +695,8 @@ def _tv2v(rng, width, height, frames, primary):
     return _meta("tv2v", target, ref_video=base, edit=edit), long, short
 
 
-def _tiv2v(rng, width, height, frames, primary):
-    new = _pick(rng, primary)
+def _tiv2v(rng, width, height, frames, split):
+    new = _pick(rng, PAIRS[split])
     old = _pick(rng, TRAIN_PAIRS, unlike=[new])
     specs = _movers(rng, min(width, height), old, 1 + int(rng.random() < 0.4), avoid=[new[0]])
     objects = _populate(rng, specs, width, height, frames)
@@ -711,10 +714,10 @@ def _tiv2v(rng, width, height, frames, primary):
             long, short)
 
 
-def _clone(rng, width, height, frames, primary):
+def _clone(rng, width, height, frames, split):
     side = min(width, height)
     source = _object(rng, 0, _pick(rng, TRAIN_PAIRS), side, motion=_motion(rng))
-    mover = _object(rng, 0, _pick(rng, primary, unlike=[(source["color"], source["shape"])]), side,
+    mover = _object(rng, 0, _pick(rng, PAIRS[split], unlike=[(source["color"], source["shape"])]), side,
                     motion=source["motion"])
     video = _scene(width, height, frames, _background(rng), _populate(rng, [source], width, height, frames))
     target = _scene(width, height, frames, _background(rng), _populate(rng, [mover], width, height, frames))
@@ -738,10 +741,9 @@ BUILDERS = {
 def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
     """One sample: (meta, caption_long, caption_short), the same for the same arguments."""
     rng = np.random.default_rng([seed, SPLITS.index(split), TASKS.index(task), index])
-    primary = HELDOUT_PAIRS if split == "heldout" else TRAIN_PAIRS
     video_frames = 1 if task in IMAGE_TASKS else frames
     while True:
-        built = BUILDERS[task](rng, width, height, video_frames, primary)
+        built = BUILDERS[task](rng, width, height, video_frames, split)
         if built is not None:
             break
     meta, long, short = built
