@@ -223,7 +223,8 @@ def test_stage3_clone_batches_train_their_motion_twins_through_the_real_encoder(
     assert len({reference_motion(r.meta) for r in clones}) == len(clones) == 2
     out = tmp_path / "clone"
     changes = {"run.steps": 2, "data.tasks": {"clone": 1.0}, "data.long_caption": 0.0, "data.drop_video": 0.0,
-               "data.drop_text": 0.0, "data.drop_images": 0.0, "samples.every": 0, "checkpoint.enabled": False}
+               "data.drop_text": 0.0, "data.drop_images": 0.0, "samples.every": 0, "checkpoint.enabled": False,
+               "flow.contrast_samples.motion": 1}  # off in stage 3 from session 47
     train(train_config.load(CONFIGS / "stage3.toml", curriculum.overrides(3, out, **changes)))
     steps = [r for r in records(out) if "loss" in r]
     assert len(steps) == 2 and all(math.isfinite(r["twin_gap_motion"]) for r in steps)
@@ -816,7 +817,7 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     data = SimpleNamespace(next_batch=lambda rng: batch)
     clock = SimpleNamespace(lap=lambda phase: None)
     margins = {"binding": 0.02, "places": 0.05}
-    rows = {"binding": 1, "places": 0, "sizes": 2, "count": 1}
+    rows = {"binding": 1, "places": 1, "sizes": 1, "count": 1}
     for weight, grown in ((0.0, 3), (2.0, 7)):
         seen.clear(), objectives.clear()
         cfg = SimpleNamespace(optim=SimpleNamespace(accumulation=1), run=SimpleNamespace(seed=0),
@@ -828,7 +829,8 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     twins = {0: [("places", "a twin")], 2: [("binding", "c twin"), ("places", "c twin 2")]}
     order = sorted(twins, key=lambda i: -float(t[i]))
     assert t[order[0]] != t[order[1]]
-    # binding's one row, then the rows sizes and count leave empty: the noisiest places twins, then the first again
+    # binding's row and places' (its noisiest twin), then the rows sizes and count leave empty: the other places
+    # twin, then the first again
     taken = [(2, ("binding", "c twin"))] + [(i, twin) for i in order for twin in twins[i] if twin[0] == "places"]
     taken += taken[:1]
     hinge = sum(margins[kind] - 0.01 for _, (kind, _) in taken) / len(taken)
@@ -843,10 +845,14 @@ def test_the_contrast_term_runs_twins_under_the_same_noise_and_asks_their_loss_t
     assert [(c.text, c.key[1]) for c in given[3:]] == [(text, text) for _, (_, text) in taken]
     for row, (own, _) in zip(range(3, 7), taken):
         assert torch.equal(x0[row], x0[own]) and torch.equal(noise[row], noise[own]) and t[row] == t[own]
-    rows = {"binding": 0, "places": 2, "sizes": 1, "count": 1}  # places' two first, though c's binding comes first
+    rows = {"binding": 1, "places": 2, "sizes": 1, "count": 1}  # places' two after c's binding, its kind first
     grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), rows)
-    assert which == [(2, "places"), (0, "places"), (2, "binding"), (2, "places")]
-    assert [c.text for c in grown.contexts[3:]] == ["c twin 2", "a twin", "c twin", "c twin 2"]
+    assert which == [(2, "binding"), (2, "places"), (0, "places"), (2, "binding"), (2, "places")]
+    assert [c.text for c in grown.contexts[3:]] == ["c twin", "c twin 2", "a twin", "c twin", "c twin 2"]
+    rows = {"binding": 0, "places": 2, "sizes": 1, "count": 1}  # a kind of 0 rows is off: no binding twin
+    grown, _, _, which = with_twins(batch, torch.zeros(3, 2, 1, 2, 2), torch.tensor([0.2, 0.5, 0.9]), rows)
+    assert which == [(2, "places"), (0, "places"), (2, "places"), (0, "places")]
+    assert [c.text for c in grown.contexts[3:]] == ["c twin 2", "a twin", "c twin 2", "a twin"]
 
 
 def test_embedded_motion_gap_compares_each_held_out_clone_with_the_next_of_another_motion(curriculum, tmp_path,
@@ -936,6 +942,8 @@ def test_a_motion_twin_reads_its_sample_under_the_next_reference_video_of_anothe
     assert floored == [(1, "motion")] * 3 and t_floored[4:].tolist() == pytest.approx([0.9] * 3)
     assert with_twins(Batch(latents, refs, contexts, ["clone"] * 4), latents.clone(), t, rows,
                       {"motion": 0.995})[3] == []  # none that noisy: the batch as it is
+    assert with_twins(Batch(latents, refs, contexts, ["clone"] * 4), latents.clone(), t,
+                      {**rows, "motion": 0})[3] == []  # motion twins off: binding's rows find no caption twin
 
 
 def test_a_run_waits_for_a_fill_of_its_manifests_before_it_indexes_the_cache(curriculum, tmp_path):

@@ -85,15 +85,16 @@ def with_twins(batch: Batch, noise, t, rows: dict, min_t: dict | None = None) ->
     next sample of another motion (`motion_partners`). Each kind takes up to `rows[kind]` twins of its own, from the
     noisiest sample down, where a picture's layout is drawn (session 30: exchanging two objects' places cost 0.000 at
     t <= 0.83 and 0.016-0.067 at t >= 0.95); rows a kind leaves empty go to the noisiest twins not yet taken, of any
-    kind, then again from the first taken, so a batch of twins always grows by the same count (one size a bucket for
-    compiled blocks). Session 32 took the noisiest twins whatever their kind: binding and places, which two-object
-    captions all have, held 55% of t2i's rows, and the sizes twin (17% of t2i's) did not move its gap. A motion
-    twin's key names its sample's context and the other's target, so the encoder's memo keeps each pairing once.
+    kind with rows (a kind of 0 rows is off), then again from the first taken, so a batch of twins always grows by
+    the same count (one size a bucket for compiled blocks). Session 32 took the noisiest twins whatever their kind:
+    binding and places, which two-object captions all have, held 55% of t2i's rows, and the sizes twin (17% of
+    t2i's) did not move its gap. A motion twin's key names its sample's context and the other's target, so the
+    encoder's memo keeps each pairing once.
     A kind's twins come only from samples at t >= `min_t`[kind] (without `min_t`, at any t)."""
     noisiness, floors = t.tolist(), min_t or {}
     pairs = [(i, twin) for i, context in enumerate(batch.contexts) for twin in context.twins]
     pairs += [(i, ("motion", j)) for i, j in motion_partners(batch.contexts)]
-    pairs = [(i, twin) for i, twin in pairs if noisiness[i] >= floors.get(twin[0], 0.0)]
+    pairs = [(i, twin) for i, twin in pairs if rows.get(twin[0], 0) > 0 and noisiness[i] >= floors.get(twin[0], 0.0)]
     count = sum(rows.values())
     if not pairs or count <= 0:
         return batch, noise, t, []
