@@ -34,7 +34,7 @@ from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.language import mentions  # noqa: E402
-from training.world import COLORS, COUNT_TWINS, NUMBERS, PLURALS, SIZES, sample  # noqa: E402
+from training.world import COLORS, COUNT_TWINS, NUMBERS, PLURALS, SIZES, count_copies, sample  # noqa: E402
 from vino_model.encoder import render_prompt  # noqa: E402
 
 ATTRIBUTES = {"color": COLORS, "size": SIZES, "count": NUMBERS}  # what the probe reads, and its values
@@ -92,7 +92,7 @@ def count_states(vlm, processor, split: str, count: int, seed: int) -> tuple[tor
         meta, caption, _ = sample("t2i", seed, index, 128, 128, 1, split)
         index += 1
         objects = meta["scene"]["objects"]
-        if len(objects) not in NUMBERS or len({(o["shape"], o["color"], o["size"]) for o in objects}) > 1:
+        if count_copies(objects) is None:
             continue
         words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"[\w-]+", caption)]
         named = [end for _, end, word in words if word == PLURALS[objects[0]["shape"]]]

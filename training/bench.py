@@ -56,7 +56,7 @@ from PIL import Image
 
 from training.manifest import TASKS, load_media, read_manifest
 from training.world import (COLORS, DIRECTIONS, GREYS, REGIONS, SHAPES, SIZES, SPEEDS, STRIPE_SHADE, TEXTURES,
-                            render)
+                            count_copies, render)
 from vino_model.errors import VinoInputError, run_cli
 from vino_model.media import RAW_CLIP, write_png
 from vino_model.tasks import read_task_file
@@ -439,8 +439,7 @@ def _conform(frames, scene):
 def prompted_count(meta):
     """The copies a count scene prompts (copies of one object: "three small blue squares"); None for any other
     sample."""
-    objects = meta["scene"]["objects"] if meta["task"] == "t2i" else []
-    return len(objects) if len(objects) > 1 and len({(o["color"], o["shape"]) for o in objects}) == 1 else None
+    return count_copies(meta["scene"]["objects"]) if meta["task"] == "t2i" else None
 
 
 def count_found(meta, frames, tol=Tolerances()):

@@ -376,12 +376,18 @@ def _exchanged(caption: str, objects: list, attribute: str) -> str | None:
                      object_name({**second, attribute: first[attribute]})])
 
 
-def _copies(objects: list) -> str | None:
-    """The words that name a count scene's copies ("two small red circles"), or None when the objects are not two
-    to four copies of one."""
+def count_copies(objects: list) -> int | None:
+    """How many copies of one object a count scene shows, or None when the objects are not two to four copies of
+    one (NUMBERS)."""
     if len(objects) not in NUMBERS or any(object_name(o) != object_name(objects[0]) for o in objects):
         return None
-    return f"{NUMBERS[len(objects)]} {object_name(objects[0], plural=True)}"
+    return len(objects)
+
+
+def _copies(objects: list) -> str | None:
+    """The words that name a count scene's copies ("two small red circles"), or None where count_copies is None."""
+    copies = count_copies(objects)
+    return None if copies is None else f"{NUMBERS[copies]} {object_name(objects[0], plural=True)}"
 
 
 def swap_count(caption: str, objects: list) -> str | None:
