@@ -13,6 +13,7 @@ from embedded_count import main  # noqa: E402
 from training import world  # noqa: E402
 from training.bench import prompted_count  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
+from vino_model.tasks import read_task_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +73,40 @@ def test_a_split_without_count_prompts_is_named(tmp_path, capsys):
     assert main([str(tmp_path), "--ground-truth"]) == 2
     assert capsys.readouterr().err.strip().endswith("no count prompts; expected t2i scenes of two or more copies "
                                                     "of one object")
+
+
+def test_the_swap_task_file_names_the_other_number_for_the_same_prompts(split, tmp_path, capsys):
+    data, prompts = split
+    assert main([str(data), "--swapped-tasks", str(tmp_path / "swapped.json")]) == 0
+    entries = read_task_file(tmp_path / "swapped.json")  # as vino_model.generate reads it
+    assert [e.index for e in entries] == list(prompts)
+    captions = [r.caption_long for r in read_manifest(str(data / "manifest.jsonl"))]
+    for entry in entries:
+        own, other = {2: ("two ", "three "), 3: ("three ", "two ")}[prompts[entry.index][0]]
+        assert entry.task == "t2i" and own in captions[entry.index]
+        assert entry.caption == captions[entry.index].replace(own, other)
+
+
+def test_the_swap_table_tells_whether_the_number_moved_the_copies(split, tmp_path, capsys):
+    data, prompts = split
+    twos = [i for i, (p, _) in prompts.items() if p == 2]
+    for index, (number, meta) in prompts.items():  # right under its own number; two copies under the other
+        draw(tmp_path / "own", index, meta, number)
+        draw(tmp_path / "swapped", index, meta, 2)
+    (tmp_path / "swapped" / f"{twos[0]}_t2i.png").unlink()  # a prompt drawn under one number only is left out
+    assert main([str(data), str(tmp_path / "own"), "--swapped", str(tmp_path / "swapped")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    n, threes = len(prompts), len(prompts) - len(twos)
+    assert lines[-3].startswith(f"| two | {n} | 2.00 | 0 | 0 | {n} |") and lines[-3].endswith(f"| {n} / {n} |")
+    mean = (2 * (len(twos) - 1) + 3 * threes) / (n - 1)
+    assert lines[-2].startswith(f"| three | {n} | {mean:.2f} | 0 | 0 | {len(twos) - 1} | {threes} |")
+    assert lines[-2].endswith(f"| 1 | {threes} / {n} |")
+    assert lines[-1] == f'the number changed the copies for {threes} / {n - 1} prompts drawn under both: ' \
+                        f'more under "three" for {threes}, fewer for 0'
+
+
+def test_the_swap_table_needs_the_outputs_of_the_prompts_as_written(split, tmp_path, capsys):
+    data, _ = split
+    with pytest.raises(SystemExit):
+        main([str(data), "--ground-truth", "--swapped", str(tmp_path)])
+    assert "--swapped needs OUTPUTS" in capsys.readouterr().err

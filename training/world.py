@@ -390,15 +390,15 @@ def _copies(objects: list) -> str | None:
     return None if copies is None else f"{NUMBERS[copies]} {object_name(objects[0], plural=True)}"
 
 
-def swap_count(caption: str, objects: list) -> str | None:
-    """A count scene's caption with its COUNT_TWINS number ("two small red circles" -> "three small red circles"),
-    or None when the objects are not copies of one, or it does not name them in full. Session 30 drew the wrong
-    number in 3 of the 10 held-out count prompts (three or four for "two", four for "three"), and two touching as
-    one in 3 more."""
+def swap_count(caption: str, objects: list, other: int | None = None) -> str | None:
+    """A count scene's caption naming `other` copies (a NUMBERS key; by default its COUNT_TWINS number: "two small
+    red circles" -> "three small red circles"), or None when the objects are not copies of one, or it does not name
+    them in full. Session 30 drew the wrong number in 3 of the 10 held-out count prompts (three or four for "two",
+    four for "three"), and two touching as one in 3 more."""
     copies = _copies(objects)
     if copies is None:
         return None
-    other = COUNT_TWINS[len(objects)]
+    other = COUNT_TWINS[len(objects)] if other is None else other
     return _renamed(caption, [copies], [f"{NUMBERS[other]} {object_name(objects[0], plural=True)}"])
 
 
