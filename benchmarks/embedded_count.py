@@ -39,6 +39,7 @@ from vino_model.errors import VinoInputError, run_cli  # noqa: E402
 from vino_model.files import atomic_output  # noqa: E402
 
 MOST = 5  # copies found from which the table has one column
+COLUMNS = [str(n) for n in range(MOST)] + [f"{MOST}+"]
 SWAPS = {2: 3, 3: 2}  # the number each count prompt is drawn under in the swap test
 
 
@@ -63,9 +64,6 @@ def found_counts(prompts: dict, outputs: str | None) -> dict[int, int | None]:
         path = record.target if outputs is None else output_file(outputs, index, "t2i")
         found[index] = None if path is None else count_found(record.meta, load_media(path))
     return found
-
-
-COLUMNS = [str(n) for n in range(MOST)] + [f"{MOST}+"]
 
 
 def row(number: int, drawn: list) -> list[str]:
