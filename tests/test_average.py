@@ -46,8 +46,7 @@ def test_equal_weights_into_shards_in_another_dtype(tmp_path):
 def test_exports_of_another_model_are_named_and_nothing_is_written(tmp_path, capsys):
     a, _ = export(tmp_path / "a.safetensors", 0)
     deeper = dataclasses.replace(CONFIG.mmdit, num_single_blocks=CONFIG.mmdit.num_single_blocks + 1)
-    wider = dataclasses.replace(CONFIG, mmdit=deeper)
-    b, _ = export(tmp_path / "b.safetensors", 1, wider)
+    b, _ = export(tmp_path / "b.safetensors", 1, dataclasses.replace(CONFIG, mmdit=deeper))
     out = tmp_path / "soup.safetensors"
     assert main([str(a), str(b), "--out", str(out)]) == 2
     assert f"export {b} is a VINO of another config than {a}" in capsys.readouterr().err

@@ -75,7 +75,7 @@ def test_a_split_without_count_prompts_is_named(tmp_path, capsys):
                                                     "of one object")
 
 
-def test_the_swap_task_file_names_the_other_number_for_the_same_prompts(split, tmp_path, capsys):
+def test_the_swap_task_file_names_the_other_number_for_the_same_prompts(split, tmp_path):
     data, prompts = split
     assert main([str(data), "--swapped-tasks", str(tmp_path / "swapped.json")]) == 0
     entries = read_task_file(tmp_path / "swapped.json")  # as vino_model.generate reads it

@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from vino_model.checkpoint import load_vino_weights, save_vino
+from vino_model.checkpoint import join_vino_state, load_vino_weights, save_vino
 from vino_model.convert import parse_size
 from vino_model.errors import VinoInputError, run_cli
 from vino_model.pipeline import DTYPES
@@ -42,9 +42,7 @@ def parse_weights(text: str | None, count: int) -> list[float]:
 def read_export(path) -> tuple:
     """(config, state with our key names) of one export."""
     config, transformer, mm_encoder = load_vino_weights(path)
-    state = {f"transformer.{k}": v for k, v in transformer.items()}
-    state.update({f"mm_encoder.{k}": v for k, v in (mm_encoder or {}).items()})
-    return config, state
+    return config, join_vino_state(transformer, mm_encoder)
 
 
 def average(sources: list, out, weights: list[float] | None = None, dtype: str | None = None,
@@ -52,7 +50,7 @@ def average(sources: list, out, weights: list[float] | None = None, dtype: str |
     """Write the weighted mean of `sources`' tensors to `out`; weights None: equal."""
     if len(sources) < 2:
         raise VinoInputError(f"got {len(sources)} export; expected two or more to average")
-    weights = weights or [1 / len(sources)] * len(sources)
+    weights = parse_weights(None, len(sources)) if weights is None else weights
     config, first = read_export(sources[0])
     keep = {k: DTYPES[dtype] if dtype else v.dtype for k, v in first.items()}
     mean = {k: v.float() * weights[0] if v.is_floating_point() else v for k, v in first.items()}

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vino_model.checkpoint import load_vino_weights, save_vino
+from vino_model.checkpoint import join_vino_state, load_vino_weights, save_vino
 from vino_model.errors import VinoInputError, run_cli
 from vino_model.files import atomic_output
 from vino_model.vae import VinoVAE
@@ -56,8 +56,7 @@ def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: d
         raise VinoInputError(f"--checkpoint {checkpoint} has no mm_encoder.* weights; expected a stage 1-3 export")
     if not (qwen / "config.json").is_file():
         raise VinoInputError(f"--qwen {qwen} is not a Qwen3-VL folder (no config.json)")
-    state = {f"transformer.{k}": v for k, v in transformer.items()}
-    state.update({f"mm_encoder.{k}": v for k, v in mm_encoder.items()})
+    state = join_vino_state(transformer, mm_encoder)
     with atomic_output(out, replace_folder=True) as partial:  # an earlier bundle there is replaced as a whole
         partial.mkdir()
         save_vino(partial / "vino.safetensors", _half(state), config)

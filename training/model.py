@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig
 
-from vino_model.checkpoint import load_vino_weights
+from vino_model.checkpoint import join_vino_state, load_vino_weights
 from vino_model.config import EncoderConfig, VinoConfig, preset
 from vino_model.encoder import InterleavedEncoder, MMEncoder, right_pad
 from vino_model.errors import VinoInputError
@@ -150,9 +150,7 @@ class Trainee(nn.Module):
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """`transformer.*` and `mm_encoder.*`: the layout Load VINO reads."""
-        state = {f"transformer.{k}": v for k, v in self.transformer.state_dict().items()}
-        state.update({f"mm_encoder.{k}": v for k, v in self.encoder.mm_encoder.state_dict().items()})
-        return state
+        return join_vino_state(self.transformer.state_dict(), self.encoder.mm_encoder.state_dict())
 
 
 def export_name(name: str) -> str | None:

@@ -190,6 +190,13 @@ def split_vino_state(sd: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
     return transformer, mm_encoder, other
 
 
+def join_vino_state(transformer: dict[str, torch.Tensor], mm_encoder: dict[str, torch.Tensor] | None = None) -> dict:
+    """Our layout's one state dict (`transformer.*`, `mm_encoder.*`): split_vino_state's inverse."""
+    state = {f"transformer.{k}": v for k, v in transformer.items()}
+    state.update({f"mm_encoder.{k}": v for k, v in (mm_encoder or {}).items()})
+    return state
+
+
 # ---------------------------------------------------------------- config inference
 
 

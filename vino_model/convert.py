@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 
-from .checkpoint import load_vino_weights, save_vino
+from .checkpoint import join_vino_state, load_vino_weights, save_vino
 from .errors import VinoInputError, run_cli
 from .pipeline import DTYPES, build_mm_encoder, build_mmdit
 
@@ -33,12 +33,12 @@ def convert(source, target, dtype=None, shard_size=None):
     torch_dtype = DTYPES[dtype] if dtype else None
     # Building the modules checks every key and shape before anything is written.
     mmdit = build_mmdit(config, transformer, torch_dtype, "cpu", f"transformer of {source}")
-    state = {f"transformer.{k}": v for k, v in mmdit.state_dict().items()}
+    mm = None
     if mm_state is not None:
-        mm = build_mm_encoder(config, mm_state, torch_dtype, "cpu", f"mm_encoder of {source}")
-        state.update({f"mm_encoder.{k}": v for k, v in mm.state_dict().items()})
+        mm = build_mm_encoder(config, mm_state, torch_dtype, "cpu", f"mm_encoder of {source}").state_dict()
     else:
         log.warning("%s has no mm_encoder (a plain HunyuanVideo transformer): wrote the transformer only", source)
+    state = join_vino_state(mmdit.state_dict(), mm)
     return save_vino(target, state, config, parse_size(shard_size) if shard_size else None)
 
 

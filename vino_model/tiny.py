@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_vino
+from .checkpoint import join_vino_state, save_vino
 from .config import EncoderConfig, VinoConfig, preset
 from .encoder import MMEncoder
 from .errors import VinoInputError
@@ -78,9 +78,7 @@ def random_vino_state(config: VinoConfig, seed: int = 0) -> dict[str, torch.Tens
     torch.manual_seed(seed)
     mmdit = VinoMMDiT(config.mmdit)
     mm = MMEncoder(config.encoder.vlm_hidden, config.encoder.num_queries, config.mmdit.text_dim, config.mmdit.hidden)
-    state = {f"transformer.{k}": v for k, v in mmdit.state_dict().items()}
-    state.update({f"mm_encoder.{k}": v for k, v in mm.state_dict().items()})
-    return state
+    return join_vino_state(mmdit.state_dict(), mm.state_dict())
 
 
 def make_tiny_bundle(out: str | Path, seed: int = 0) -> Path:
