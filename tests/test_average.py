@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from training.average import main
 from vino_model.checkpoint import load_vino_weights, read_state_dict, save_vino
@@ -65,3 +66,32 @@ def test_one_export_is_not_an_average(tmp_path, capsys):
     a, _ = export(tmp_path / "a.safetensors", 0)
     assert main([str(a), "--out", str(tmp_path / "soup.safetensors")]) == 2
     assert "expected two or more to average" in capsys.readouterr().err
+
+
+def test_shard_folders_average_like_their_files(tmp_path):
+    a, first = export(tmp_path / "a.safetensors", 0)
+    second = random_vino_state(CONFIG, 1)
+    save_vino(tmp_path / "b", second, CONFIG, 20_000)  # a folder of shards
+    assert main([str(a), str(tmp_path / "b"), "--out", str(tmp_path / "soup.safetensors")]) == 0
+    soup, _ = read_state_dict(tmp_path / "soup.safetensors")
+    assert all(torch.equal(soup[k], (first[k] * 0.5 + second[k] * 0.5)) for k in first)
+
+
+def test_an_export_outside_our_layout_is_sent_to_convert(tmp_path, capsys):
+    a, state = export(tmp_path / "a.safetensors", 0)
+    bare = tmp_path / "bare.safetensors"  # our keys, but no config in the header
+    save_file({k: v.contiguous() for k, v in state.items()}, bare)
+    assert main([str(a), str(bare), "--out", str(tmp_path / "soup.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert f"export {bare} is not in our layout" in err and f"python -m vino_model.convert {bare}" in err
+    assert not (tmp_path / "soup.safetensors").exists()
+
+
+def test_a_tensor_of_another_shape_is_named(tmp_path, capsys):
+    a, state = export(tmp_path / "a.safetensors", 0)
+    key = next(k for k, v in state.items() if v.dim() == 2)
+    b, _ = export(tmp_path / "b.safetensors", 1)
+    wrong = {**read_state_dict(b)[0], key: torch.zeros(3, 5)}
+    save_vino(b, wrong, CONFIG)
+    assert main([str(a), str(b), "--out", str(tmp_path / "soup.safetensors")]) == 2
+    assert f"export {b}: {key} is (3, 5)" in capsys.readouterr().err

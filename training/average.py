@@ -9,18 +9,22 @@ their weights lie in one basin: session 47 averaged the cooled EMA exports of th
 prompts (0.817; 0.779, 0.784 and 0.808 alone) and on clone (0.305; 0.228, 0.158 and 0.285)
 (`benchmarks/results/2026-12-05/embedded-session47.md`). Exports of unrelated runs average to noise.
 
-Any format `vino_model` reads goes in; the output is our layout (one file, or shards with --shard-size), in the
-first export's dtype unless --dtype names one, written only once every export has been read and checked.
+The exports are in our layout (what training exports; `python -m vino_model.convert` writes any other format as
+ours). The output is too (one file, or shards with --shard-size), in the first export's dtype unless --dtype names
+one. Every export is checked against the first from the files' headers before any tensor is read, and the mean is
+taken a tensor at a time, so averaging 13B exports holds the average and one tensor of each, not a float32 copy of
+the model; the output's name appears only once it is whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
+from pathlib import Path
 
-import torch
-
-from vino_model.checkpoint import join_vino_state, load_vino_weights, save_vino
+from vino_model.checkpoint import detect_format, open_safetensors, safetensors_files, save_vino
+from vino_model.config import VinoConfig
 from vino_model.convert import parse_size
 from vino_model.errors import VinoInputError, run_cli
 from vino_model.pipeline import DTYPES
@@ -39,37 +43,53 @@ def parse_weights(text: str | None, count: int) -> list[float]:
     return [w / sum(weights) for w in weights]
 
 
-def read_export(path) -> tuple:
-    """(config, state with our key names) of one export."""
-    config, transformer, mm_encoder = load_vino_weights(path)
-    return config, join_vino_state(transformer, mm_encoder)
+def check_export(source, handles, stored, first=None):
+    """Refuse an export that is not in our layout, or (against `first`: the first export's (source, handles,
+    config)) of another model. Reads only the files' headers."""
+    if stored is None or detect_format(handles) != "vino":
+        raise VinoInputError(f"export {source} is not in our layout (safetensors with a VINO config); write it as ours "
+                             f"first: python -m vino_model.convert {source} OUT.safetensors")
+    config = VinoConfig.from_dict(stored)
+    if first is None:
+        return config
+    first_source, first_handles, first_config = first
+    if config.to_json() != first_config.to_json():
+        raise VinoInputError(f"export {source} is a VINO of another config than {first_source}; expected exports of "
+                             "one model")
+    if handles.keys() != first_handles.keys():
+        differ = sorted(handles.keys() ^ first_handles.keys())
+        raise VinoInputError(f"export {source} holds other tensors than {first_source} (first differing: "
+                             f"{', '.join(differ[:4])}); expected exports of one model")
+    for key, handle in handles.items():
+        shape, first_shape = (h.get_slice(key).get_shape() for h in (handle, first_handles[key]))
+        if shape != first_shape:
+            raise VinoInputError(f"export {source}: {key} is {tuple(shape)}, {tuple(first_shape)} in {first_source}; "
+                                 "expected exports of one model")
+    return config
 
 
 def average(sources: list, out, weights: list[float] | None = None, dtype: str | None = None,
             shard_size: str | None = None):
-    """Write the weighted mean of `sources`' tensors to `out`; weights None: equal."""
+    """Write the weighted mean of `sources`' tensors to `out`; weights None: equal. The mean is taken a tensor at a
+    time, in float32, so beyond the average itself one tensor of each export is held at once."""
     if len(sources) < 2:
         raise VinoInputError(f"got {len(sources)} export; expected two or more to average")
     weights = parse_weights(None, len(sources)) if weights is None else weights
-    config, first = read_export(sources[0])
-    keep = {k: DTYPES[dtype] if dtype else v.dtype for k, v in first.items()}
-    mean = {k: v.float() * weights[0] if v.is_floating_point() else v for k, v in first.items()}
-    for source, weight in zip(sources[1:], weights[1:]):
-        other_config, state = read_export(source)
-        if other_config.to_json() != config.to_json():
-            raise VinoInputError(f"export {source} is a VINO of another config than {sources[0]}; expected exports "
-                                 "of one model")
-        if state.keys() != mean.keys():
-            differ = sorted(state.keys() ^ mean.keys())
-            raise VinoInputError(f"export {source} holds other tensors than {sources[0]} (first differing: "
-                                 f"{', '.join(differ[:4])}); expected exports of one model")
-        for key, value in state.items():
-            if value.shape != mean[key].shape:
-                raise VinoInputError(f"export {source}: {key} is {tuple(value.shape)}, {tuple(mean[key].shape)} in "
-                                     f"{sources[0]}; expected exports of one model")
-            if value.is_floating_point():
-                mean[key] += value.float() * weight
-    state = {k: v.to(keep[k]) if v.is_floating_point() else v for k, v in mean.items()}
+    with ExitStack() as stack:
+        exports = [stack.enter_context(open_safetensors(safetensors_files(Path(source)))) for source in sources]
+        config = check_export(sources[0], *exports[0])
+        for source, (handles, stored) in zip(sources[1:], exports[1:]):
+            check_export(source, handles, stored, (sources[0], exports[0][0], config))
+        state = {}
+        for key, handle in exports[0][0].items():
+            first = handle.get_tensor(key)
+            if not first.is_floating_point():
+                state[key] = first
+                continue
+            mean = first.float() * weights[0]
+            for (handles, _), weight in zip(exports[1:], weights[1:]):
+                mean += handles[key].get_tensor(key).float() * weight
+            state[key] = mean.to(DTYPES[dtype] if dtype else first.dtype)
     return save_vino(out, state, config, parse_size(shard_size) if shard_size else None)
 
 

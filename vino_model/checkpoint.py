@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -36,10 +37,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if not path.exists():
         raise VinoInputError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        return read_folder(path)
-    if path.suffix == ".safetensors":
-        return read_safetensors([path])
+    if path.is_dir() or path.suffix == ".safetensors":
+        return read_safetensors(safetensors_files(path))
     if path.suffix in PICKLE_SUFFIXES:
         return read_pickle(path), None
     raise VinoInputError(f"checkpoint {path.name} has an unknown extension; expected .safetensors, .ckpt, .pt or a folder")
@@ -62,24 +61,33 @@ def read_pickle(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_safetensors(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict | None]:
-    tensors, config = {}, None
-    for file in files:
-        try:
-            with safe_open(file, framework="pt") as handle:
+    with open_safetensors(files) as (handles, config):
+        return {key: handle.get_tensor(key) for key, handle in handles.items()}, config
+
+
+@contextmanager
+def open_safetensors(files: list[Path]):
+    """({key: the open file that holds it}, our config if a file carries one), each tensor read only when asked
+    (`handle.get_tensor(key)`, `handle.get_slice(key).get_shape()`), while the context lasts."""
+    handles, config = {}, None
+    with ExitStack() as stack:
+        for file in files:
+            try:
+                handle = stack.enter_context(safe_open(file, framework="pt"))
                 meta = handle.metadata() or {}
-                if CONFIG_KEY in meta:
-                    config = json.loads(meta[CONFIG_KEY])
-                for key in handle.keys():
-                    tensors[key] = handle.get_tensor(key)
-        except VinoInputError:
-            raise
-        except Exception as err:
-            raise VinoInputError(f"checkpoint {file.name} is not a readable safetensors file ({err})") from err
-    return tensors, config
+            except Exception as err:
+                raise VinoInputError(f"checkpoint {file.name} is not a readable safetensors file ({err})") from err
+            if CONFIG_KEY in meta:
+                config = json.loads(meta[CONFIG_KEY])
+            handles.update({key: handle for key in handle.keys()})
+        yield handles, config
 
 
-def read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """Our sharded layout, or a diffusers model folder (`transformer/` of HunyuanVideo)."""
+def safetensors_files(folder: Path) -> list[Path]:
+    """A .safetensors file; our sharded layout or a diffusers model folder (`transformer/` of HunyuanVideo): its
+    shards."""
+    if not folder.is_dir():
+        return [folder]
     index = folder / INDEX_NAME
     diffusers_index = folder / "diffusion_pytorch_model.safetensors.index.json"
     if index.exists() or diffusers_index.exists():
@@ -88,11 +96,11 @@ def read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise VinoInputError(f"checkpoint folder {folder} is missing shards {missing}")
-        return read_safetensors(files)
+        return files
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise VinoInputError(f"checkpoint folder {folder} holds no .safetensors files")
-    return read_safetensors(files)
+    return files
 
 
 # ---------------------------------------------------------------- formats -> our key names
