@@ -77,14 +77,24 @@ def test_shard_folders_average_like_their_files(tmp_path):
     assert all(torch.equal(soup[k], (first[k] * 0.5 + second[k] * 0.5)) for k in first)
 
 
-def test_an_export_outside_our_layout_is_sent_to_convert(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["bare.safetensors", "vino.ckpt"])
+def test_an_export_outside_our_layout_is_sent_to_convert(tmp_path, capsys, name):
     a, state = export(tmp_path / "a.safetensors", 0)
-    bare = tmp_path / "bare.safetensors"  # our keys, but no config in the header
-    save_file({k: v.contiguous() for k, v in state.items()}, bare)
-    assert main([str(a), str(bare), "--out", str(tmp_path / "soup.safetensors")]) == 2
+    other = tmp_path / name  # our keys, but no config in the header; or the official pickle
+    if name.endswith(".ckpt"):
+        torch.save(state, other)
+    else:
+        save_file({k: v.contiguous() for k, v in state.items()}, other)
+    assert main([str(a), str(other), "--out", str(tmp_path / "soup.safetensors")]) == 2
     err = capsys.readouterr().err
-    assert f"export {bare} is not in our layout" in err and f"python -m vino_model.convert {bare}" in err
+    assert f"export {other} is not in our layout" in err and f"python -m vino_model.convert {other}" in err
     assert not (tmp_path / "soup.safetensors").exists()
+
+
+def test_a_missing_export_is_named(tmp_path, capsys):
+    a, _ = export(tmp_path / "a.safetensors", 0)
+    assert main([str(a), str(tmp_path / "gone.safetensors"), "--out", str(tmp_path / "soup.safetensors")]) == 2
+    assert f"export {tmp_path / 'gone.safetensors'} does not exist" in capsys.readouterr().err
 
 
 def test_a_tensor_of_another_shape_is_named(tmp_path, capsys):

@@ -43,12 +43,26 @@ def parse_weights(text: str | None, count: int) -> list[float]:
     return [w / sum(weights) for w in weights]
 
 
+def not_ours(source) -> VinoInputError:
+    return VinoInputError(f"export {source} is not in our layout (safetensors with a VINO config); write it as ours "
+                          f"first: python -m vino_model.convert {source} OUT.safetensors")
+
+
+def open_export(stack: ExitStack, source) -> tuple[dict, dict | None]:
+    """One export's (handles, stored config), open while `stack` lasts (vino_model.checkpoint.open_safetensors)."""
+    path = Path(source)
+    if not path.exists():
+        raise VinoInputError(f"export {source} does not exist")
+    if not path.is_dir() and path.suffix != ".safetensors":
+        raise not_ours(source)
+    return stack.enter_context(open_safetensors(safetensors_files(path)))
+
+
 def check_export(source, handles, stored, first=None):
     """Refuse an export that is not in our layout, or (against `first`: the first export's (source, handles,
     config)) of another model. Reads only the files' headers."""
     if stored is None or detect_format(handles) != "vino":
-        raise VinoInputError(f"export {source} is not in our layout (safetensors with a VINO config); write it as ours "
-                             f"first: python -m vino_model.convert {source} OUT.safetensors")
+        raise not_ours(source)
     config = VinoConfig.from_dict(stored)
     if first is None:
         return config
@@ -76,7 +90,7 @@ def average(sources: list, out, weights: list[float] | None = None, dtype: str |
         raise VinoInputError(f"got {len(sources)} export; expected two or more to average")
     weights = parse_weights(None, len(sources)) if weights is None else weights
     with ExitStack() as stack:
-        exports = [stack.enter_context(open_safetensors(safetensors_files(Path(source)))) for source in sources]
+        exports = [open_export(stack, source) for source in sources]
         config = check_export(sources[0], *exports[0])
         for source, (handles, stored) in zip(sources[1:], exports[1:]):
             check_export(source, handles, stored, (sources[0], exports[0][0], config))
