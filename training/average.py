@@ -58,15 +58,17 @@ def open_export(stack: ExitStack, source) -> tuple[dict, dict | None]:
     return stack.enter_context(open_safetensors(safetensors_files(path)))
 
 
-def check_export(source, handles, stored, first=None):
-    """Refuse an export that is not in our layout, or (against `first`: the first export's (source, handles,
-    config)) of another model. Reads only the files' headers."""
+def our_config(source, handles, stored) -> VinoConfig:
+    """The config of an export in our layout; an export in any other is refused."""
     if stored is None or detect_format(handles) != "vino":
         raise not_ours(source)
-    config = VinoConfig.from_dict(stored)
-    if first is None:
-        return config
-    first_source, first_handles, first_config = first
+    return VinoConfig.from_dict(stored)
+
+
+def check_same_model(first: tuple, other: tuple) -> None:
+    """Refuse `other` unless it is an export of `first`'s model; each (source, handles, config). Reads only the
+    files' headers."""
+    (first_source, first_handles, first_config), (source, handles, config) = first, other
     if config.to_json() != first_config.to_json():
         raise VinoInputError(f"export {source} is a VINO of another config than {first_source}; expected exports of "
                              "one model")
@@ -79,7 +81,6 @@ def check_export(source, handles, stored, first=None):
         if shape != first_shape:
             raise VinoInputError(f"export {source}: {key} is {tuple(shape)}, {tuple(first_shape)} in {first_source}; "
                                  "expected exports of one model")
-    return config
 
 
 def average(sources: list, out, weights: list[float] | None = None, dtype: str | None = None,
@@ -90,21 +91,23 @@ def average(sources: list, out, weights: list[float] | None = None, dtype: str |
         raise VinoInputError(f"got {len(sources)} export; expected two or more to average")
     weights = parse_weights(None, len(sources)) if weights is None else weights
     with ExitStack() as stack:
-        exports = [open_export(stack, source) for source in sources]
-        config = check_export(sources[0], *exports[0])
-        for source, (handles, stored) in zip(sources[1:], exports[1:]):
-            check_export(source, handles, stored, (sources[0], exports[0][0], config))
+        exports = []
+        for source in sources:
+            handles, stored = open_export(stack, source)
+            exports.append((source, handles, our_config(source, handles, stored)))
+        for other in exports[1:]:
+            check_same_model(exports[0], other)
         state = {}
-        for key, handle in exports[0][0].items():
+        for key, handle in exports[0][1].items():
             first = handle.get_tensor(key)
             if not first.is_floating_point():
                 state[key] = first
                 continue
             mean = first.float() * weights[0]
-            for (handles, _), weight in zip(exports[1:], weights[1:]):
+            for (_, handles, _), weight in zip(exports[1:], weights[1:]):
                 mean += handles[key].get_tensor(key).float() * weight
             state[key] = mean.to(DTYPES[dtype] if dtype else first.dtype)
-    return save_vino(out, state, config, parse_size(shard_size) if shard_size else None)
+    return save_vino(out, state, exports[0][2], parse_size(shard_size) if shard_size else None)
 
 
 def main(argv=None):
