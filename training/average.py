@@ -7,7 +7,9 @@ The exports must be runs of one model that went on from one set of weights (stag
 their weights lie in one basin: session 47 averaged the cooled EMA exports of three such runs (sessions 42, 46 and
 47, each about 2,000 steps on from session 42's seed), and the average scored above each of them on the 116 held-out
 prompts (0.817; 0.779, 0.784 and 0.808 alone) and on clone (0.305; 0.228, 0.158 and 0.285)
-(`benchmarks/results/2026-12-05/embedded-session47.md`). Exports of unrelated runs average to noise.
+(`benchmarks/results/2026-12-05/embedded-session47.md`). Exports of unrelated runs average to noise. An average
+keeps what the runs share, not what one learnt alone: sessions 48's and 49's runs from one seed each read clone's
+motion (0.447 and 0.410), and the average of their exports did not (0.325; `embedded-session49.md`).
 
 The exports are in our layout (what training exports; `python -m vino_model.convert` writes any other format as
 ours). The output is too (one file, or shards with --shard-size), in the first export's dtype unless --dtype names
