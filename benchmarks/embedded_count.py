@@ -2,7 +2,7 @@
 check of training.bench finds them: for each prompted number, how many prompts drew 0, 1, 2, ... copies of the
 prompted colour and shape, and how many drew the number prompted.
 
-    python benchmarks/embedded_count.py DATA OUTPUTS [--base BASE_OUTPUTS] [--swapped SWAPPED_OUTPUTS]
+    python benchmarks/embedded_count.py DATA OUTPUTS [--base BASE_OUTPUTS] [--swapped SWAPPED_OUTPUTS] [--by-object]
     python benchmarks/embedded_count.py DATA --ground-truth
     python benchmarks/embedded_count.py DATA --swapped-tasks TASKS
 
@@ -10,7 +10,8 @@ DATA is a world split (its manifest.jsonl: data/embedded/heldout-t2i120, or any 
 OUTPUTS holds its t2i outputs as training.bench reads them (scripts/score_heldout.sh's OUTPUTS/t2i120, or
 `python -m vino_model.generate --out`). With --base, a second model's outputs of the same prompts: prompt by
 prompt, how many it drew right that OUTPUTS drew wrong and the reverse, with the two-sided sign test's p-value.
---ground-truth counts the split's own targets, which must all come out right.
+--ground-truth counts the split's own targets, which must all come out right. --by-object also tallies the prompts
+right by number and object ("red star"), since one object can carry most of a model's count.
 
 The swap test asks whether the number word moves the copies drawn, or the noise does. --swapped-tasks writes a
 task file of DATA's count prompts with "two" and "three" exchanged; `python -m vino_model.generate --tasks TASKS`
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from paired_scores import sign_test  # noqa: E402
 from training.bench import count_found, output_file, prompted_count  # noqa: E402
 from training.manifest import load_media, read_manifest, release_task  # noqa: E402
-from training.world import NUMBERS, swap_count  # noqa: E402
+from training.world import NUMBERS, object_name, swap_count  # noqa: E402
 from vino_model.errors import VinoInputError, run_cli  # noqa: E402
 from vino_model.files import atomic_output  # noqa: E402
 
@@ -87,12 +88,31 @@ def table(prompts: dict, found: dict) -> list[str]:
     return lines
 
 
-def paired(prompts: dict, found: dict, base: dict) -> str:
-    """Prompts this model drew right and the base wrong, the reverse, and the sign test over them."""
-    better = sum(found[i] == p != base[i] for i, (p, _) in prompts.items())
-    worse = sum(base[i] == p != found[i] for i, (p, _) in prompts.items())
-    return f"against the base: right where it was wrong {better}, wrong where it was right {worse}, " \
+def by_object(prompts: dict, found: dict) -> list[str]:
+    """One row per number prompted and object ("red star"): how many of its prompts drew the number. A model's
+    count can turn on one object: of the 8 "two" prompts that session 51's average drew as three, 7 were red stars."""
+    groups = Counter((p, object_name(record.meta["scene"]["objects"][0], False)) for p, record in prompts.values())
+    lines = ["| prompted | object | prompts | right |", "|---|---|---|---|"]
+    for number, name in sorted(groups):
+        right = sum(found[i] == p for i, (p, record) in prompts.items()
+                    if (p, object_name(record.meta["scene"]["objects"][0], False)) == (number, name))
+        lines.append(f"| {number} | {name} | {groups[number, name]} | {right} / {groups[number, name]} |")
+    return lines
+
+
+def paired(prompts: dict, found: dict, base: dict, base_dir: str) -> str:
+    """Prompts this model drew right and the base wrong, the reverse, and the sign test over them. Prompts without
+    the base's output are left out (and named); a base with none of them is an error, not a base that drew none."""
+    missing = [i for i in prompts if base[i] is None]
+    if len(missing) == len(prompts):
+        raise VinoInputError(f"--base {base_dir}: no t2i output of any count prompt (expected INDEX_t2i.png files, "
+                             "as python -m vino_model.generate --out writes them)")
+    kept = {i: prompt for i, prompt in prompts.items() if base[i] is not None}
+    better = sum(found[i] == p != base[i] for i, (p, _) in kept.items())
+    worse = sum(base[i] == p != found[i] for i, (p, _) in kept.items())
+    line = f"against the base: right where it was wrong {better}, wrong where it was right {worse}, " \
            f"sign test p = {sign_test(better, worse):.3f}"
+    return line + (f" ({len(missing)} prompts without the base's output left out)" if missing else "")
 
 
 def swappable(prompts: dict) -> dict:
@@ -150,6 +170,8 @@ def main(argv=None) -> int:
     parser.add_argument("--swapped", metavar="SWAPPED_OUTPUTS",
                         help="the same model's outputs of --swapped-tasks, from the same seed as OUTPUTS")
     parser.add_argument("--prompts", action="store_true", help="also print each prompt's copies found")
+    parser.add_argument("--by-object", action="store_true",
+                        help="also tally the prompts right by number and object (colour and shape)")
     args = parser.parse_args(argv)
 
     if args.swapped and not args.outputs:
@@ -166,8 +188,10 @@ def main(argv=None) -> int:
             for index, (number, record) in prompts.items():
                 print(f"{index:5d}  prompted {number}  found {found[index]}  {record.caption_long}")
         print("\n".join(table(prompts, found)))
+        if args.by_object:
+            print("\n".join(by_object(prompts, found)))
         if args.base:
-            print(paired(prompts, found, found_counts(prompts, args.base)))
+            print(paired(prompts, found, found_counts(prompts, args.base), args.base))
         if args.swapped:
             print("\n".join(swap_table(prompts, found, found_counts(swappable(prompts), args.swapped))))
 

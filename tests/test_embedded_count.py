@@ -62,6 +62,32 @@ def test_the_base_is_compared_prompt_by_prompt(split, tmp_path, capsys):
     assert out[-1].startswith(f"against the base: right where it was wrong 1, wrong where it was right {len(rest)},")
 
 
+def test_a_base_without_outputs_is_an_error_not_a_base_that_drew_none(split, tmp_path, capsys):
+    data, prompts = split
+    for index, (number, meta) in prompts.items():
+        draw(tmp_path / "model", index, meta, number)
+    (tmp_path / "scores").mkdir()  # a folder of scores, not of outputs
+    assert main([str(data), str(tmp_path / "model"), "--base", str(tmp_path / "scores")]) == 2
+    assert f"--base {tmp_path / 'scores'}: no t2i output of any count prompt" in capsys.readouterr().err
+
+
+def test_the_tally_by_object_finds_the_object_a_model_miscounts(split, tmp_path, capsys):
+    data, prompts = split
+    name = lambda meta: world.object_name(meta["scene"]["objects"][0], False)  # noqa: E731
+    twos = {i: name(meta) for i, (p, meta) in prompts.items() if p == 2}
+    wrong = next(iter(twos.values()))  # every "two" of this object drawn as one, the rest right
+    for index, (number, meta) in prompts.items():
+        draw(tmp_path / "model", index, meta, 1 if twos.get(index) == wrong else number)
+    assert main([str(data), str(tmp_path / "model"), "--by-object"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("| prompted | object | prompts | right |")
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[4].strip() for line in lines[start + 2:]}
+    assert set(rows) == {(str(p), name(meta)) for p, meta in prompts.values()}
+    n = sum(v == wrong for v in twos.values())
+    assert rows["2", wrong] == f"0 / {n}"
+    assert all(right.split(" / ")[0] == right.split(" / ")[1] for key, right in rows.items() if key != ("2", wrong))
+
+
 def test_the_ground_truth_is_counted_right(split, capsys):
     data, prompts = split
     assert main([str(data), "--ground-truth"]) == 0
