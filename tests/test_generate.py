@@ -134,6 +134,21 @@ def test_shards_split_a_task_file_and_write_what_one_process_writes(demo, tmp_pa
     assert not (tmp_path / "past").exists()
 
 
+def test_seed_per_entry_draws_each_entry_from_its_own_noise(demo, tmp_path):
+    bundle, _, _ = demo
+    entries = [{"index": i, "task": "t2i", "caption": "a red circle"} for i in (3, 4)]  # one prompt twice
+    (tmp_path / "tasks.json").write_text(json.dumps(entries))
+    common = ["--tasks", str(tmp_path / "tasks.json"), *SIZE, *model_args(bundle), "--seed", "5"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    assert main([*common, "--out", str(tmp_path / "own"), "--seed-per-entry"]) == 0
+    pixels = {(run, i): list(Image.open(tmp_path / run / f"{i}_t2i.png").getdata()) for run in ("one", "own")
+              for i in (3, 4)}
+    assert pixels["one", 3] == pixels["one", 4]  # one seed: the same prompt, the same picture
+    assert pixels["own", 3] != pixels["own", 4]
+    assert main([*common[:-1], "8", "--out", str(tmp_path / "seed8")]) == 0  # entry 3's own seed is 5 + 3
+    assert list(Image.open(tmp_path / "seed8" / "3_t2i.png").getdata()) == pixels["own", 3]
+
+
 def test_task_file_is_parsed_never_evaluated(tmp_path):
     (tmp_path / "a.png").touch()
     (tmp_path / "t.json").write_text(json.dumps([{"task": "i2v", "caption": "x", "ref_image_paths": '["a.png"]'}]))

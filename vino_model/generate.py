@@ -52,6 +52,10 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, help="output frames, 4k+1 (default 85; 81 for video edits)")
     p.add_argument("--steps", type=int, help="sampling steps (default 50)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed-per-entry", action="store_true",
+                   help="each task-file entry draws its noise from SEED + its index instead of SEED: prompts that "
+                        "differ in a word or two are then not drawn from one noise (a benchmark's prompts count as "
+                        "independent draws)")
     p.add_argument("--cfg", type=float, help="text CFG (default 5 for images, 7 for videos)")
     p.add_argument("--image-cfg", type=float,
                    help="image CFG of every task; 1 (the default) is off, 1-3 for reference tasks. Unset, a bundle's "
@@ -168,7 +172,7 @@ def run(args) -> list[Path]:
         started = time.perf_counter()
         result = pipe.generate(
             entry.task, entry.caption, images, video, fps, entry.ref_image_have_base, args.width, args.height,
-            args.frames, args.steps, args.seed, args.cfg, entry_image_cfg(args, entry), args.shift, negative,
+            args.frames, args.steps, args.seed + entry.index * args.seed_per_entry, args.cfg, entry_image_cfg(args, entry), args.shift, negative,
             sample_posterior=args.reference_mode == "sample", tiled_decode=args.tiled_decode,
             cache_threshold=args.step_cache,
         )
