@@ -91,13 +91,12 @@ def table(prompts: dict, found: dict) -> list[str]:
 def by_object(prompts: dict, found: dict) -> list[str]:
     """One row per number prompted and object ("red star"): how many of its prompts drew the number. A model's
     count can turn on one object: of the 8 "two" prompts that session 51's average drew as three, 7 were red stars."""
-    groups = Counter((p, object_name(record.meta["scene"]["objects"][0], False)) for p, record in prompts.values())
-    lines = ["| prompted | object | prompts | right |", "|---|---|---|---|"]
-    for number, name in sorted(groups):
-        right = sum(found[i] == p for i, (p, record) in prompts.items()
-                    if (p, object_name(record.meta["scene"]["objects"][0], False)) == (number, name))
-        lines.append(f"| {number} | {name} | {groups[number, name]} | {right} / {groups[number, name]} |")
-    return lines
+    keys = {i: (p, object_name(record.meta["scene"]["objects"][0], False)) for i, (p, record) in prompts.items()}
+    groups = Counter(keys.values())
+    right = Counter(keys[i] for i, (p, _) in prompts.items() if found[i] == p)
+    return ["| prompted | object | prompts | right |", "|---|---|---|---|"] + [
+        f"| {number} | {name} | {groups[number, name]} | {right[number, name]} / {groups[number, name]} |"
+        for number, name in sorted(groups)]
 
 
 def paired(prompts: dict, found: dict, base: dict, base_dir: str) -> str:

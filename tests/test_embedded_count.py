@@ -73,7 +73,9 @@ def test_a_base_without_outputs_is_an_error_not_a_base_that_drew_none(split, tmp
 
 def test_the_tally_by_object_finds_the_object_a_model_miscounts(split, tmp_path, capsys):
     data, prompts = split
-    name = lambda meta: world.object_name(meta["scene"]["objects"][0], False)  # noqa: E731
+    def name(meta):
+        return world.object_name(meta["scene"]["objects"][0], False)
+
     twos = {i: name(meta) for i, (p, meta) in prompts.items() if p == 2}
     wrong = next(iter(twos.values()))  # every "two" of this object drawn as one, the rest right
     for index, (number, meta) in prompts.items():
