@@ -169,10 +169,11 @@ def run(args) -> list[Path]:
         images = [media.read_image(p) for p in entry.ref_image_paths]
         video, fps = media.read_video(entry.ref_video_path) if entry.ref_video_path else (None, None)
         negative = args.negative_image if task.output == "image" else args.negative_video
+        seed = args.seed + entry.index if args.seed_per_entry else args.seed
         started = time.perf_counter()
         result = pipe.generate(
             entry.task, entry.caption, images, video, fps, entry.ref_image_have_base, args.width, args.height,
-            args.frames, args.steps, args.seed + entry.index * args.seed_per_entry, args.cfg, entry_image_cfg(args, entry), args.shift, negative,
+            args.frames, args.steps, seed, args.cfg, entry_image_cfg(args, entry), args.shift, negative,
             sample_posterior=args.reference_mode == "sample", tiled_decode=args.tiled_decode,
             cache_threshold=args.step_cache,
         )
