@@ -4,6 +4,7 @@
 # bundle's defaults (scripts/bench_embedded.sh, videos as npz) and scored into OUT/scores-SET.json:
 #   image      t2i, ti2i and ti2i_ref, 24 prompts each
 #   video12    the first 12 prompts of t2v, i2v and ti2v
+#   video      all 24 prompts of each video kind (t2v, i2v, ti2v, tv2v, tiv2v, clone): on a lent GPU, 3-4 minutes
 #   refvideo4  the first 4 of tv2v and tiv2v
 #   clone12    the first 12 of clone
 #   t2i120     120 more t2i prompts, from another held-out world (seed 7)
@@ -31,8 +32,8 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do sets+=("$1"); shift; done
 [ ${#sets[@]} -gt 0 ] || sets=(image video12 refvideo4 clone12 t2i120)
 for set in "${sets[@]}"; do
   case $set in
-    image|video12|refvideo4|clone12|t2i120) ;;
-    *) echo "unknown set '$set': expected image, video12, refvideo4, clone12 or t2i120" >&2; exit 2 ;;
+    image|video|video12|refvideo4|clone12|t2i120) ;;
+    *) echo "unknown set '$set': expected image, video, video12, refvideo4, clone12 or t2i120" >&2; exit 2 ;;
   esac
 done
 

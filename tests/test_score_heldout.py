@@ -51,3 +51,11 @@ def test_an_unknown_set_stops_before_anything_is_made(tmp_path):
     assert done.returncode == 2
     assert "unknown set 'video24'" in done.stderr and "clone12" in done.stderr
     assert not (tmp_path / "heldout").exists() and not (tmp_path / "out").exists()
+
+
+def test_video_is_every_prompt_of_each_video_kind(tmp_path):
+    done = score(tmp_path, "out", "video", "--", "--steps", "1")
+    assert done.returncode == 0, done.stderr
+    video = json.loads((tmp_path / "heldout" / "tasks_video.json").read_text())
+    assert {e["task"] for e in video} == {"t2v", "i2v", "ti2v", "tv2v", "tiv2v", "clone"}
+    assert scored(tmp_path / "out" / "scores-video.json") == sorted((e["task"], e["index"]) for e in video)
