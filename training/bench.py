@@ -475,7 +475,7 @@ def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
     An entry's output is `{index}.png|.mp4|.npz` (the release's names) or `{index}_{task}.png|.mp4|.npz`
     (`vino_model.generate`'s); a missing one scores 0 and is flagged. results_dir None scores the
     manifest's own targets (the ground truth). Returns one dict per entry:
-    {"index", "task", "score", "checks", "missing"}."""
+    {"index", "task", "caption", "score", "checks", "missing"} (the caption: which prompt it was, in any world)."""
     manifest = manifest or os.path.join(os.path.dirname(os.path.abspath(task_files[0])), "manifest.jsonl")
     if not os.path.isfile(manifest):
         raise VinoInputError(f"manifest {manifest} is missing; expected the manifest.jsonl that training.world wrote "
@@ -493,7 +493,7 @@ def evaluate(task_files, results_dir, manifest=None, tol=Tolerances()):
                 result = {**score(record.meta, load_media(found), tol), "missing": False}
             else:
                 result = {"task": record.task, "score": 0.0, "checks": {}, "missing": True}
-            results.append({"index": int(entry.index), **result})
+            results.append({"index": int(entry.index), "caption": entry.caption, **result})
     return results
 
 
