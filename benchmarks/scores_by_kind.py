@@ -40,7 +40,8 @@ def by_kind(records: list, scores: list[dict]) -> tuple[dict[tuple[str, str], li
         index = int(score["index"])
         record = records[index] if 0 <= index < len(records) else None
         caption = score.get("caption")
-        unchecked += caption is None
+        if caption is None:
+            unchecked += 1
         if (record is None or record.task != score["task"]
                 or caption not in (None, record.caption_long, record.caption_short)):
             raise VinoInputError(f"the score of {score['task']} prompt {index} ({caption or 'no caption'!r}) is not "
@@ -54,10 +55,9 @@ def format_table(groups: dict[tuple[str, str], list[dict]]) -> str:
     lines = ["| task | kind | prompts | score | " + " | ".join(checks) + " |",
              "|---|---|---|---|" + "---|" * len(checks)]
     for (task, kind), group in sorted(groups.items()):
-        means = [np.mean([r["checks"][c] for r in group if c in r["checks"]]) if any(c in r["checks"] for r in group)
-                 else None for c in checks]
+        values = [[r["checks"][c] for r in group if c in r["checks"]] for c in checks]
         lines.append(f"| {task} | {kind} | {len(group)} | {np.mean([r['score'] for r in group]):.3f} | "
-                     + " | ".join("-" if m is None else f"{m:.3f}" for m in means) + " |")
+                     + " | ".join(f"{np.mean(v):.3f}" if v else "-" for v in values) + " |")
     return "\n".join(lines)
 
 
