@@ -1,0 +1,36 @@
+"""scripts/device_score.sh: an export bundled and scored on the held-out sets, with only scores and tables in $OUT."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "out").mkdir(exist_ok=True)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "PY": sys.executable,
+           "WHEELS": str(tmp_path / "no-wheels"), "SHARDS": "1", "DATA": str(tmp_path / "heldout"), "SIZE": "32",
+           "PER_TASK": "1", "WORKERS": "1"}
+    return subprocess.run(["bash", "scripts/device_score.sh", *args], cwd=ROOT, env=env, timeout=900,
+                          capture_output=True, text=True)
+
+
+def test_only_the_scores_and_tables_come_back(tmp_path):
+    done = run(tmp_path, "training/embedded-src/stage3", "refvideo4", "--", "--steps", "1")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["score.log", "scores-refvideo4.json", "tables.txt"]
+    scores = json.loads((tmp_path / "out" / "scores-refvideo4.json").read_text())
+    assert sorted(r["task"] for r in scores) == ["tiv2v", "tv2v"]
+    assert "== refvideo4" in (tmp_path / "out" / "tables.txt").read_text()
+    assert list((tmp_path / "work" / "scores" / "refvideo4").glob("*.npz"))  # the videos stayed on the machine
+
+
+def test_a_missing_checkpoint_or_too_many_sets_is_refused(tmp_path):
+    done = run(tmp_path, "no/such/export")
+    assert done.returncode == 2 and "CHECKPOINT: a stage-3 export" in done.stderr
+    done = run(tmp_path, "training/embedded-src/stage3", *["image"] * 7)
+    assert done.returncode == 2 and "at most 6 sets a call" in done.stderr
+    assert not (tmp_path / "work").exists() and list((tmp_path / "out").iterdir()) == []
