@@ -35,11 +35,8 @@ E=runs/embedded/stage3
 log=$out/call.log
 
 export PYTHONUNBUFFERED=1 PY=${PY:-python3} WORKERS=${WORKERS:-$(nproc)} VIDEO_FORMAT=npz
-if [ -d .whl-gpu ] && [ ! -d /tmp/site/deepspeed ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-gpu/*.whl \
-    || exit 3
-fi
-export PYTHONPATH=/tmp/site:$PWD
+source "$(dirname "${BASH_SOURCE[0]}")/embedded_inputs.sh"
+gpu_site .whl-gpu || exit 3
 
 init=training/embedded-src/stage3
 compile=false

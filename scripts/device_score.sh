@@ -7,7 +7,7 @@
 # CHECKPOINT: an export (file or sharded folder, e.g. training/embedded-src/stage3); SETS as score_heldout.sh's
 # (default: video image t2i120). Back in $OUT: scores-SET.json for each set (at most 6), tables.txt and score.log.
 # WORK=/tmp/device-score (the bundle and the outputs), SHARDS=6, PY=python3, WHEELS=.whl-gpu (installed into
-# /tmp/site unless there already); score_heldout.sh's DATA, SIZE, PER_TASK and T2I_PER_TASK pass through.
+# /tmp/site once a machine); score_heldout.sh's DATA, SIZE, PER_TASK and T2I_PER_TASK pass through.
 set -euo pipefail
 if [ $# -lt 1 ] || [ ! -e "$1" ]; then
   echo "usage: bash scripts/device_score.sh CHECKPOINT [SET ...] [-- generate options]; CHECKPOINT: a stage-3" \
@@ -28,10 +28,8 @@ fi
 work=${WORK:-/tmp/device-score}
 wheels=${WHEELS:-.whl-gpu}
 export PY=${PY:-python3} SHARDS=${SHARDS:-6} PYTHONUNBUFFERED=1
-if [ -d "$wheels" ] && [ ! -d /tmp/site/diffusers ]; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$wheels"/*.whl || exit 3
-fi
-export PYTHONPATH=/tmp/site:$PWD
+source scripts/embedded_inputs.sh
+gpu_site "$wheels" || exit 3
 
 log=$out/score.log
 rm -rf "$work/bundle" "$work/scores" && mkdir -p "$work"

@@ -38,3 +38,12 @@ seed_parts() {  # the committed language model and VAE (training/embedded-src/) 
     cp training/embedded-src/vae.safetensors "$SRC/vae-decoder.safetensors"
   fi
 }
+
+gpu_site() {  # WHEELS: on a lent GPU, the packages it lacks (scripts/gpu_wheels.sh) into /tmp/site, once a machine,
+              # and PYTHONPATH to them and the repository; a WHEELS folder that is not there installs nothing
+  if [ -d "$1" ] && [ ! -d /tmp/site/deepspeed ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$1"/*.whl \
+      || return 3
+  fi
+  export PYTHONPATH=/tmp/site:$PWD
+}
