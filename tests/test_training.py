@@ -231,6 +231,20 @@ def test_stage3_clone_batches_train_their_motion_twins_through_the_real_encoder(
     assert not any(key.startswith("twin_gap_") and key != "twin_gap_motion" for r in steps for key in r)
 
 
+def test_stage3_reference_batches_train_their_caption_twins_with_their_references(curriculum, tmp_path):
+    """A ti2v-only stage 3 under long captions: the two-object sample's "labels" twin (its Image 1 and Image 2
+    exchanged) reads the sample's own reference images through the VLM and the MMDiT, and its gap is logged."""
+    twinned = [r for r in read_manifest(str(curriculum.manifest)) if r.task == "ti2v" and r.meta.get("word_swaps")]
+    assert [set(r.meta["word_swaps"]) for r in twinned] == [{"labels"}]
+    out = tmp_path / "ti2v"
+    changes = {"run.steps": 2, "data.tasks": {"ti2v": 1.0}, "data.long_caption": 1.0, "data.drop_text": 0.0,
+               "data.drop_images": 0.0, "samples.every": 0, "checkpoint.enabled": False,
+               "flow.contrast_samples.labels": 1}  # STAGE_RUNS' rows leave it out: off
+    train(train_config.load(CONFIGS / "stage3.toml", curriculum.overrides(3, out, **changes)))
+    steps = [r for r in records(out) if "loss" in r]
+    assert len(steps) == 2 and all(math.isfinite(r["twin_gap_labels"]) for r in steps)
+
+
 def test_resume_after_sigkill_repeats_the_uninterrupted_run(curriculum, tmp_path):
     config = CONFIGS / "stage3.toml"
     changes = {"run.steps": 6, "checkpoint.every": 2, "samples.every": 0}

@@ -95,7 +95,34 @@ def test_swap_attribute_changes_one_word_of_one_object():
         swaps = {a: world.swap_attribute(long, obj, a) for a in world.ATTRIBUTES}
         pair = {name: swap(long, meta["scene"]) for name, swap in world.TWIN_SWAPS.items()}
         assert meta["word_swaps"] == swaps | {name: caption for name, caption in pair.items() if caption}
-    assert "word_swaps" not in world.sample("ti2i", 5, 0)[0]  # only text-only samples: the gaps are theirs
+
+
+def test_replacements_and_two_object_reference_videos_carry_their_wrong_twins():
+    """REFERENCE_SWAPS: a replacement's instruction naming the new object with the old one's shape or colour, and a
+    two-object ti2v caption with its image labels exchanged; the other edits and one-object ti2v samples have none."""
+    seen = set()
+    for task in ("ti2i", "tv2v", "ti2v"):
+        for index in range(40):
+            meta, long, _ = world.sample(task, 3, index)
+            swaps = meta.get("word_swaps", {})
+            assert swaps or meta["task"] != "ti2v" or len(meta["scene"]["objects"]) == 1 or \
+                meta["scene"]["objects"][0]["motion"] == meta["scene"]["objects"][1]["motion"]
+            edit = meta["edit"] or {}
+            if task != "ti2v":
+                assert bool(swaps) == (edit.get("kind") == "replace"), (long, swaps)
+            for name, twin in swaps.items():
+                seen.add(name)
+                assert twin != long
+                if name == "labels":
+                    assert twin.replace("Image 2", "Image 1") == long.replace("Image 2", "Image 1")
+                    continue
+                before = (meta["ref_video"] or meta["ref_images"][0])["objects"][0]
+                after = meta["scene"]["objects"][0]
+                keep = "shape" if name == "new_shape" else "color"
+                assert before[keep] != after[keep]
+                named = world.object_name({**after, keep: before[keep]}, False)
+                assert twin == long.replace(world.object_name(after, False), named)
+    assert seen == set(world.REFERENCE_SWAPS)
 
 
 # two objects of a scene and a caption that names both in full, for the pair swaps

@@ -118,6 +118,13 @@ class FlowConfig:
     # are drawn, x_t already shows them, and a gap forced there costs the sample's own loss (session 44)
     contrast_min_t: dict = field(default_factory=lambda: dict.fromkeys(TWIN_KINDS, 0.0))
 
+    def __post_init__(self):
+        """A twin kind that a config leaves out is off (0 rows, at any t, margin 0.005): configs written before a
+        kind existed (session 53's "new_shape", "new_color", "labels") keep their meaning."""
+        for kinds, missing in ((self.contrast_margin, 0.005), (self.contrast_samples, 0), (self.contrast_min_t, 0.0)):
+            if isinstance(kinds, dict):
+                kinds.update({kind: missing for kind in TWIN_KINDS if kind not in kinds})
+
 
 @dataclass
 class OptimConfig:
@@ -312,15 +319,15 @@ def check(cfg: TrainConfig) -> None:
         raise VinoInputError(f"data.frames={data.frames}; expected frame counts of 4k+1 (1, 5, 9, ...)")
     margins = cfg.flow.contrast_margin
     if set(margins) != set(TWIN_KINDS) or not all(isinstance(m, (int, float)) for m in margins.values()):
-        raise VinoInputError(f"flow.contrast_margin={margins!r}; expected a margin for each twin kind: "
+        raise VinoInputError(f"flow.contrast_margin={margins!r}; expected a margin for twin kinds among: "
                              f"{', '.join(TWIN_KINDS)}")
     rows = cfg.flow.contrast_samples
     if set(rows) != set(TWIN_KINDS) or not all(isinstance(n, int) and n >= 0 for n in rows.values()):
-        raise VinoInputError(f"flow.contrast_samples={rows!r}; expected a count of rows >= 0 for each twin kind: "
+        raise VinoInputError(f"flow.contrast_samples={rows!r}; expected a count of rows >= 0 for twin kinds among: "
                              f"{', '.join(TWIN_KINDS)}")
     floors = cfg.flow.contrast_min_t
     if set(floors) != set(TWIN_KINDS) or not all(isinstance(f, (int, float)) and 0 <= f <= 1 for f in floors.values()):
-        raise VinoInputError(f"flow.contrast_min_t={floors!r}; expected a t in [0, 1] for each twin kind: "
+        raise VinoInputError(f"flow.contrast_min_t={floors!r}; expected a t in [0, 1] for twin kinds among: "
                              f"{', '.join(TWIN_KINDS)}")
     if cfg.flow.timestep not in TIMESTEP_DENSITIES:
         raise VinoInputError(f"flow.timestep={cfg.flow.timestep!r}; expected one of {TIMESTEP_DENSITIES}")

@@ -25,7 +25,10 @@ the caption with the two objects in each other's places (or motions); "sizes", i
 sizes: the caption with their sizes exchanged; "count", in scenes of two to four copies of one object: the caption
 with another number (COUNT_TWINS); "single", in those scenes: the caption naming one of the objects; "backdrop", on
 a split background: the caption with its two tones exchanged}, from which training's evaluation logs how much each
-word counts (eval_word_gap_*), and which training's contrast term (flow.contrast) reads as wrong captions. Edit
+word counts (eval_word_gap_*), and which training's contrast term (flow.contrast) reads as wrong captions. The
+other tasks' samples carry theirs (REFERENCE_SWAPS) where they have one: "new_shape" and "new_color", in
+replacements (ti2i, tv2v): the new object named with the old one's shape or colour; "labels", in ti2v scenes of two
+objects moving apart: the caption with "Image 1" and "Image 2" exchanged. Edit
 kinds: recolor, remove, add, replace, move, background; "region" is set when the prompt names where the object goes
 (add, move), otherwise an edited object keeps its place.
 
@@ -443,7 +446,47 @@ TWIN_SWAPS = {"binding": _of_objects(swap_binding), "places": _of_objects(swap_p
 # motion. The held-out clone prompts moved their object the reference's way no more often than chance (session 41:
 # direction 0.25-0.42 of 4 directions), so nothing told the model that a wrong video is wrong
 MOTION_TWIN_TASKS = ("clone",)
-TWIN_KINDS = (*TWIN_SWAPS, "motion")
+
+
+def _replaced(meta) -> tuple[dict, dict] | None:
+    """(the object as it was, as it becomes) of a replacement that an instruction names (ti2i, tv2v), or None."""
+    edit = meta.get("edit") or {}
+    if meta["task"] not in ("ti2i", "tv2v") or edit.get("kind") != "replace":
+        return None
+    before = (meta["ref_video"] or meta["ref_images"][0])["objects"][edit["object"]]
+    return before, meta["scene"]["objects"][edit["object"]]
+
+
+def _replacement_named(caption: str, meta, keep: str) -> str | None:
+    """A replacement's instruction naming the new object with the old one's `keep` ("color" | "shape") instead of
+    its own, or None where that names the new object itself (the two share it) or it is no replacement."""
+    replaced = _replaced(meta)
+    if replaced is None or replaced[0][keep] == replaced[1][keep]:
+        return None
+    before, after = replaced
+    return _renamed(caption, [object_name(after, False)], [object_name({**after, keep: before[keep]}, False)])
+
+
+def swap_labels(caption: str, meta) -> str | None:
+    """A two-object ti2v caption with "Image 1" and "Image 2" exchanged: each referenced object moving the other's
+    way. None where the two move alike or there are not two."""
+    objects = meta["scene"]["objects"]
+    if meta["task"] != "ti2v" or len(objects) != 2 or objects[0]["motion"] == objects[1]["motion"]:
+        return None
+    return _renamed(caption, ["Image 1", "Image 2"], ["Image 2", "Image 1"])
+
+
+# wrong twins of the instructions and captions about references, by name: swap(caption, meta) -> the twin, or None.
+# Session 52 found replacements in videos right for 0.07-0.28 of the held-out prompts ("turn the magenta square into
+# a yellow circle" drew a yellow square) and two referenced objects moving in one video right for 0.10-0.13, on
+# training pairs too; nothing in training had said that the new object's shape or colour, or which image moves
+# which way, is wrong. "new_shape": the new object named with the old one's shape, "new_color": with its colour,
+# "labels": swap_labels
+REFERENCE_SWAPS = {"new_shape": lambda caption, meta: _replacement_named(caption, meta, "shape"),
+                   "new_color": lambda caption, meta: _replacement_named(caption, meta, "color"),
+                   "labels": swap_labels}
+CAPTION_TWINS = (*TWIN_SWAPS, *REFERENCE_SWAPS)  # the twins a sample's long caption carries in "word_swaps"
+TWIN_KINDS = (*CAPTION_TWINS, "motion")
 
 
 def reference_motion(meta) -> str | None:
@@ -758,6 +801,10 @@ def sample(task, seed, index, width=64, height=64, frames=17, split="train"):
         swaps = {a: swap_attribute(long, objects[0], a) for a in ATTRIBUTES} | {
             name: swap(long, meta["scene"]) for name, swap in TWIN_SWAPS.items()}
         meta["word_swaps"] = {a: caption for a, caption in swaps.items() if caption is not None}
+    else:
+        swaps = {name: swap(long, meta) for name, swap in REFERENCE_SWAPS.items()}
+        if any(swaps.values()):
+            meta["word_swaps"] = {name: caption for name, caption in swaps.items() if caption is not None}
     return meta, long, short
 
 
