@@ -89,11 +89,11 @@ def readout(trainee, data, samples, device) -> dict[str, int]:
     return tally
 
 
-def load(init, config, records, overrides, device) -> tuple:
-    """(the export `init` in eval mode on `device`, a TrainData over `records` (their latents cached by the VAE of
-    the config), their samples) for the stage config `config` with `overrides`."""
+def load(init, config, records, overrides, device, tasks=MOTION_TWIN_TASKS) -> tuple:
+    """(the export `init` in eval mode on `device`, a TrainData over `records` of `tasks` (their latents cached by the
+    VAE of the config), their samples) for the stage config `config` with `overrides`."""
     cfg = load_config(config, [f"model.init={init}", "model.compile=false",
-                               f"data.tasks={json.dumps(dict.fromkeys(MOTION_TWIN_TASKS, 1.0))}",
+                               f"data.tasks={json.dumps(dict.fromkeys(tasks, 1.0))}",
                                f"optim.bf16={str(torch.device(device).type == 'cuda').lower()}", *overrides])
     trainee, reference = model.build(cfg)
     vae = VinoVAE.load(cfg.model.vae, device=device, dtype=parse_dtype(cfg.data.vae_dtype))

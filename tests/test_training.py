@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -233,16 +234,17 @@ def test_stage3_clone_batches_train_their_motion_twins_through_the_real_encoder(
 
 def test_stage3_reference_batches_train_their_caption_twins_with_their_references(curriculum, tmp_path):
     """A ti2v-only stage 3 under long captions: the two-object sample's "labels" twin (its Image 1 and Image 2
-    exchanged) reads the sample's own reference images through the VLM and the MMDiT, and its gap is logged."""
+    exchanged) reads the sample's own reference images through the VLM and the MMDiT, its "order" twin the two images
+    reversed, and their gaps are logged."""
     twinned = [r for r in read_manifest(str(curriculum.manifest)) if r.task == "ti2v" and r.meta.get("word_swaps")]
     assert [set(r.meta["word_swaps"]) for r in twinned] == [{"labels"}]
     out = tmp_path / "ti2v"
     changes = {"run.steps": 2, "data.tasks": {"ti2v": 1.0}, "data.long_caption": 1.0, "data.drop_text": 0.0,
                "data.drop_images": 0.0, "samples.every": 0, "checkpoint.enabled": False,
-               "flow.contrast_samples.labels": 1}  # STAGE_RUNS' rows leave it out: off
+               "flow.contrast_samples.labels": 1, "flow.contrast_samples.order": 1}  # STAGE_RUNS' rows: off
     train(train_config.load(CONFIGS / "stage3.toml", curriculum.overrides(3, out, **changes)))
     steps = [r for r in records(out) if "loss" in r]
-    assert len(steps) == 2 and all(math.isfinite(r["twin_gap_labels"]) for r in steps)
+    assert len(steps) == 2 and all(math.isfinite(r[f"twin_gap_{kind}"]) for r in steps for kind in ("labels", "order"))
 
 
 def test_resume_after_sigkill_repeats_the_uninterrupted_run(curriculum, tmp_path):
@@ -894,6 +896,38 @@ def test_embedded_motion_gap_compares_each_held_out_clone_with_the_next_of_anoth
     assert sum(swapped for _, swapped in readings) == len(motion_partners(motions))
 
 
+def test_embedded_reference_gap_reads_each_two_object_ti2v_sample_four_ways(curriculum, tmp_path, capsys):
+    """benchmarks/embedded_reference_gap.py on a stage-3 export: for each two-object ti2v sample of two motions, the
+    own loss and the gaps of its labels twin, its images in the other order and both, at each t; the labels and the
+    images' order changes what the model reads (a gap of exactly 0 would be an input left as it was). The labels need
+    not: this tiny model's labels twin costs it 0 to 3e-6."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from embedded_reference_gap import READINGS, main as reference_gap_main, reference_gaps
+    from embedded_motion_gap import load
+
+    from training.world import swap_labels
+
+    records = write_split(str(tmp_path / "held"), per_task=12, width=32, height=32, frames=5, tasks=("ti2v",),
+                          split="heldout")
+    twinned = [r for r in records if swap_labels(r.caption_long, r.meta)]
+    assert twinned
+    overrides = [o for o in curriculum.overrides(3, tmp_path / "run") if not o.startswith("model.init=")]
+    trainee, data, samples = load(str(curriculum.export(3)), str(CONFIGS / "stage3.toml"), twinned,
+                                  [*overrides, "data.long_caption=1.0"], "cpu", tasks=("ti2v",))
+    gaps = reference_gaps(trainee, data, samples, [0.5, 1.0], "cpu")
+    assert set(gaps) == {"own", *READINGS} and all(v.shape == (len(twinned), 2) for v in gaps.values())
+    assert (gaps["own"] > 0).all() and all(np.isfinite(v).all() for v in gaps.values())
+    assert (gaps["order"] != 0).all() and (gaps["both"] != 0).all()  # the images do go in the other order
+    reference_gap_main(["--init", str(curriculum.export(3)), "--config", str(CONFIGS / "stage3.toml"),
+                        "--data", str(tmp_path / "held"), "--times", "0.5", "1", "--set", *overrides])
+    out = capsys.readouterr().out.splitlines()
+    assert f"{len(twinned)} two-object ti2v samples; mean loss increase" in "\n".join(out)
+    assert all(f"{name} [" in out[-1] for name in READINGS)
+    write_split(str(tmp_path / "images"), per_task=1, width=32, height=32, frames=5, tasks=("t2i",))
+    with pytest.raises(VinoInputError, match="no ti2v sample of two objects moving apart"):
+        reference_gap_main(["--init", str(curriculum.export(3)), "--data", str(tmp_path / "images")])
+
+
 def test_the_first_step_readout_finds_each_clone_s_motion_for_a_model_that_draws_its_own_target(curriculum,
                                                                                                tmp_path):
     """benchmarks/embedded_motion_gap.py's readout: the targets it draws again under every motion hold each clone's
@@ -958,6 +992,25 @@ def test_a_motion_twin_reads_its_sample_under_the_next_reference_video_of_anothe
                       {"motion": 0.995})[3] == []  # none that noisy: the batch as it is
     assert with_twins(Batch(latents, refs, contexts, ["clone"] * 4), latents.clone(), t,
                       {**rows, "motion": 0})[3] == []  # motion twins off: binding's rows find no caption twin
+
+
+def test_an_order_twin_reads_its_sample_with_its_two_images_the_other_way_round():
+    """flow.contrast's "order" twin: a two-object ti2v sample goes through again under its own caption, latents,
+    noise and t, with its two images reversed for the VLM, in its memo key and among the MMDiT's references."""
+    from training.data import Batch, Context
+    from training.loop import with_twins
+
+    contexts = [Context("a", ["i1", "i2"], None, None, ("ra", "a", (0, 1), False), twins=(("order", "a"),)),
+                Context("b", ["j1"], None, None, ("rb", "b", (0,), False))]
+    refs = [[torch.full((1, 1, 1, 1), 1.0), torch.full((1, 1, 1, 1), 2.0)], [torch.full((1, 1, 1, 1), 3.0)]]
+    latents = torch.arange(2.0).view(2, 1, 1, 1, 1)
+    grown, noise, t_grown, which = with_twins(Batch(latents, refs, contexts, ["ti2v"] * 2), latents.clone(),
+                                              torch.tensor([0.9, 0.5]), {"order": 1, "labels": 1})
+    assert which == [(0, "order")] * 2  # labels' row finds no labels twin and goes to the order twin
+    twin = grown.contexts[2]
+    assert (twin.text, twin.images, twin.key) == ("a", ["i2", "i1"], ("ra", "a", (1, 0), False))
+    assert grown.references[2][0] is refs[0][1] and grown.references[2][1] is refs[0][0]
+    assert grown.latents[2] == latents[0] and noise[2] == latents[0] and t_grown[2] == pytest.approx(0.9)
 
 
 def test_a_run_waits_for_a_fill_of_its_manifests_before_it_indexes_the_cache(curriculum, tmp_path):
