@@ -313,7 +313,7 @@ def test_config_files_extend_and_take_overrides(tmp_path):
     margins = {"binding": 0.01, "places": 0.05, "sizes": 0.02, "count": 0.03, "single": 0.04, "backdrop": 0.06,
                "motion": 0.1}
     given = train_config.load(tmp_path / "stage.toml", [f"flow.contrast_margin={json.dumps(margins)}"])
-    off = {"new_shape": 0, "new_color": 0, "labels": 0}  # kinds a config leaves out (written before they were)
+    off = {"new_shape": 0, "new_color": 0, "labels": 0, "order": 0}  # kinds a config leaves out (written before)
     assert given.flow.contrast_margin == margins | dict.fromkeys(off, 0.005)
     with pytest.raises(VinoInputError, match="expected a margin for twin kinds among: binding, places, sizes, count"):
         train_config.load(tmp_path / "stage.toml", ["flow.contrast_margin.colour=0.05"])
@@ -507,6 +507,29 @@ def test_a_long_caption_carries_its_wrong_twins_and_a_short_or_dropped_one_none(
     for long, drop, twins in ((1.0, 0.0, exchanged), (0.0, 0.0, ()), (1.0, 1.0, ())):
         data = TrainData([t2i], cache, data_config(long_caption=long, drop_text=drop), REFERENCE_AREA, 0, 0, 1, True)
         assert data.load(t2i, np.random.default_rng(0), dropout=True)[2].twins == twins
+
+
+def test_a_two_object_ti2v_sample_carries_an_order_twin_under_any_caption_with_both_images(world):
+    """The "order" twin: a ti2v sample whose two objects move apart (world.moving_apart), under its long or short
+    caption (each names every image's motion) with both images kept; none without its caption or its images, and
+    none where the two objects move alike."""
+    _, _, cache, samples, _ = world
+    ti2v = next(s for s in samples if s.record.task == "ti2v")
+    scene = {**ti2v.record.meta["scene"], "objects": [
+        {"motion": {"direction": "left", "speed": "slow"}}, {"motion": {"direction": "up", "speed": "fast"}}]}
+    record = dataclasses.replace(ti2v.record, meta={**ti2v.record.meta, "scene": scene},
+                                 ref_images=[ti2v.record.ref_images[0]] * 2)
+    apart = dataclasses.replace(ti2v, record=record, images=[ti2v.images[0]] * 2)
+    alike = {**scene, "objects": [scene["objects"][0]] * 2}
+    together = dataclasses.replace(apart, record=dataclasses.replace(apart.record, meta={**apart.record.meta,
+                                                                                        "scene": alike}))
+    for sample, long, drop_text, drop_images, expected in (
+            (apart, 1.0, 0.0, 0.0, True), (apart, 0.0, 0.0, 0.0, True), (apart, 1.0, 1.0, 0.0, False),
+            (apart, 1.0, 0.0, 1.0, False), (together, 1.0, 0.0, 0.0, False)):
+        config = data_config(long_caption=long, drop_text=drop_text, drop_images=drop_images)
+        data = TrainData([sample], cache, config, REFERENCE_AREA, 0, 0, 1, True)
+        context = data.load(sample, np.random.default_rng(0), dropout=True)[2]
+        assert (("order", context.text) in context.twins) == expected, (long, drop_text, drop_images)
 
 
 def test_a_clone_sample_names_its_reference_motion_under_a_caption_that_does_not_name_the_video_object(world):

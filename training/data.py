@@ -47,7 +47,7 @@ from vino_model.preprocess import canvas_size, frames_to_array, letterbox, prepa
 from vino_model.tasks import kept_without_references
 
 from .manifest import TASKS, Record, release_task
-from .world import CAPTION_TWINS, MOTION_TWIN_TASKS, reference_motion
+from .world import CAPTION_TWINS, MOTION_TWIN_TASKS, moving_apart, reference_motion
 
 log = logging.getLogger("vino.train")
 
@@ -396,7 +396,8 @@ class Context:
     video: list | None  # prepared PIL frames
     video_fps: float | None
     key: tuple | None = None  # names this exact context (sample, caption, kept inputs) when reads are memoised
-    twins: tuple = ()  # (kind, caption): wrong captions of the same words (world.CAPTION_TWINS), for the contrast term
+    twins: tuple = ()  # (kind, caption): wrong captions of the same words (world.CAPTION_TWINS), and ("order", its
+                       # own caption) where its two images in the other order make one, for the contrast term
     motion: str | None = None  # the reference video's motion where another's makes a "motion" twin (`TrainData.load`)
 
 
@@ -525,6 +526,8 @@ class TrainData:
         key = memo_key(record.target, caption, images, keep_video) if self.fitted is not None else None
         swaps = record.meta.get("word_swaps", {}) if caption and caption == record.caption_long else {}
         twins = tuple((kind, swaps[kind]) for kind in CAPTION_TWINS if kind in swaps)
+        if caption and len(images) == 2 and moving_apart(record.meta):
+            twins += (("order", caption),)
         # A motion twin takes another sample's video under this caption, which must not name the video's object: a
         # long clone caption does ("the motion of the red square in Video 1"), and the model could tell the twin by
         # that mismatch instead of by the motion

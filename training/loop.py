@@ -81,7 +81,8 @@ def with_twins(batch: Batch, noise, t, rows: dict, min_t: dict | None = None) ->
                                                                                      torch.Tensor, list]:
     """The batch with sum(`rows`) of its samples appended again under a wrong twin of their context, with the same
     latents, noise and t, and each twin's (its sample's index, its kind); the batch as it is when none has a twin.
-    A caption's twins are `Context.twins`; a "motion" twin reads the sample under the reference video of the batch's
+    A caption's twins are `Context.twins`; an "order" twin there reads the sample's two images in the other order
+    (ti2v: they are its only references); a "motion" twin reads the sample under the reference video of the batch's
     next sample of another motion (`motion_partners`). Each kind takes up to `rows[kind]` twins of its own, from the
     noisiest sample down, where a picture's layout is drawn (session 30: exchanging two objects' places cost 0.000 at
     t <= 0.83 and 0.016-0.067 at t >= 0.95); rows a kind leaves empty go to the noisiest twins not yet taken, of any
@@ -110,6 +111,10 @@ def with_twins(batch: Batch, noise, t, rows: dict, min_t: dict | None = None) ->
             context, refs = motion_twin(own, batch.references[i], batch.contexts[twin], batch.references[twin])
             contexts.append(context)
             references.append(refs)
+        elif kind == "order":  # its two images (and so their latents) in the other order
+            key = None if own.key is None else (own.key[0], own.key[1], own.key[2][::-1], *own.key[3:])
+            contexts.append(Context(own.text, own.images[::-1], own.video, own.video_fps, key))
+            references.append(batch.references[i][::-1])
         else:
             key = None if own.key is None else (own.key[0], twin, *own.key[2:])
             contexts.append(Context(twin, own.images, own.video, own.video_fps, key))
