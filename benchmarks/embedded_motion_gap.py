@@ -103,16 +103,22 @@ def load(init, config, records, overrides, device, tasks=MOTION_TWIN_TASKS) -> t
     return trainee.eval().to(device), data, samples
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--init", nargs="+", required=True, help="stage-3 exports (vino-ema.safetensors)")
+def probe_parser(doc: str, samples: str, times: list[float]) -> argparse.ArgumentParser:
+    """The arguments of a loss probe of stage-3 exports on a world split (this one, embedded_reference_gap.py):
+    `samples` says which of the split's samples --samples counts, `times` are --times' default."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--init", nargs="+", required=True, help="stage-3 exports (a file or a sharded folder)")
     p.add_argument("--config", default="training/configs/embedded/stage3.toml", help="their stage config")
-    p.add_argument("--data", required=True, help="a world split (training.world) with clone samples")
-    p.add_argument("--samples", type=int, default=24, help="the split's first clone samples")
-    p.add_argument("--times", nargs="+", type=float, default=list(MOTION_GAP_TIMES),
-                   help="t of x_t = (1 - t) x0 + t noise at which each pair is compared, in (0, 1]")
+    p.add_argument("--data", required=True, help=f"a world split (training.world) with {samples}")
+    p.add_argument("--samples", type=int, default=24, help=f"the split's first {samples}")
+    p.add_argument("--times", nargs="+", type=float, default=times,
+                   help="t of x_t = (1 - t) x0 + t noise at which each sample is compared, in (0, 1]")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every export")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = probe_parser(__doc__, "clone samples", list(MOTION_GAP_TIMES)).parse_args(argv)
 
     manifest = Path(args.data) / "manifest.jsonl"
     records = [r for r in read_manifest(str(manifest)) if r.task in MOTION_TWIN_TASKS][:args.samples]

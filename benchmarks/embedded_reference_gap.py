@@ -17,7 +17,6 @@ No sampling: a few minutes on a CPU.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from embedded_motion_gap import load  # noqa: E402
+from embedded_motion_gap import load, probe_parser  # noqa: E402
 from training.data import Batch, Context  # noqa: E402
 from training.loop import model_inputs  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
@@ -67,15 +66,7 @@ def reference_gaps(trainee, data, samples, times: list[float], device) -> dict[s
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--init", nargs="+", required=True, help="stage-3 exports (a file or a sharded folder)")
-    p.add_argument("--config", default="training/configs/embedded/stage3.toml", help="their stage config")
-    p.add_argument("--data", required=True, help="a world split (training.world) with ti2v samples")
-    p.add_argument("--samples", type=int, default=24, help="the split's first two-object ti2v samples of two motions")
-    p.add_argument("--times", nargs="+", type=float, default=[0.8, 0.95, 1.0],
-                   help="t of x_t = (1 - t) x0 + t noise at which each sample is compared, in (0, 1]")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every export")
-    args = p.parse_args(argv)
+    args = probe_parser(__doc__, "two-object ti2v samples of two motions", [0.8, 0.95, 1.0]).parse_args(argv)
     if not all(0 < t <= 1 for t in args.times):
         raise VinoInputError(f"--times {args.times}: expected each t in (0, 1]")
 
