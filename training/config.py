@@ -120,7 +120,7 @@ class FlowConfig:
 
     def __post_init__(self):
         """A twin kind that a config leaves out is off (0 rows, at any t, margin 0.005): configs written before a
-        kind existed (session 53's "new_shape", "new_color", "labels") keep their meaning."""
+        kind existed (session 53's "new_shape", "new_color", "labels", "order") keep their meaning."""
         for kinds, missing in ((self.contrast_margin, 0.005), (self.contrast_samples, 0), (self.contrast_min_t, 0.0)):
             if isinstance(kinds, dict):
                 kinds.update({kind: missing for kind in TWIN_KINDS if kind not in kinds})
