@@ -53,7 +53,8 @@ log=$out/score.log
 status=0
 for n in "${!checkpoints[@]}"; do
   spec=${checkpoints[$n]}
-  dest=$out && [ ${#checkpoints[@]} = 1 ] || dest=$out/$((n + 1))
+  dest=$out
+  [ ${#checkpoints[@]} = 1 ] || dest=$out/$((n + 1))
   mine=$work/$((n + 1))
   rm -rf "$mine" && mkdir -p "$mine" "$dest"
   echo "=== $((n + 1)): $spec" >> "$log"
@@ -70,7 +71,8 @@ for n in "${!checkpoints[@]}"; do
     || status=1
   for set in "${sets[@]}"; do
     [ ! -f "$mine/scores/scores-$set.json" ] || cp "$mine/scores/scores-$set.json" "$dest/"
-    [ ! -f "$mine/scores/$set/table.txt" ] || { echo "== $set"; cat "$mine/scores/$set/table.txt"; } >> "$dest/tables.txt"
+    table=$mine/scores/$set/table.txt
+    [ ! -f "$table" ] || { echo "== $set"; cat "$table"; } >> "$dest/tables.txt"
   done
 done
 tail -n 40 "$log"
