@@ -25,7 +25,7 @@ from training.data import LatentCache
 from training.loop import train
 from training.manifest import read_manifest
 from training.run import main as run_main
-from training.world import write_split
+from training.world import REFERENCE_SWAPS, write_split
 from vino_model.config import preset
 from vino_model.errors import VinoInputError
 from vino_model.pipeline import VinoPipeline
@@ -926,6 +926,38 @@ def test_embedded_reference_gap_reads_each_two_object_ti2v_sample_four_ways(curr
     write_split(str(tmp_path / "images"), per_task=1, width=32, height=32, frames=5, tasks=("t2i",))
     with pytest.raises(VinoInputError, match="no ti2v sample of two objects moving apart"):
         reference_gap_main(["--init", str(curriculum.export(3)), "--data", str(tmp_path / "images")])
+
+
+def test_embedded_shape_gap_reads_each_replacement_under_its_wrong_new_objects(curriculum, tmp_path, capsys):
+    """benchmarks/embedded_shape_gap.py on a stage-3 export: for each ti2i and tv2v replacement, the own loss and the
+    gaps of the instruction naming the new object with the old one's shape and colour, at each t; a twin changes
+    what the model reads (a gap of exactly 0 would be the own instruction again), and a replacement that keeps the
+    colour has no colour twin (NaN)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from embedded_motion_gap import load
+    from embedded_shape_gap import TASKS, TWINS, main as shape_gap_main, replacements, shape_gaps
+
+    write_split(str(tmp_path / "held"), per_task=16, width=32, height=32, frames=5, tasks=TASKS, split="heldout")
+    records = replacements(read_manifest(str(tmp_path / "held" / "manifest.jsonl")), 3)
+    assert {r.task for r in records} == set(TASKS)
+    overrides = [o for o in curriculum.overrides(3, tmp_path / "run") if not o.startswith("model.init=")]
+    trainee, data, samples = load(str(curriculum.export(3)), str(CONFIGS / "stage3.toml"), records,
+                                  [*overrides, "data.long_caption=1.0"], "cpu", tasks=TASKS)
+    gaps = shape_gaps(trainee, data, samples, [0.5, 1.0], "cpu")
+    assert set(gaps) == {"own", *TWINS} and all(v.shape == (len(records), 2) for v in gaps.values())
+    assert (gaps["own"] > 0).all() and (gaps["new_shape"] != 0).all()
+    same_color = [i for i, s in enumerate(samples) if REFERENCE_SWAPS["new_color"](s.record.caption_long,
+                                                                                    s.record.meta) is None]
+    assert all(np.isnan(gaps["new_color"][i]).all() for i in same_color)
+    assert np.isfinite(np.delete(gaps["new_color"], same_color, axis=0)).all()
+    shape_gap_main(["--init", str(curriculum.export(3)), "--config", str(CONFIGS / "stage3.toml"),
+                    "--data", str(tmp_path / "held"), "--samples", "3", "--times", "0.5", "1", "--set", *overrides])
+    out = capsys.readouterr().out
+    assert f"{len(records)} replacements; mean loss increase" in out
+    assert all(f" {task} (" in out for task in TASKS) and "new_shape [" in out
+    write_split(str(tmp_path / "images"), per_task=1, width=32, height=32, frames=5, tasks=("t2i",))
+    with pytest.raises(VinoInputError, match="no ti2i or tv2v replacement"):
+        shape_gap_main(["--init", str(curriculum.export(3)), "--data", str(tmp_path / "images")])
 
 
 def test_the_first_step_readout_finds_each_clone_s_motion_for_a_model_that_draws_its_own_target(curriculum,
