@@ -24,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -104,8 +105,9 @@ def load(init, config, records, overrides, device, tasks=MOTION_TWIN_TASKS) -> t
 
 
 def probe_parser(doc: str, samples: str, times: list[float]) -> argparse.ArgumentParser:
-    """The arguments of a loss probe of stage-3 exports on a world split (this one, embedded_reference_gap.py):
-    `samples` says which of the split's samples --samples counts, `times` are --times' default."""
+    """The arguments of a loss probe of stage-3 exports on a world split (this one, embedded_reference_gap.py and
+    embedded_shape_gap.py): `samples` says which of the split's samples --samples counts, `times` are --times'
+    default."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--init", nargs="+", required=True, help="stage-3 exports (a file or a sharded folder)")
     p.add_argument("--config", default="training/configs/embedded/stage3.toml", help="their stage config")
@@ -117,16 +119,46 @@ def probe_parser(doc: str, samples: str, times: list[float]) -> argparse.Argumen
     return p
 
 
+def probe_args(doc: str, samples: str, times: list[float], argv) -> argparse.Namespace:
+    """probe_parser's arguments, read from `argv`, each of --times in (0, 1]."""
+    args = probe_parser(doc, samples, times).parse_args(argv)
+    if not all(0 < t <= 1 for t in args.times):
+        raise VinoInputError(f"--times {args.times}: expected each t in (0, 1]")
+    return args
+
+
+@torch.no_grad()
+def same_noise_losses(trainee, x0, references: list, contexts: list, task: str, times: list[float], seed: int,
+                      device) -> np.ndarray:
+    """The loss of target `x0` read under each of `contexts` (with its entry of `references`), at each t of `times`,
+    all from one noise drawn from `seed`: [t][context]. The probes of embedded_reference_gap.py and
+    embedded_shape_gap.py compare a sample's own reading with its wrong twins this way."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(contexts)
+    losses = []
+    for t in times:
+        noise = torch.randn((1, *x0.shape), generator=generator).repeat(n, 1, 1, 1, 1)
+        batch = Batch(x0[None].repeat(n, 1, 1, 1, 1), references, contexts, [task] * n)
+        loss, _ = trainee(*model_inputs(batch, noise, torch.full((n,), t), device))
+        losses.append(loss.float().cpu().numpy())
+    return np.stack(losses)
+
+
+def gap_line(name: str, gaps: np.ndarray) -> str:
+    """"NAME [the mean gap at each t] (samples whose mean gap rose / fell)" of gaps [sample][t]."""
+    per_t = " ".join(f"{v:+.4f}" for v in gaps.mean(axis=0))
+    rose, fell = int((gaps.mean(axis=1) > 0).sum()), int((gaps.mean(axis=1) < 0).sum())
+    return f"{name} [{per_t}] ({rose}/{fell})"
+
+
 def main(argv=None) -> None:
-    args = probe_parser(__doc__, "clone samples", list(MOTION_GAP_TIMES)).parse_args(argv)
+    args = probe_args(__doc__, "clone samples", list(MOTION_GAP_TIMES), argv)
 
     manifest = Path(args.data) / "manifest.jsonl"
     records = [r for r in read_manifest(str(manifest)) if r.task in MOTION_TWIN_TASKS][:args.samples]
     if len(records) < 2:
         raise VinoInputError(f"--data {args.data}: {len(records)} sample(s) of {', '.join(MOTION_TWIN_TASKS)} in "
                              f"{manifest}; expected two or more, of different motions")
-    if not all(0 < t <= 1 for t in args.times):
-        raise VinoInputError(f"--times {args.times}: expected each t in (0, 1]")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{'export':60s} {'own loss':>8s} {'gap':>8s} comparisons (pairs x t {args.times}); first step: "
           f"{', '.join(READINGS)} (own video / swapped)")

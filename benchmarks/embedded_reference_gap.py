@@ -26,9 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from embedded_motion_gap import load, probe_parser  # noqa: E402
-from training.data import Batch, Context  # noqa: E402
-from training.loop import model_inputs  # noqa: E402
+from embedded_motion_gap import gap_line, load, probe_args, same_noise_losses  # noqa: E402
+from training.data import Context  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
 from training.world import swap_labels  # noqa: E402
 from vino_model.errors import VinoInputError, run_cli  # noqa: E402
@@ -50,15 +49,8 @@ def reference_gaps(trainee, data, samples, times: list[float], device) -> dict[s
         contexts = [Context(context.text, context.images, None, None), Context(twin, context.images, None, None),
                     Context(context.text, context.images[::-1], None, None),
                     Context(twin, context.images[::-1], None, None)]
-        refs = [references, references, flipped, flipped]
-        generator = torch.Generator().manual_seed(index)
-        losses = []
-        for t in times:
-            noise = torch.randn((1, *x0.shape), generator=generator).repeat(4, 1, 1, 1, 1)
-            batch = Batch(x0[None].repeat(4, 1, 1, 1, 1), refs, contexts, [task] * 4)
-            loss, _ = trainee(*model_inputs(batch, noise, torch.full((4,), t), device))
-            losses.append(loss.float().cpu().numpy())
-        losses = np.stack(losses)  # [t][reading]
+        losses = same_noise_losses(trainee, x0, [references, references, flipped, flipped], contexts, task, times,
+                                   index, device)  # [t][reading]
         gaps["own"].append(losses[:, 0])
         for k, name in enumerate(READINGS, 1):
             gaps[name].append(losses[:, k] - losses[:, 0])
@@ -66,9 +58,7 @@ def reference_gaps(trainee, data, samples, times: list[float], device) -> dict[s
 
 
 def main(argv=None) -> None:
-    args = probe_parser(__doc__, "two-object ti2v samples of two motions", [0.8, 0.95, 1.0]).parse_args(argv)
-    if not all(0 < t <= 1 for t in args.times):
-        raise VinoInputError(f"--times {args.times}: expected each t in (0, 1]")
+    args = probe_args(__doc__, "two-object ti2v samples of two motions", [0.8, 0.95, 1.0], argv)
 
     manifest = Path(args.data) / "manifest.jsonl"
     records = [r for r in read_manifest(str(manifest))
@@ -82,11 +72,7 @@ def main(argv=None) -> None:
         trainee, data, samples = load(init, args.config, records, [*args.set, "data.long_caption=1.0"], device,
                                       tasks=("ti2v",))
         gaps = reference_gaps(trainee, data, samples, args.times, device)
-        parts = [f"own {gaps['own'].mean():.4f}"]
-        for name in READINGS:
-            per_t = " ".join(f"{v:+.4f}" for v in gaps[name].mean(axis=0))
-            rose, fell = int((gaps[name].mean(axis=1) > 0).sum()), int((gaps[name].mean(axis=1) < 0).sum())
-            parts.append(f"{name} [{per_t}] ({rose}/{fell})")
+        parts = [f"own {gaps['own'].mean():.4f}", *(gap_line(name, gaps[name]) for name in READINGS)]
         print(f"{init[-50:]}: " + "; ".join(parts))
 
 

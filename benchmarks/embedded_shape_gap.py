@@ -26,9 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from embedded_motion_gap import load, probe_parser  # noqa: E402
-from training.data import Batch  # noqa: E402
-from training.loop import model_inputs  # noqa: E402
+from embedded_motion_gap import gap_line, load, probe_args, same_noise_losses  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
 from training.world import REFERENCE_SWAPS  # noqa: E402
 from vino_model.errors import VinoInputError, run_cli  # noqa: E402
@@ -55,15 +53,8 @@ def shape_gaps(trainee, data, samples, times: list[float], device) -> dict[str, 
         twins = [REFERENCE_SWAPS[name](context.text, sample.record.meta) for name in TWINS]
         texts = [context.text, *(twin or context.text for twin in twins)]
         contexts = [dataclasses.replace(context, text=text, key=None, twins=()) for text in texts]
-        generator = torch.Generator().manual_seed(index)
-        losses = []
-        for t in times:
-            noise = torch.randn((1, *x0.shape), generator=generator).repeat(len(texts), 1, 1, 1, 1)
-            batch = Batch(x0[None].repeat(len(texts), 1, 1, 1, 1), [references] * len(texts), contexts,
-                          [task] * len(texts))
-            loss, _ = trainee(*model_inputs(batch, noise, torch.full((len(texts),), t), device))
-            losses.append(loss.float().cpu().numpy())
-        losses = np.stack(losses)  # [t][own, twins...]
+        losses = same_noise_losses(trainee, x0, [references] * len(texts), contexts, task, times, index,
+                                   device)  # [t][own, twins...]
         gaps["own"].append(losses[:, 0])
         for k, (name, twin) in enumerate(zip(TWINS, twins), 1):
             gaps[name].append(losses[:, k] - losses[:, 0] if twin is not None else np.full(len(times), np.nan))
@@ -71,9 +62,7 @@ def shape_gaps(trainee, data, samples, times: list[float], device) -> dict[str, 
 
 
 def main(argv=None) -> None:
-    args = probe_parser(__doc__, "replacements of ti2i and tv2v (each)", [0.8, 0.95, 1.0]).parse_args(argv)
-    if not all(0 < t <= 1 for t in args.times):
-        raise VinoInputError(f"--times {args.times}: expected each t in (0, 1]")
+    args = probe_args(__doc__, "replacements of ti2i and tv2v (each)", [0.8, 0.95, 1.0], argv)
 
     manifest = Path(args.data) / "manifest.jsonl"
     records = replacements(read_manifest(str(manifest)), args.samples)
@@ -97,9 +86,7 @@ def main(argv=None) -> None:
                 rows = rows[~np.isnan(rows).any(axis=1)]
                 if not len(rows):
                     continue
-                per_t = " ".join(f"{v:+.4f}" for v in rows.mean(axis=0))
-                rose, fell = int((rows.mean(axis=1) > 0).sum()), int((rows.mean(axis=1) < 0).sum())
-                parts.append(f"{name} [{per_t}] ({rose}/{fell})")
+                parts.append(gap_line(name, rows))
             print(f"{init[-50:]} {task} ({int(mine.sum())}): " + "; ".join(parts))
 
 
