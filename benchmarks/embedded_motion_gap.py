@@ -127,6 +127,16 @@ def probe_args(doc: str, samples: str, times: list[float], argv) -> argparse.Nam
     return args
 
 
+def probe_records(args, pick, missing: str) -> tuple[list, str]:
+    """(the records `pick` keeps of --data's manifest, the device to probe on); a split where it keeps none is an
+    error that names what is `missing`."""
+    manifest = Path(args.data) / "manifest.jsonl"
+    records = pick(read_manifest(str(manifest)))
+    if not records:
+        raise VinoInputError(f"--data {args.data}: {manifest} has no {missing}")
+    return records, "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @torch.no_grad()
 def same_noise_losses(trainee, x0, references: list, contexts: list, task: str, times: list[float], seed: int,
                       device) -> np.ndarray:

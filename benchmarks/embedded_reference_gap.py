@@ -17,6 +17,7 @@ No sampling: a few minutes on a CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,9 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from embedded_motion_gap import gap_line, load, probe_args, same_noise_losses  # noqa: E402
-from training.data import Context  # noqa: E402
-from training.manifest import read_manifest  # noqa: E402
+from embedded_motion_gap import gap_line, load, probe_args, probe_records, same_noise_losses  # noqa: E402
+from training.loop import order_twin  # noqa: E402
 from training.world import swap_labels  # noqa: E402
 from vino_model.errors import VinoInputError, run_cli  # noqa: E402
 
@@ -45,12 +45,11 @@ def reference_gaps(trainee, data, samples, times: list[float], device) -> dict[s
         if twin is None or len(references) != 2:
             raise VinoInputError(f"sample {sample.record.id}: expected a two-object ti2v sample of two motions "
                                  "under its long caption")
-        flipped = references[::-1]
-        contexts = [Context(context.text, context.images, None, None), Context(twin, context.images, None, None),
-                    Context(context.text, context.images[::-1], None, None),
-                    Context(twin, context.images[::-1], None, None)]
-        losses = same_noise_losses(trainee, x0, [references, references, flipped, flipped], contexts, task, times,
-                                   index, device)  # [t][reading]
+        own = dataclasses.replace(context, key=None, twins=())
+        flipped, flipped_references = order_twin(own, references)
+        contexts = [own, dataclasses.replace(own, text=twin), flipped, dataclasses.replace(flipped, text=twin)]
+        losses = same_noise_losses(trainee, x0, [references, references, flipped_references, flipped_references],
+                                   contexts, task, times, index, device)  # [t][reading]
         gaps["own"].append(losses[:, 0])
         for k, name in enumerate(READINGS, 1):
             gaps[name].append(losses[:, k] - losses[:, 0])
@@ -60,12 +59,10 @@ def reference_gaps(trainee, data, samples, times: list[float], device) -> dict[s
 def main(argv=None) -> None:
     args = probe_args(__doc__, "two-object ti2v samples of two motions", [0.8, 0.95, 1.0], argv)
 
-    manifest = Path(args.data) / "manifest.jsonl"
-    records = [r for r in read_manifest(str(manifest))
-               if r.task == "ti2v" and swap_labels(r.caption_long, r.meta) is not None][:args.samples]
-    if not records:
-        raise VinoInputError(f"--data {args.data}: {manifest} has no ti2v sample of two objects moving apart")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    def moving_apart(records):  # the first --samples two-object ti2v samples whose objects move unlike each other
+        return [r for r in records if r.task == "ti2v" and swap_labels(r.caption_long, r.meta)][:args.samples]
+
+    records, device = probe_records(args, moving_apart, "ti2v sample of two objects moving apart")
     print(f"{len(records)} two-object ti2v samples; mean loss increase over the own caption at t {args.times} "
           f"(samples that rose / fell, over all t)")
     for init in args.init:

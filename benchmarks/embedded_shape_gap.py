@@ -26,8 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from embedded_motion_gap import gap_line, load, probe_args, same_noise_losses  # noqa: E402
-from training.manifest import read_manifest  # noqa: E402
+from embedded_motion_gap import gap_line, load, probe_args, probe_records, same_noise_losses  # noqa: E402
 from training.world import REFERENCE_SWAPS  # noqa: E402
 from vino_model.errors import VinoInputError, run_cli  # noqa: E402
 
@@ -64,11 +63,8 @@ def shape_gaps(trainee, data, samples, times: list[float], device) -> dict[str, 
 def main(argv=None) -> None:
     args = probe_args(__doc__, "replacements of ti2i and tv2v (each)", [0.8, 0.95, 1.0], argv)
 
-    manifest = Path(args.data) / "manifest.jsonl"
-    records = replacements(read_manifest(str(manifest)), args.samples)
-    if not records:
-        raise VinoInputError(f"--data {args.data}: {manifest} has no ti2i or tv2v replacement")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    records, device = probe_records(args, lambda records: replacements(records, args.samples),
+                                    "ti2i or tv2v replacement")
     print(f"{len(records)} replacements; mean loss increase over the own instruction at t {args.times} "
           f"(samples that rose / fell, over all t)")
     for init in args.init:

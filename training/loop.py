@@ -111,10 +111,10 @@ def with_twins(batch: Batch, noise, t, rows: dict, min_t: dict | None = None) ->
             context, refs = motion_twin(own, batch.references[i], batch.contexts[twin], batch.references[twin])
             contexts.append(context)
             references.append(refs)
-        elif kind == "order":  # its two images (and so their latents) in the other order
-            key = None if own.key is None else (own.key[0], own.key[1], own.key[2][::-1], *own.key[3:])
-            contexts.append(Context(own.text, own.images[::-1], own.video, own.video_fps, key))
-            references.append(batch.references[i][::-1])
+        elif kind == "order":
+            context, refs = order_twin(own, batch.references[i])
+            contexts.append(context)
+            references.append(refs)
         else:
             key = None if own.key is None else (own.key[0], twin, *own.key[2:])
             contexts.append(Context(twin, own.images, own.video, own.video_fps, key))
@@ -144,6 +144,13 @@ def motion_twin(own: Context, references: list, other: Context, other_references
     key = None if own.key is None or other.key is None else (*own.key[:3], other.key[0])
     return (Context(own.text, own.images, other.video, other.video_fps, key),
             references[:-1] + other_references[-1:])
+
+
+def order_twin(own: Context, references: list) -> tuple[Context, list]:
+    """A ti2v sample's context and references with its two images (and so their latents) in the other order, as the
+    VLM and the MMDiT read them."""
+    key = None if own.key is None else (own.key[0], own.key[1], own.key[2][::-1], *own.key[3:])
+    return Context(own.text, own.images[::-1], own.video, own.video_fps, key), references[::-1]
 
 
 class Window:
