@@ -392,6 +392,62 @@ def test_a_sample_under_several_captions_in_one_batch_loses_what_it_loses_under_
     assert together == pytest.approx(alone, rel=1e-4, abs=1e-6)
 
 
+def test_edit_weights_weigh_where_a_target_differs_from_its_source():
+    """An edit's positions (its target against its last same-shaped reference) weigh 1 + focus; a sample without
+    such a reference, or whose target differs from it nearly everywhere, weighs 1 throughout."""
+    from training.model import edit_weights
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 3, 2, 6, 6, generator=g)
+    edited = x0[0].clone()
+    edited[:, :, 1:3, 2:4] += 2.0  # the edit: a 2 x 2 patch in both frames
+    image = torch.randn(3, 1, 6, 6, generator=g)  # another shape: never a source
+    references = [
+        [x0[0] + 5.0, edited, image],  # the last same-shaped reference is the source, not the first
+        [image],  # no source
+        [x0[2] + torch.randn(3, 2, 6, 6, generator=g) * 3],  # differs everywhere: a new picture, not an edit
+        [],
+    ]
+    weights = edit_weights(x0, references, 4.0)
+    assert weights.shape == (4, 2, 6, 6)
+    expected = torch.ones(2, 6, 6)
+    expected[:, 1:3, 2:4] = 5.0
+    assert torch.equal(weights[0], expected)
+    assert torch.equal(weights[1:], torch.ones(3, 2, 6, 6))
+    assert torch.equal(edit_weights(x0, references, 0.0), torch.ones(4, 2, 6, 6))
+
+
+def test_the_edit_focus_reweighs_the_training_loss_and_leaves_the_evaluation_s(curriculum, tmp_path):
+    """flow.edit_focus: in training an edit sample's loss is its error's mean weighted by edit_weights; in eval mode
+    (the evaluation, the probes) it is the plain mean; a sample without a source loses the same either way."""
+    from training.data import Context
+    from training.model import build, edit_weights
+
+    cfg = train_config.load(CONFIGS / "stage3.toml", curriculum.overrides(
+        3, tmp_path / "s", **{"optim.bf16": False, "flow.edit_focus": 4.0}))
+    trainee, _ = build(cfg)
+    assert trainee.focus == 4.0
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(2, trainee.transformer.cfg.in_channels, 2, 4, 4, generator=g)
+    velocity = torch.randn(x0.shape, generator=g)
+    trainee.transformer.forward = lambda *args, **kwargs: velocity  # the error is known: the loss is what is tested
+    source = x0[0].clone()
+    source[:, :, :2, :2] -= 3.0
+    references = [[source], []]
+    contexts = [Context("replace the red circle with a blue star", [], None, None), Context("a", [], None, None)]
+    noise, t = torch.randn(x0.shape, generator=g), torch.tensor([0.6, 0.6])
+    with torch.no_grad():
+        focused, _ = trainee.train()(x0, noise, t, references, contexts)
+        plain, _ = trainee.eval()(x0, noise, t, references, contexts)
+    error = (velocity - (noise - x0)).pow(2).mean(dim=1)
+    weights = edit_weights(x0, references, 4.0)
+    assert weights[0].max() == 5.0 and torch.equal(weights[1], torch.ones(2, 4, 4))
+    assert plain.tolist() == pytest.approx(error.mean(dim=(1, 2, 3)).tolist(), rel=1e-5)
+    assert focused[0].item() == pytest.approx(((error[0] * weights[0]).sum() / weights[0].sum()).item(), rel=1e-5)
+    assert focused[0].item() != pytest.approx(plain[0].item(), rel=1e-3)
+    assert focused[1].item() == pytest.approx(plain[1].item(), rel=1e-6)
+
+
 def nan_gradient_at(monkeypatch, step: int) -> list:
     """Training's engines from here on give step `step` a NaN gradient; returns the list of backward calls."""
     from training import engine

@@ -117,6 +117,9 @@ class FlowConfig:
     # by twin kind: only samples at t >= contrast_min_t[kind] take its twins. Below where a kind's words or motion
     # are drawn, x_t already shows them, and a gap forced there costs the sample's own loss (session 44)
     contrast_min_t: dict = field(default_factory=lambda: dict.fromkeys(TWIN_KINDS, 0.0))
+    # An edit's positions (where its target differs from its source: training.model.edit_weights) weigh 1 +
+    # edit_focus in its training loss (0: off); evaluation's loss stays the plain mean
+    edit_focus: float = 0.0
 
     def __post_init__(self):
         """A twin kind that a config leaves out is off (0 rows, at any t, margin 0.005): configs written before a

@@ -81,15 +81,17 @@ def find_last(sequence: list[int], part: list[int]) -> int | None:
 
 class Trainee(nn.Module):
     """The MMDiT and the context reader; forward returns the training loss of each sample: flow matching,
-    plus `align` x the connector's distance to the native text encoder when that is on (model.native_align)."""
+    plus `align` x the connector's distance to the native text encoder when that is on (model.native_align).
+    In training, an edit's positions weigh 1 + `focus` in its flow-matching loss (`edit_weights`)."""
 
     def __init__(self, transformer: VinoMMDiT, encoder: InterleavedEncoder, native: NativeTextEncoder | None,
-                 teacher: NativeTextEncoder | None = None, align: float = 0.0):
+                 teacher: NativeTextEncoder | None = None, align: float = 0.0, focus: float = 0.0):
         super().__init__()
         self.transformer = transformer
         self.encoder = encoder
         self.native = native  # stage 0: feeds the MMDiT
         self.teacher, self.align = teacher, align  # stages 1+: the connector's alignment target
+        self.focus = focus
 
     def alignment(self, contexts, input_ids: list[torch.Tensor], text: torch.Tensor) -> torch.Tensor:
         """Per sample: mean squared distance between the text connector's output at the caption's tokens and
@@ -143,7 +145,12 @@ class Trainee(nn.Module):
         padded = len(set(lengths)) > 1
         velocity = self.transformer(noisy, t * TIMESTEP_SCALE, text, mask if padded else None, references, boundary,
                                     guidance, text_padded=padded)
-        loss = (velocity.float() - (noise - x0)).pow(2).mean(dim=(1, 2, 3, 4))  # target v = noise - x0
+        error = (velocity.float() - (noise - x0)).pow(2).mean(dim=1)  # target v = noise - x0; [B, T, H, W]
+        if self.focus and self.training:  # a training term: eval_loss stays the plain mean
+            weights = edit_weights(x0, references, self.focus)
+            loss = (error * weights).mean(dim=(1, 2, 3)) / weights.mean(dim=(1, 2, 3))
+        else:
+            loss = error.mean(dim=(1, 2, 3))
         if aligned is not None:
             loss = loss + self.align * aligned
         return loss, image_tokens(self.transformer.cfg.patch_size, x0, references) + sum(lengths)
@@ -151,6 +158,32 @@ class Trainee(nn.Module):
     def export_state(self) -> dict[str, torch.Tensor]:
         """`transformer.*` and `mm_encoder.*`: the layout Load VINO reads."""
         return join_vino_state(self.transformer.state_dict(), self.encoder.mm_encoder.state_dict())
+
+
+EDIT_MARGIN = 0.25  # an edit's positions: where the target's latent stands this far above its median distance
+                   # from its source's (mean over channels of |x0 - source|)
+EDIT_SHARE = 0.5  # a sample is an edit where at most this share of its positions stand EDIT_MARGIN from the source
+
+
+def edit_weights(x0, references, focus: float) -> torch.Tensor:
+    """Per-position loss weights [B, T, H, W]: 1 + `focus` where a sample's target differs from its source, 1
+    elsewhere. A sample's source is its last reference of the target's shape (the edited image or video: ti2i's
+    image, ti2i_ref's Image 2, tv2v's and tiv2v's video, clone's video); a sample without one, or whose target
+    differs from it on more than EDIT_SHARE of the positions (a background changed), weighs 1 throughout.
+    Session 54's video replacements kept the old object's shape in the new colour: an object is a tenth of the
+    latent and the part of it where two shapes differ a fraction of that, so the plain mean barely paid for it."""
+    shape = tuple(x0.shape[1:])
+    rows = [b for b, refs in enumerate(references) if any(tuple(r.shape) == shape for r in refs)]
+    weights = torch.ones(x0.shape[:1] + x0.shape[2:], device=x0.device, dtype=torch.float32)
+    if not rows or not focus:
+        return weights
+    sources = torch.stack([[r for r in references[b] if tuple(r.shape) == shape][-1] for b in rows])
+    distance = (x0[rows].float() - sources.float()).abs().mean(dim=1)  # [n, T, H, W]
+    median = distance.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
+    edit = (distance > EDIT_MARGIN).float().mean(dim=(1, 2, 3), keepdim=True) <= EDIT_SHARE
+    edited = (distance > median + EDIT_MARGIN).float() * edit
+    weights[rows] = 1 + focus * edited
+    return weights
 
 
 def export_name(name: str) -> str | None:
@@ -253,7 +286,7 @@ def build(cfg) -> tuple[Trainee, VinoConfig]:
         encoder.memo = {}  # the processor runs once per distinct context
     feeds = stage == 0
     trainee = Trainee(mmdit.to(dtype), encoder, native if feeds else None, teacher=None if feeds else native,
-                      align=m.native_align)
+                      align=m.native_align, focus=cfg.flow.edit_focus)
     set_trainable(trainee, m.trainable)
     return trainee, config
 
