@@ -417,7 +417,7 @@ def test_edit_weights_weigh_where_a_target_differs_from_its_source():
     assert torch.equal(edit_weights(x0, references, 0.0), torch.ones(4, 2, 6, 6))
 
 
-def test_the_edit_focus_reweighs_the_training_loss_and_leaves_the_evaluation_s(curriculum, tmp_path):
+def test_the_edit_focus_reweighs_the_training_loss_only(curriculum, tmp_path):
     """flow.edit_focus: in training an edit sample's loss is its error's mean weighted by edit_weights; in eval mode
     (the evaluation, the probes) it is the plain mean; a sample without a source loses the same either way."""
     from training.data import Context

@@ -165,7 +165,7 @@ def test_swap_count_names_the_number_drawn_in_its_place_for_the_same_objects():
     assert world.swap_count("two small red circles on a black background", [RED, RED]) == \
         "three small red circles on a black background"
     assert world.swap_count("a black background with three small red circles", [RED] * 3) == \
-        "a black background with two small red circles"  # "two" drawn as three: the prompt that must not
+        "a black background with two small red circles"  # three copies must cost more under "two"
     assert world.swap_count("four small red circles", [RED] * 4) == "three small red circles"
     assert world.swap_count("three small red circles", [RED] * 3, other=4) == "four small red circles"
     counted = with_twin("count")
