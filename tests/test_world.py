@@ -165,9 +165,9 @@ def test_swap_count_names_the_number_drawn_in_its_place_for_the_same_objects():
     assert world.swap_count("two small red circles on a black background", [RED, RED]) == \
         "three small red circles on a black background"
     assert world.swap_count("a black background with three small red circles", [RED] * 3) == \
-        "a black background with two small red circles"  # three copies must cost more under "two"
+        "a black background with four small red circles"
     assert world.swap_count("four small red circles", [RED] * 4) == "three small red circles"
-    assert world.swap_count("three small red circles", [RED] * 3, other=4) == "four small red circles"
+    assert world.swap_count("three small red circles", [RED] * 3, other=2) == "two small red circles"
     counted = with_twin("count")
     assert counted and all(len(meta["scene"]["objects"]) in (2, 3, 4) for meta in counted)
 

@@ -313,14 +313,12 @@ DIRECTION_PHRASES = {"left": "to the left", "right": "to the right", "up": "upwa
 SPEED_WORDS = {"slow": ("slowly", "gently", "steadily"), "fast": ("quickly", "rapidly", "swiftly")}
 VERBS = ("moves", "slides", "glides", "travels")
 NUMBERS = {2: "two", 3: "three", 4: "four"}
-# the number that a count scene's twin names instead of its own (swap_count). The contrast makes a scene of N copies
-# cost more under the twin's number M: it tells the model not to draw N copies when M is prompted. So each scene's
-# twin names a prompt that has been drawn with N copies. Session 45 found session 42's weights drawing four for
-# "three" (7 of 10 prompts of training pairs): four copies under "three" (from session 46). Until session 55 three
-# copies were twinned with "four", and nothing told "two" not to draw three, which every run from session 46's to
-# 55's did for some noises (t2i120's "two X" prompts 0.85 -> 0.45 in session 54); from session 55 they are twinned
-# with "two". Two copies are twinned with "three" (session 46's model drew "three" as two for 9 of 72 noises)
-COUNT_TWINS = {2: 3, 3: 2, 4: 3}
+# the number that a count scene's twin names instead of its own (swap_count): the one the model drew in its place.
+# Session 45 found session 42's weights drawing four for "three" (7 of 10 prompts of training pairs), where nothing
+# had said four is wrong: there were no four copies to name. One for "two" (7 of 17) is the "single" twin's.
+# Session 55 tried three copies twinned with "two" (its runs draw "two" as three): in a 60-step CPU pilot "two" went
+# to one instead (right for 18 of 55 held-out prompts, against 36 with these twins on the same batches)
+COUNT_TWINS = {2: 3, 3: 4, 4: 3}
 SIZE_WORDS = {"small": "small", "medium": "medium-sized", "large": "large"}
 
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# session 55 CPU pilot: t2i stage 3 from session 55's export (which draws "two" as three), with the three-copy count
+# twin naming "two" (new) or "four" (old: the same world, its 64 three-copy twins rewritten), same batches
+cd /work/main
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+for arm in new old; do
+  .venv/bin/python -m training.run training/configs/embedded/stage3.toml \
+    "data.manifest=[\"/tmp/s55c/$arm/manifest.jsonl\"]" "data.tasks={\"t2i\": 1}" data.long_caption=1.0 \
+    data.cache=/tmp/s55c/cache-$arm model.init=runs/s55/c1/vino-ema.safetensors \
+    model.qwen=training/embedded-src/qwen3vl model.vae=training/embedded-src/vae.safetensors \
+    model.compile=false optim.bf16=false data.batch_size=32 data.image_batch_size=32 data.prefill_workers=1 \
+    run.steps=60 run.fit_decay=false optim.warmup_steps=10 optim.lr=1e-4 optim.cooldown=0.1 optim.ema=0 \
+    log.every=1 log.profile=0 eval.every=0 checkpoint.every=100000 run.seed=5501 flow.logit_mean=1.0 \
+    run.out=/tmp/s55c/run-$arm > /tmp/s55c/$arm.log 2>&1
+done
