@@ -49,14 +49,15 @@ def shape_gaps(trainee, data, samples, times: list[float], device) -> dict[str, 
     gaps = {name: [] for name in ("own", *TWINS)}
     for index, sample in enumerate(samples):
         x0, references, context, task = data.load(sample, np.random.default_rng(index), dropout=False)
-        twins = [REFERENCE_SWAPS[name](context.text, sample.record.meta) for name in TWINS]
-        texts = [context.text, *(twin or context.text for twin in twins)]
+        twins = {name: REFERENCE_SWAPS[name](context.text, sample.record.meta) for name in TWINS}
+        texts = [context.text, *(twin for twin in twins.values() if twin is not None)]  # a twin is read only if any
         contexts = [dataclasses.replace(context, text=text, key=None, twins=()) for text in texts]
         losses = same_noise_losses(trainee, x0, [references] * len(texts), contexts, task, times, index,
-                                   device)  # [t][own, twins...]
+                                   device)  # [t][own, the twins there are...]
         gaps["own"].append(losses[:, 0])
-        for k, (name, twin) in enumerate(zip(TWINS, twins), 1):
-            gaps[name].append(losses[:, k] - losses[:, 0] if twin is not None else np.full(len(times), np.nan))
+        for name, twin in twins.items():
+            gaps[name].append(losses[:, texts.index(twin)] - losses[:, 0] if twin is not None
+                              else np.full(len(times), np.nan))
     return {name: np.stack(values) for name, values in gaps.items()}
 
 

@@ -109,16 +109,13 @@ def with_twins(batch: Batch, noise, t, rows: dict, min_t: dict | None = None) ->
         own = batch.contexts[i]
         if kind == "motion":
             context, refs = motion_twin(own, batch.references[i], batch.contexts[twin], batch.references[twin])
-            contexts.append(context)
-            references.append(refs)
         elif kind == "order":
             context, refs = order_twin(own, batch.references[i])
-            contexts.append(context)
-            references.append(refs)
         else:
             key = None if own.key is None else (own.key[0], twin, *own.key[2:])
-            contexts.append(Context(twin, own.images, own.video, own.video_fps, key))
-            references.append(batch.references[i])
+            context, refs = Context(twin, own.images, own.video, own.video_fps, key), batch.references[i]
+        contexts.append(context)
+        references.append(refs)
     grown = Batch(torch.cat([batch.latents, batch.latents[which]]), batch.references + references,
                   batch.contexts + contexts, batch.tasks + [batch.tasks[i] for i in which])
     index = torch.tensor(which, device=noise.device)
