@@ -753,7 +753,8 @@ def test_a_wsd_run_writes_its_trunk_where_the_cooldown_begins(curriculum, tmp_pa
     assert [r["step"] for r in records(wsd) if r.get("event") == "trunk"] == [3]
     lrs = {r["step"]: r["lr"] for r in records(wsd) if "lr" in r}
     assert lrs[2] == lrs[3] > lrs[4] > lrs[5] > lrs[6]
-    assert json.loads((wsd / "checkpoints" / "step-00000004" / "trainer.json").read_text())["cooling_from"] == 3
+    trainer = json.loads((wsd / "checkpoints" / "step-00000004" / "trainer.json").read_text())
+    assert trainer["cooling_from"] == 3 and trainer["sampler"]["cooled_from"] == 3  # data.cooldown_tasks from there
     trunk = load_file(wsd / "export" / "trunk.safetensors")
     same_steps = load_file(constant / "export" / "vino.safetensors")
     assert trunk.keys() == same_steps.keys() and all(torch.equal(trunk[k], same_steps[k]) for k in trunk)

@@ -242,6 +242,38 @@ def test_image_buckets_take_their_own_batch_size():
         train_config.check(train_config.build({"model": {"qwen": "q", "vae": "v"},
                                                "data": {"manifest": ["m"], "image_batch_size": -1}}))
 
+
+def test_the_cooldown_draws_by_its_own_shares_and_resumes_there():
+    samples = [SimpleNamespace(record=SimpleNamespace(task=task), shape=(16, 1, 8, 8))
+               for task in ["t2i", "t2v", "ti2i"] * 4]
+    shares = {"t2i": 1.0, "t2v": 1.0, "ti2i": 1.0}
+    tasks = lambda sampler, n: [sampler.next()[0].record.task for _ in range(n)]  # noqa: E731
+    sampler = Sampler(samples, shares, 1, 0, 0, 1, cooldown_shares={"t2v": 0.0, "ti2i": 0.0})
+    before = tasks(sampler, 30)
+    assert set(before) == set(shares)  # until the cooldown, the mixture
+    sampler.cool()
+    assert tasks(sampler, 30) == ["t2i"] * 30
+    resumed = Sampler(samples, shares, 1, 0, 0, 1, cooldown_shares={"t2v": 0.0, "ti2i": 0.0})
+    resumed.state = json.loads(json.dumps(sampler.state))
+    resumed.cool()  # a second call moves nothing: the cooldown began at draw 30
+    assert resumed.state["cooled_from"] == 30 and tasks(resumed, 5) == ["t2i"] * 5
+    plain = Sampler(samples, shares, 1, 0, 0, 1)  # no cooldown shares: cooling draws as before
+    plain.cool()
+    assert tasks(plain, 30) == before
+
+    def check(data, schedule="wsd"):
+        train_config.check(train_config.build({"model": {"qwen": "q", "vae": "v"}, "optim": {"schedule": schedule},
+                                               "data": {"manifest": ["m"], **data}}))
+
+    check({"tasks": {"t2i": 1.0, "t2v": 1.0}, "cooldown_tasks": {"t2v": 0.0}})
+    with pytest.raises(VinoInputError, match=r"cooldown_tasks.t2v=1.0; .* positive share in data.tasks .*: t2i"):
+        check({"tasks": {"t2i": 1.0, "t2v": 0.0}, "cooldown_tasks": {"t2v": 1.0}})
+    with pytest.raises(VinoInputError, match="no task a positive share in the cooldown"):
+        check({"tasks": {"t2i": 1.0}, "cooldown_tasks": {"t2i": 0.0}})
+    with pytest.raises(VinoInputError, match="only a \"wsd\" run"):
+        check({"tasks": {"t2i": 1.0}, "cooldown_tasks": {"t2i": 2.0}}, schedule="cosine")
+
+
 def test_a_runs_log_gives_each_tasks_step_time(tmp_path):
     """benchmarks/task_step_times.py: a log written with known step times per task gives them back."""
     import importlib.util

@@ -84,6 +84,8 @@ class DataConfig:
     image_batch_size: int = 0  # micro-batch of single-frame buckets (0: batch_size). An image holds a fifth of a
                                # 17-frame clip's latent frames, so more of them fill the same step
     tasks: dict = field(default_factory=lambda: {"t2i": 1.0, "t2v": 1.0})  # task -> share of batches
+    cooldown_tasks: dict = field(default_factory=dict)  # optim.schedule "wsd": shares that replace those of `tasks`
+                                                        # from the cooldown's first step (the trunk keeps the mixture)
     long_caption: float = 1.0  # chance of caption_long, else caption_short
     drop_text: float = 0.1  # each condition is dropped on its own (classifier-free guidance)
     drop_images: float = 0.0  # every reference image but the base of an edit
@@ -315,6 +317,16 @@ def check(cfg: TrainConfig) -> None:
             raise VinoInputError(f"data.tasks.{task}={share!r}; expected a share >= 0")
     if not any(share > 0 for share in data.tasks.values()):
         raise VinoInputError("data.tasks gives no task a positive share")
+    for task, share in data.cooldown_tasks.items():
+        if not data.draws(task) or not isinstance(share, (int, float)) or share < 0:
+            raise VinoInputError(f"data.cooldown_tasks.{task}={share!r}; expected a share >= 0 for a task with a "
+                                 f"positive share in data.tasks (only those are cached): "
+                                 f"{', '.join(t for t in TASKS if data.draws(t))}")
+    if data.cooldown_tasks and cfg.optim.schedule != "wsd":
+        raise VinoInputError(f"data.cooldown_tasks is set but optim.schedule is {cfg.optim.schedule!r}; only a "
+                             "\"wsd\" run has a cooldown")
+    if not any(share > 0 for share in {**data.tasks, **data.cooldown_tasks}.values()):
+        raise VinoInputError("data.cooldown_tasks leaves no task a positive share in the cooldown")
     if run.stage == 0 and any(task not in ("t2i", "t2v") and share > 0 for task, share in data.tasks.items()):
         raise VinoInputError("stage 0 trains text-to-image/video only; give other tasks share 0 in data.tasks")
     bad_frames = [f for f in data.frames if not valid_frame_count(f)]

@@ -414,11 +414,12 @@ class Sampler:
 
     An epoch of a task is its samples shuffled, grouped by bucket into batches, the batches shuffled;
     rank r takes batches r, r+world, ... Every rank draws the same task at the same draw, so the state
-    (draws, and each task's epoch and cursor) is the same on all ranks and is the data position.
+    (draws, each task's epoch and cursor, and the draw where the cooldown's shares took over) is the same on all
+    ranks and is the data position.
     """
 
     def __init__(self, samples: list[Sample], shares: dict, batch_size: int, seed: int, rank: int, world: int,
-                 image_batch_size: int = 0):
+                 image_batch_size: int = 0, cooldown_shares: dict | None = None):
         self.samples, self.batch_size, self.seed, self.rank, self.world = samples, batch_size, seed, rank, world
         self.image_batch_size = image_batch_size or batch_size  # for buckets of one frame
         self.by_task = {}
@@ -430,9 +431,10 @@ class Sampler:
         self.tasks = [t for t in TASKS if shares.get(t, 0) > 0 and t in self.by_task]
         if not self.tasks:
             raise VinoInputError("no usable sample of any task with a share in data.tasks")
-        weights = np.array([shares[t] for t in self.tasks], dtype=np.float64)
-        self.probabilities = weights / weights.sum()
-        self.state = {"draws": 0, "epoch": dict.fromkeys(self.tasks, 0), "cursor": dict.fromkeys(self.tasks, 0)}
+        self.probabilities = self.weigh(shares)
+        self.cooling_probabilities = self.weigh({**shares, **(cooldown_shares or {})})
+        self.state = {"draws": 0, "epoch": dict.fromkeys(self.tasks, 0), "cursor": dict.fromkeys(self.tasks, 0),
+                      "cooled_from": None}
         self._epochs = {}  # task -> (epoch, its batches)
 
     def epoch_batches(self, task: str) -> list[list[int]]:
@@ -451,10 +453,23 @@ class Sampler:
             self._epochs[task] = (epoch, batches)
         return self._epochs[task][1]
 
+    def weigh(self, shares: dict) -> np.ndarray:
+        weights = np.array([shares[t] for t in self.tasks], dtype=np.float64)
+        if not weights.sum():
+            raise VinoInputError(f"the task shares {shares} give no drawable task ({', '.join(self.tasks)}) a share")
+        return weights / weights.sum()
+
+    def cool(self) -> None:
+        """From the next draw on, tasks come by the cooldown's shares (data.cooldown_tasks); once only."""
+        if self.state.get("cooled_from") is None:
+            self.state["cooled_from"] = self.state["draws"]
+
     def task_of_draw(self, draw: int) -> str:
-        """The task of the draw-th batch (a function of the seed and the shares only)."""
+        """The task of the draw-th batch (a function of the seed, the shares and where the cooldown began only)."""
         rng = np.random.default_rng([self.seed, len(TASKS), draw])
-        return self.tasks[rng.choice(len(self.tasks), p=self.probabilities)]
+        cooled_from = self.state.get("cooled_from")  # absent from the state of a run saved before it existed
+        cooling = cooled_from is not None and draw >= cooled_from
+        return self.tasks[rng.choice(len(self.tasks), p=self.cooling_probabilities if cooling else self.probabilities)]
 
     def next(self) -> list[Sample]:
         state = self.state
@@ -474,7 +489,8 @@ class TrainData:
     def __init__(self, samples: list[Sample], cache: LatentCache, cfg, reference_area: int, seed: int, rank: int,
                  world: int, read_media: bool):
         self.samples, self.cache, self.cfg, self.reference_area = samples, cache, cfg, reference_area
-        self.sampler = Sampler(samples, cfg.tasks, cfg.batch_size, seed, rank, world, cfg.image_batch_size)
+        self.sampler = Sampler(samples, cfg.tasks, cfg.batch_size, seed, rank, world, cfg.image_batch_size,
+                               cfg.cooldown_tasks)
         self.read_media = read_media  # the VLM sees the references (stages 1-3)
         self.fitted = {} if cfg.keep_in_memory else None  # fitted reference media, kept with the latents
         self.skipped = 0  # samples left out at loading

@@ -467,6 +467,7 @@ def train(cfg) -> Path:
             clock.lap("reduce")
         if trunk.due(factor, step):
             trunk.write(ds, step)
+            data.sampler.cool()
         logger.step(step, time.perf_counter() - started, clock.phases, lr=ds.get_lr()[0], **values,
                     **peak_memory(device))
         profile.after(step)
