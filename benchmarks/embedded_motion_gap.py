@@ -137,12 +137,11 @@ def probe_records(args, pick, missing: str) -> tuple[list, str]:
     return records, "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@torch.no_grad()
-def same_noise_losses(trainee, x0, references: list, contexts: list, task: str, times: list[float], seed: int,
-                      device) -> np.ndarray:
+def noised_losses(trainee, x0, references: list, contexts: list, task: str, times: list[float], seed: int,
+                  device) -> list[torch.Tensor]:
     """The loss of target `x0` read under each of `contexts` (with its entry of `references`), at each t of `times`,
-    all from one noise drawn from `seed`: [t][context]. The probes of embedded_reference_gap.py and
-    embedded_shape_gap.py compare a sample's own reading with its wrong twins this way."""
+    all from one noise drawn from `seed`: a tensor [context] for each t, with its graph (embedded_task_pull.py takes
+    its gradients)."""
     generator = torch.Generator().manual_seed(seed)
     n = len(contexts)
     losses = []
@@ -150,8 +149,17 @@ def same_noise_losses(trainee, x0, references: list, contexts: list, task: str, 
         noise = torch.randn((1, *x0.shape), generator=generator).repeat(n, 1, 1, 1, 1)
         batch = Batch(x0[None].repeat(n, 1, 1, 1, 1), references, contexts, [task] * n)
         loss, _ = trainee(*model_inputs(batch, noise, torch.full((n,), t), device))
-        losses.append(loss.float().cpu().numpy())
-    return np.stack(losses)
+        losses.append(loss)
+    return losses
+
+
+@torch.no_grad()
+def same_noise_losses(trainee, x0, references: list, contexts: list, task: str, times: list[float], seed: int,
+                      device) -> np.ndarray:
+    """noised_losses as numbers: [t][context]. The probes of embedded_reference_gap.py and embedded_shape_gap.py
+    compare a sample's own reading with its wrong twins this way."""
+    losses = noised_losses(trainee, x0, references, contexts, task, times, seed, device)
+    return np.stack([loss.float().cpu().numpy() for loss in losses])
 
 
 def gap_line(name: str, gaps: np.ndarray) -> str:

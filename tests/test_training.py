@@ -1,6 +1,7 @@
 """Training on CPU through DeepSpeed (ZeRO-2, bf16): the tiny curriculum stage by stage, overfitting, an
 exact resume after SIGKILL, and exports that `vino_model` loads and generates from."""
 
+import dataclasses
 import json
 import logging
 import math
@@ -1015,6 +1016,71 @@ def test_embedded_shape_gap_reads_each_replacement_under_its_wrong_new_objects(c
     write_split(str(tmp_path / "images"), per_task=1, width=32, height=32, frames=5, tasks=("t2i",))
     with pytest.raises(VinoInputError, match="no ti2i or tv2v replacement"):
         shape_gap_main(["--init", str(curriculum.export(3)), "--data", str(tmp_path / "images")])
+
+
+def test_embedded_task_pull_is_the_first_order_change_of_the_gap_under_a_step_on_the_task(curriculum, tmp_path,
+                                                                                        capsys, monkeypatch):
+    """benchmarks/embedded_task_pull.py on a stage-3 export: the count gap is the twin caption's loss minus the own
+    one at the same noise (as embedded_motion_gap.same_noise_losses reads them), and a task's pull is how a small
+    plain gradient step down its loss moves the quantity set against it, to first order. That is checked on the
+    count scenes' own loss: this tiny model's count gap is about 1e-6, within float32's rounding of its changes."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import embedded_task_pull
+    from embedded_motion_gap import load, same_noise_losses
+
+    from training.world import count_copies
+
+    write_split(str(tmp_path / "held"), per_task=12, width=32, height=32, frames=5, tasks=("t2i", "ti2i"),
+                split="heldout")
+    records = list(read_manifest(str(tmp_path / "held" / "manifest.jsonl")))
+    overrides = [o for o in curriculum.overrides(3, tmp_path / "run") if not o.startswith("model.init=")]
+    trainee, data, samples = load(str(curriculum.export(3)), str(CONFIGS / "stage3.toml"), records,
+                                  [*overrides, "data.long_caption=1.0"], "cpu", tasks=("t2i", "ti2i"))
+    counted = [i for i, s in enumerate(samples) if s.record.task == "t2i"
+               and count_copies(s.record.meta["scene"]["objects"])]
+    assert counted
+    with torch.no_grad():
+        gaps = embedded_task_pull.count_gap(trainee, data, samples, counted, [0.5, 0.9], "cpu")
+        for k, i in enumerate(counted):
+            x0, references, context, task = data.load(samples[i], np.random.default_rng(i), dropout=False)
+            own = dataclasses.replace(context, key=None, twins=())
+            twin = dataclasses.replace(own, text=dict(context.twins)["count"])
+            losses = same_noise_losses(trainee, x0, [references] * 2, [own, twin], task, [0.5, 0.9], i, "cpu")
+            assert [g.item() for g in gaps[2 * k : 2 * k + 2]] == pytest.approx(losses[:, 1] - losses[:, 0], abs=1e-6)
+
+    def own_loss(trainee, data, samples, counted, times, device):
+        return [x for i in counted for x in embedded_task_pull.sample_losses(trainee, data, samples[i], i, times,
+                                                                             device)]
+
+    monkeypatch.setattr(embedded_task_pull, "count_gap", own_loss)
+    pulls = embedded_task_pull.task_pulls(trainee, data, samples, counted, 2, [0.9], "cpu")
+    assert set(pulls) == {"gap", "t2i", "ti2i"}
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    for task in ("t2i", "ti2i"):
+        loss, pull, cosine = pulls[task]
+        assert loss > 0 and -1 <= cosine <= 1 and pull != 0
+        chosen = [i for i, s in enumerate(samples) if s.record.task == task][:2]
+        losses = [x for i in chosen for x in embedded_task_pull.sample_losses(trainee, data, samples[i], i, [0.9],
+                                                                              "cpu")]
+        grads = torch.autograd.grad(torch.stack(losses).mean(), params, allow_unused=True)
+        step = 1e-3 / abs(pull)  # moves the own loss by 1e-3, far above float32's rounding
+        moved = []
+        with torch.no_grad():
+            for sign in (1, -1):  # down the task's gradient and up it: their difference cancels the second order
+                for p, b, g in zip(params, before, grads):
+                    if g is not None:
+                        p.copy_(b - sign * step * g)
+                moved.append(torch.stack(own_loss(trainee, data, samples, counted, [0.9], "cpu")).mean().item())
+            for p, b in zip(params, before):
+                p.copy_(b)
+        assert (moved[0] - moved[1]) / 2 == pytest.approx(step * pull, rel=0.05)
+    monkeypatch.undo()
+    embedded_task_pull.main(["--init", str(curriculum.export(3)), "--config", str(CONFIGS / "stage3.toml"), "--data",
+                             str(tmp_path / "held"), "--samples", "2", "--count-samples", "2", "--times", "0.9",
+                             "--set", *overrides])
+    out = capsys.readouterr().out
+    assert "count gap" in out and "| t2i | 2 |" in out and "| ti2i | 2 |" in out
 
 
 def test_the_first_step_readout_finds_each_clone_s_motion_for_a_model_that_draws_its_own_target(curriculum,
