@@ -88,11 +88,12 @@ def main(argv=None) -> None:
     for init in args.init:
         trainee, data, samples = load(init, args.config, records, [*args.set, "data.long_caption=1.0"], device,
                                       tasks=tasks)
-        counted = [i for i, s in enumerate(samples) if s.record.task == "t2i"
+        t2i = [i for i, s in enumerate(samples) if s.record.task == "t2i"][:args.samples]  # t2i's own pull's
+        counted = [i for i, s in enumerate(samples) if s.record.task == "t2i" and i not in t2i
                    and "count" in dict(data.load(s, np.random.default_rng(i), dropout=False)[2].twins)]
         if not counted:
-            raise VinoInputError(f"--data {args.data}: no t2i scene with a count twin")
-        counted = counted[-args.count_samples:]  # the scenes picked for the gap, after each task's first
+            raise VinoInputError(f"--data {args.data}: no t2i scene with a count twin beyond t2i's first "
+                                 f"{args.samples}")
         pulls = task_pulls(trainee, data, samples, counted, args.samples, args.times, device)
         print(f"{init[-50:]}: count gap {pulls.pop('gap'):.4f} over {len(counted)} scenes, t {args.times}")
         print("| task | samples | loss | pull (-g_task . g_gap) | cosine |\n|---|---|---|---|---|")
