@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from embedded_motion_gap import load, noised_losses, probe_parser, probe_records  # noqa: E402
 from training.manifest import TASKS  # noqa: E402
-from training.world import count_copies  # noqa: E402
+from training.world import swap_count  # noqa: E402
 from vino_model.errors import VinoInputError, run_cli  # noqa: E402
 
 
@@ -69,6 +69,11 @@ def task_pulls(trainee, data, samples, counted: list[int], samples_per_task: int
     return out
 
 
+def has_count_twin(record) -> bool:
+    """Whether a t2i scene read under its long caption has a count twin (its copies named in full)."""
+    return record.task == "t2i" and swap_count(record.caption_long, record.meta["scene"]["objects"]) is not None
+
+
 def main(argv=None) -> None:
     p = probe_parser(__doc__, "samples of each task and t2i count scenes", [0.8, 0.95])
     p.add_argument("--count-samples", type=int, default=8, help="the split's first t2i scenes with a count twin")
@@ -77,11 +82,11 @@ def main(argv=None) -> None:
         raise VinoInputError(f"--samples {args.samples}, --count-samples {args.count_samples}, --times {args.times}: "
                              "expected at least one sample of each and each t in (0, 1]")
 
-    def pick(records):  # the first --samples of each task, and the t2i scenes of one object's copies
+    def pick(records):  # the first --samples of each task, and --count-samples more count scenes
         records = list(records)
         first = [r for t in TASKS for r in [r for r in records if r.task == t][:args.samples]]
-        copies = [r for r in records if r.task == "t2i" and count_copies(r.meta["scene"]["objects"]) and r not in first]
-        return first + copies[:args.count_samples]
+        scenes = [r for r in records if has_count_twin(r) and r not in first]
+        return first + scenes[:args.count_samples]
 
     records, device = probe_records(args, pick, "sample")
     tasks = [t for t in TASKS if any(r.task == t for r in records)]
@@ -89,8 +94,7 @@ def main(argv=None) -> None:
         trainee, data, samples = load(init, args.config, records, [*args.set, "data.long_caption=1.0"], device,
                                       tasks=tasks)
         t2i = [i for i, s in enumerate(samples) if s.record.task == "t2i"][:args.samples]  # t2i's own pull's
-        counted = [i for i, s in enumerate(samples) if s.record.task == "t2i" and i not in t2i
-                   and "count" in dict(data.load(s, np.random.default_rng(i), dropout=False)[2].twins)]
+        counted = [i for i, s in enumerate(samples) if has_count_twin(s.record) and i not in t2i]
         if not counted:
             raise VinoInputError(f"--data {args.data}: no t2i scene with a count twin beyond t2i's first "
                                  f"{args.samples}")
