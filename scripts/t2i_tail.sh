@@ -4,12 +4,14 @@
 # the export and the tail (python -m training.average), weight W on the tail.
 # Why: the mixture's other tasks pull the count twin's gap down (benchmarks/embedded_task_pull.py), and stage-3
 # exports draw "two" objects as one or three. Session 56's tail of session 55's export drew 58 of 87 held-out count
-# prompts right (the export 40), but cost the videos (t2v 0.802 -> 0.693, ti2v 0.730 -> 0.658); session 57's soup at
-# W 0.5 kept the count (57 of 87), and the soup of session 56's export drew 54 (the export 38).
-#   bash scripts/t2i_tail.sh EXPORT OUT
+# prompts right (the export 40) but cost the videos (t2v 0.802 -> 0.693). Session 57's soups at W 0.5 kept the count
+# (57 and 54 of 87) and the videos' cost too (session 56's export: t2v 0.886 -> 0.770); at W 0.25 little count, most
+# of the cost (benchmarks/results/2026-12-06/embedded-session57.md). It stays as a probe of what such a tail moves:
+# `model.trainable=[...]` after the -- picks the weights that train.
+#   bash scripts/t2i_tail.sh EXPORT OUT [-- training.run options]
 # EXPORT: a stage-3 export (file or sharded folder). OUT gets world/ and cache/ (its latents, keyed by content: both
 # made once and kept for the next export), run/ (the tail's training run: run/export/vino.safetensors is the tail)
-# and soup.safetensors. On the 2-core CPU about 17 minutes.
+# and soup.safetensors, both anew each run. On the 2-core CPU about 17 minutes.
 # W=0.5, STEPS=60, SEED=5501 (the tail's draws), PER_TASK=600, BATCH=32, PY=.venv/bin/python, THREADS=2;
 # training options after a -- go to training.run (after the tail's own).
 set -euo pipefail
