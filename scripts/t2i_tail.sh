@@ -25,7 +25,9 @@ shift 2
 [ $# -eq 0 ] || { [ "$1" = -- ] || { echo "t2i_tail: '$1': expected -- before training.run options" >&2; exit 2; }; shift; }
 PY=${PY:-.venv/bin/python}
 W=${W:-0.5}
-if ! "$PY" -c "import sys; w = float(sys.argv[1]); sys.exit(not 0 < w < 1)" "$W" 2>/dev/null; then
+# the soup's weights, "export,tail"; none for a W outside (0, 1)
+if ! weights=$("$PY" -c "import sys; w = float(sys.argv[1]); 0 < w < 1 or sys.exit(1); print(f'{1 - w},{w}')" "$W" \
+    2>/dev/null); then
   echo "t2i_tail: W=$W; expected the tail's weight in the soup, a number between 0 and 1 (both exclusive)" >&2
   exit 2
 fi
@@ -48,5 +50,5 @@ rm -rf "$out/run"
   optim.cooldown=0.1 optim.ema=0 log.every=1 log.profile=0 eval.every=0 checkpoint.every=100000 \
   run.seed="${SEED:-5501}" run.out="$out/run" "$@"
 "$PY" -m training.average "$export_" "$out/run/export/vino.safetensors" \
-  --weights "$("$PY" -c "import sys; w = float(sys.argv[1]); print(f'{1 - w},{w}')" "$W")" --out "$out/soup.safetensors"
+  --weights "$weights" --out "$out/soup.safetensors"
 echo "t2i_tail: the tail $out/run/export/vino.safetensors, the soup $out/soup.safetensors (tail weight $W)"
