@@ -5,7 +5,8 @@ prompts rose and fell, with the two-sided sign test's p-value over those that mo
 
 Each side is one or more `python -m training.bench --json` files (a comma-separated list: one model scored in
 several runs, say some tasks on a CPU and the rest on a GPU); where a prompt is in several files of one side, the
-later file's score counts. Only prompts both sides scored are compared: "all tasks" is the mean of the task kinds'
+later file's score counts. Both sides must score one held-out world: a prompt whose caption differs between two files
+is an error, not a pair. Only prompts both sides scored are compared: "all tasks" is the mean of the task kinds'
 means over the kinds both sides hold.
 """
 
@@ -24,18 +25,28 @@ from training.manifest import TASKS  # noqa: E402
 from vino_model.errors import VinoInputError, run_cli  # noqa: E402
 
 
-def read_scores(spec: str) -> dict[tuple[str, int], float]:
-    """(task kind, prompt index) -> score, from a comma-separated list of training.bench --json files."""
-    scores = {}
+def read_scores(spec: str) -> tuple[dict[tuple[str, int], float], dict[tuple[str, int], str]]:
+    """(task kind, prompt index) -> score, and -> the prompt's caption where the records give it, from a
+    comma-separated list of training.bench --json files. A prompt two files hold must be one prompt: t2i120's world and
+    the image set's both number their t2i prompts from 0, and one side mixing them would pair prompts that differ."""
+    scores, captions, source = {}, {}, {}
     for name in spec.split(","):
         path = Path(name)
         try:
             records = json.loads(path.read_text())
-            scores.update({(r["task"], int(r["index"])): float(r["score"]) for r in records})
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            read = [((r["task"], int(r["index"])), float(r["score"]), r.get("caption")) for r in records]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise VinoInputError(f"{name}: expected a training.bench --json file (a list of task, index and score "
                                  f"records); {error}") from error
-    return scores
+        for key, score, caption in read:
+            if caption is not None and key not in captions:
+                captions[key], source[key] = caption, name
+            elif caption is not None and captions[key] != caption:
+                raise VinoInputError(f"{name}: {key[0]} prompt {key[1]} is {caption!r}, but {captions[key]!r} in "
+                                     f"{source[key]}; expected the files of one side to score one held-out world "
+                                     "(pair t2i120 and the image set apart)")
+            scores[key] = score
+    return scores, captions
 
 
 def sign_test(better: int, worse: int) -> float:
@@ -80,7 +91,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     def run():
-        rows = compare(read_scores(args.old), read_scores(args.new))
+        (old, old_captions), (new, new_captions) = read_scores(args.old), read_scores(args.new)
+        differ = sorted(k for k in old_captions.keys() & new_captions.keys() if old_captions[k] != new_captions[k])
+        if differ:
+            task, index = differ[0]
+            raise VinoInputError(f"{args.old} and {args.new}: {task} prompt {index} is {old_captions[differ[0]]!r} "
+                                 f"in one and {new_captions[differ[0]]!r} in the other ({len(differ)} such prompts); "
+                                 "expected two models' scores on one held-out world")
+        rows = compare(old, new)
         if not rows:
             raise VinoInputError(f"{args.old} and {args.new} share no scored prompt")
         print(table(rows))

@@ -11,9 +11,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from paired_scores import main, sign_test  # noqa: E402
 
 
-def scores(path: Path, rows) -> str:
-    path.write_text(json.dumps([{"task": task, "index": index, "score": score, "checks": {}, "missing": False}
-                                for task, index, score in rows]))
+def scores(path: Path, rows, captions=None) -> str:
+    records = [{"task": task, "index": index, "score": score, "checks": {}, "missing": False}
+               for task, index, score in rows]
+    for record, caption in zip(records, captions or []):
+        record["caption"] = caption
+    path.write_text(json.dumps(records))
     return str(path)
 
 
@@ -43,3 +46,18 @@ def test_a_file_that_is_not_a_bench_json_is_named(tmp_path, capsys):
     other = scores(tmp_path / "other.json", [("t2v", 0, 1.0)])
     assert main([good, other]) == 2
     assert "share no scored prompt" in capsys.readouterr().err
+
+
+def test_scores_of_two_worlds_under_one_index_are_refused_not_paired(tmp_path, capsys):
+    # t2i120's world and the image set's both number their t2i prompts from 0
+    image = scores(tmp_path / "image.json", [("t2i", 0, 0.0), ("ti2i", 0, 1.0)], ["a red circle", "make it blue"])
+    t2i120 = scores(tmp_path / "t2i120.json", [("t2i", 0, 1.0)], ["two green stars"])
+    again = scores(tmp_path / "again.json", [("t2i", 0, 1.0), ("ti2i", 0, 0.0)], ["a red circle", "make it blue"])
+    assert main([image, f"{again},{t2i120}"]) == 2
+    err = capsys.readouterr().err
+    assert "t2i120.json: t2i prompt 0 is 'two green stars', but 'a red circle' in" in err and "again.json" in err
+    assert main([t2i120, again]) == 2
+    assert "t2i prompt 0 is 'two green stars' in one and 'a red circle' in the other (1 such prompts)" in (
+        capsys.readouterr().err)
+    assert main([image, again]) == 0  # one world scored twice pairs
+    assert "| all tasks | 2 | 0.500 | 0.500 | 1 / 1 | 1.000 |" in capsys.readouterr().out
