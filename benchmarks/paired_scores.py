@@ -35,7 +35,7 @@ def read_scores(spec: str) -> tuple[dict[tuple[str, int], float], dict[tuple[str
         try:
             records = json.loads(path.read_text())
             read = [((r["task"], int(r["index"])), float(r["score"]), r.get("caption")) for r in records]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise VinoInputError(f"{name}: expected a training.bench --json file (a list of task, index and score "
                                  f"records); {error}") from error
         for key, score, caption in read:
