@@ -20,6 +20,11 @@
 # run's train.jsonl and config.json), trunk.safetensors (the next call's seed), and vino-ema.safetensors (the run's
 # cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts of at most 15 MiB
 # (NAME.part-aa, -ab, ...: take_chunk.sh joins them).
+# The EMA export also stays on the machine as runs/chunks/CHUNK/vino-ema.safetensors, where the next call finds it
+# while the machine is warm: the next run deletes its own, so scoring several calls' exports, or their average
+# (scripts/device_score.sh's A+B), needs these copies. Session 58 could not score its two calls' average: the first
+# call's export was gone from the machine, too big to carry back beside the tree, and too little time was left to
+# start another machine.
 set -uo pipefail
 start=$(date +%s)
 : "${SEED:?SEED: a number, one per session}" "${CHUNK:?CHUNK: the number of this call, a new one each call}"
@@ -54,6 +59,10 @@ SEED=$world STAGE_UNTIL=$((start + CALL_SECONDS)) START_AT=3 INIT=$init BUNDLE= 
   $TRAIN >> "$log" 2>&1
 status=$?
 echo "=== $(date +%T) the run ended with status $status" >> "$log"
+if [ -f "$E/export/vino-ema.safetensors" ]; then
+  mkdir -p "runs/chunks/$CHUNK" && cp "$E/export/vino-ema.safetensors" "runs/chunks/$CHUNK/"
+  echo "=== kept as runs/chunks/$CHUNK/vino-ema.safetensors while the machine stays" >> "$log"
+fi
 
 shopt -s nullglob
 tar czf "$out/logs.tgz" "$E"/logs/train.jsonl "$E"/config.json 2>/dev/null

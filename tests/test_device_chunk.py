@@ -59,7 +59,7 @@ def test_a_bare_machine_starts_from_the_committed_trunk_uncompiled_and_brings_ba
 
 
 def test_a_warm_machine_starts_a_fresh_run_on_its_world_from_the_working_trees_seed_compiled_when_asked(tmp_path):
-    call(tmp_path, "first", 1)
+    _, first = call(tmp_path, "first", 1)
     (tmp_path / E / "stale").write_text("the last call's run")
     done, out = call(tmp_path, "second", 2, compile_blocks=True)
     assert done.returncode == 0, done.stderr
@@ -67,6 +67,9 @@ def test_a_warm_machine_starts_a_fresh_run_on_its_world_from_the_working_trees_s
     assert init == "training/embedded-src/stage3"  # where take_chunk.sh put the last call's trunk
     assert world == "3601" and "run.seed=3602" in args and "model.compile=true" in args  # the world made there
     assert not (tmp_path / E / "stale").exists()
+    kept = [(tmp_path / "runs" / "chunks" / str(n) / "vino-ema.safetensors").read_bytes() for n in (1, 2)]
+    assert kept == [(o / "vino-ema.safetensors").read_bytes() for o in (first, out)]  # both calls' exports, to average
+    assert kept[0] != kept[1]
     (tmp_path / "data" / "embedded" / "world").unlink()  # a bare machine
     done, out = call(tmp_path, "third", 3)
     assert given(out)[-1] == "3603"  # a world of its own
