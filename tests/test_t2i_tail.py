@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+
+from vino_model.checkpoint import read_state_dict
 
 ROOT = Path(__file__).parents[1]
 SEED = "training/embedded-src/stage3"
@@ -20,9 +21,7 @@ def run(export: str, out: Path, *rest: str, **env: str) -> subprocess.CompletedP
 
 
 def weights(path: Path) -> dict:
-    if path.is_dir():
-        return {k: v for f in sorted(path.glob("*.safetensors")) for k, v in load_file(f).items()}
-    return load_file(path)
+    return read_state_dict(path)[0]
 
 
 def test_the_tail_trains_on_t2i_and_the_soup_weighs_it(tmp_path):
