@@ -25,9 +25,25 @@
 # (scripts/device_score.sh's A+B), needs these copies. Session 58 could not score its two calls' average: the first
 # call's export was gone from the machine, too big to carry back beside the tree, and too little time was left to
 # start another machine.
+# SCORE="SET ..." (scripts/device_score.sh's sets) also scores that export in the same call, once the trunk and the
+# export are packed, and brings the scores back as scores.tgz (scores-SET.json, tables.txt, score.log), which
+# take_chunk.sh unpacks. The scoring is stopped SCORE_END seconds after the call's start (default 585), so a slow
+# score costs its own results, never the run's; leave it room with a shorter CALL_SECONDS (in session 58 the video,
+# image and t2i120 sets took about 225 s on an H100, the video set alone 2.5 minutes of it). In session 59 a machine
+# came at one of twelve starts and was taken back before the next call: a call that both trains and scores needs no
+# second machine.
 set -uo pipefail
 start=$(date +%s)
 : "${SEED:?SEED: a number, one per session}" "${CHUNK:?CHUNK: the number of this call, a new one each call}"
+SCORE_END=${SCORE_END:-585}
+[[ $SCORE_END =~ ^[0-9]+$ ]] || { echo "SCORE_END '$SCORE_END': expected whole seconds from the call's start" >&2
+                                  exit 2; }
+for set in ${SCORE:-}; do  # device_score.sh's sets, checked before the run rather than after it
+  case $set in
+    image|video|video12|refvideo4|clone12|t2i120) ;;
+    *) echo "SCORE: unknown set '$set'; expected image, video, video12, refvideo4, clone12 or t2i120" >&2; exit 2 ;;
+  esac
+done
 out=${OUT:?OUT: the folder that comes back}
 CALL_SECONDS=${CALL_SECONDS:-540}  # from here to the stage's end (its last evaluation and export take up to 25 s
                                    # of it); of the call's 600 s, the rest packs $OUT and leaves a margin
@@ -82,5 +98,23 @@ back() {  # FILE: into $OUT while it fits, in parts of at most 15 MiB when over 
 }
 back "$E/export/trunk.safetensors"
 back "$E/export/vino-ema.safetensors"
+if [ -n "${SCORE:-}" ] && [ -f "runs/chunks/$CHUNK/vino-ema.safetensors" ]; then
+  left=$((start + SCORE_END - $(date +%s)))
+  scores=/tmp/device-chunk-scores
+  rm -rf "$scores" && mkdir -p "$scores"
+  if [ "$left" -lt 10 ]; then
+    echo "=== no time left to score ($left s to SCORE_END)" >> "$log"
+  else
+    echo "=== $(date +%T) scoring the export ($SCORE) for at most $left s" >> "$log"
+    # shellcheck disable=SC2086  # SCORE: the sets, one word each
+    OUT=$scores timeout "$left" ${SCORER:-bash scripts/device_score.sh} "runs/chunks/$CHUNK/vino-ema.safetensors" \
+      $SCORE > "$scores/score.out" 2>&1
+    scored=$?
+    [ "$scored" != 124 ] || echo "=== the scoring was stopped at $SCORE_END s from the call's start" >> "$log"
+    echo "=== $(date +%T) the scoring ended with status $scored" >> "$log"
+    if [ $((files + 1)) -le 8 ]; then tar czf "$out/scores.tgz" -C "$scores" .
+    else echo "no room left for scores.tgz" >> "$log"; fi
+  fi
+fi
 tail -c 2000 "$log"
 exit "$status"

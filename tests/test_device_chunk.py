@@ -28,14 +28,25 @@ exit "${FAKE_STATUS:-0}"
 """
 
 
+# stands in for scripts/device_score.sh: one scores file a set, naming the export it was given; sleeps SCORE_SLEEP
+FAKE_SCORE = """
+export_path=$1 && shift
+for set in "$@"; do echo "{\\"export\\": \\"$export_path\\"}" > "$OUT/scores-$set.json"; done
+echo "== video" > "$OUT/tables.txt"
+sleep "${SCORE_SLEEP:-0}"
+echo "scored" > "$OUT/score.log"
+"""
+
+
 def call(repo: Path, name: str, chunk: int, trunk_mib: int = 1, ema_mib: int = 1, status: int = 0,
-         compile_blocks: bool = False):
+         compile_blocks: bool = False, **extra: str):
     out = repo / name
     out.mkdir()
     (repo / "fake_train.sh").write_text(FAKE_TRAIN)
+    (repo / "fake_score.sh").write_text(FAKE_SCORE)
     env = {"PATH": os.environ["PATH"], "OUT": str(out), "SEED": "36", "CHUNK": str(chunk), "PY": "python3",
            "TRAIN": "bash fake_train.sh", "TRUNK_BYTES": str(trunk_mib << 20), "EMA_BYTES": str(ema_mib << 20),
-           "FAKE_STATUS": str(status), "COMPILE": str(int(compile_blocks))}
+           "FAKE_STATUS": str(status), "COMPILE": str(int(compile_blocks)), "SCORER": "bash fake_score.sh", **extra}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "device_chunk.sh")], cwd=repo, env=env, timeout=60,
                           capture_output=True, text=True)
     return done, out
@@ -86,6 +97,41 @@ def test_big_exports_come_in_parts_and_what_does_not_fit_stays_behind_named(tmp_
     assert "no room left for runs/embedded/stage3/export/vino-ema.safetensors" in (out / "call.log").read_text()
 
 
+def packed(out: Path) -> dict[str, str]:
+    with tarfile.open(out / "scores.tgz") as tar:
+        return {Path(m.name).name: tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()}
+
+
+def test_a_call_asked_to_score_brings_its_exports_scores_back_in_one_file_beside_both_exports(tmp_path):
+    done, out = call(tmp_path, "scored", 1, trunk_mib=28, ema_mib=28, SCORE="video image")
+    assert done.returncode == 0, done.stderr
+    scores = packed(out)
+    assert json.loads(scores["scores-video.json"]) == {"export": "runs/chunks/1/vino-ema.safetensors"}
+    assert "scores-image.json" in scores and scores["score.log"] == "scored\n"
+    assert len(list(out.iterdir())) == 7  # call.log, logs.tgz, two parts of each export, scores.tgz: under 8
+    whole = b"".join(p.read_bytes() for p in sorted(out.glob("vino-ema.safetensors.part-*")))
+    assert whole == (tmp_path / E / "export" / "vino-ema.safetensors").read_bytes()
+
+
+def test_a_slow_score_is_stopped_at_score_end_and_costs_only_its_own_results(tmp_path):
+    done, out = call(tmp_path, "slow", 1, SCORE="video", SCORE_END="12", SCORE_SLEEP="60")
+    assert done.returncode == 0, done.stderr
+    log = (out / "call.log").read_text()
+    assert "the scoring was stopped at 12 s" in log and "ended with status 124" in log
+    assert "score.log" not in packed(out)  # the scorer never got there
+    assert (out / "trunk.safetensors").is_file() and (out / "vino-ema.safetensors").is_file()
+    done, out = call(tmp_path, "late", 2, SCORE="video", SCORE_END="0")
+    assert done.returncode == 0 and "no time left to score" in (out / "call.log").read_text()
+    assert not (out / "scores.tgz").exists() and (out / "trunk.safetensors").is_file()
+
+
+def test_an_unknown_set_to_score_is_refused_before_the_run(tmp_path):
+    done, out = call(tmp_path, "typo", 1, SCORE="video imgae")
+    assert done.returncode == 2
+    assert "SCORE: unknown set 'imgae'" in done.stderr
+    assert not (tmp_path / E).exists() and not list(out.iterdir())
+
+
 def take(repo: Path, came_back: Path) -> subprocess.CompletedProcess:
     env = {"PATH": os.environ["PATH"], "PY": sys.executable, "PYTHONPATH": str(ROOT)}
     return subprocess.run(["bash", str(ROOT / "scripts" / "take_chunk.sh"), str(came_back), "runs/s/c1"], cwd=repo,
@@ -101,6 +147,9 @@ def test_take_chunk_puts_the_returned_trunk_in_the_seeds_place_and_joins_the_ema
     subprocess.run(["split", "-n", "2", str(tmp_path / "trunk.safetensors"), parts], check=True)
     (came_back / "vino-ema.safetensors").write_bytes(b"the ema export")
     (came_back / "call.log").write_text("=== chunk 1")
+    (tmp_path / "scored").mkdir()
+    (tmp_path / "scored" / "scores-video.json").write_text("[]")
+    subprocess.run(["tar", "czf", str(came_back / "scores.tgz"), "-C", str(tmp_path / "scored"), "."], check=True)
     seed = tmp_path / "training" / "embedded-src" / "stage3"
     seed.mkdir(parents=True)
     (seed / "model-00002-of-00002.safetensors").write_bytes(b"the committed seed's second shard")
@@ -115,6 +164,7 @@ def test_take_chunk_puts_the_returned_trunk_in_the_seeds_place_and_joins_the_ema
     assert (dest / "vino-ema.safetensors").read_bytes() == b"the ema export"
     assert (dest / "trunk.safetensors").read_bytes() == (tmp_path / "trunk.safetensors").read_bytes()
     assert (dest / "call.log").read_text() == "=== chunk 1"
+    assert (dest / "scores" / "scores-video.json").read_text() == "[]"
 
 
 def test_take_chunk_without_a_trunk_names_it_and_leaves_the_seed_alone(tmp_path):
