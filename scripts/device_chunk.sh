@@ -38,12 +38,6 @@ start=$(date +%s)
 SCORE_END=${SCORE_END:-585}
 [[ $SCORE_END =~ ^[0-9]+$ ]] || { echo "SCORE_END '$SCORE_END': expected whole seconds from the call's start" >&2
                                   exit 2; }
-for set in ${SCORE:-}; do  # device_score.sh's sets, checked before the run rather than after it
-  case $set in
-    image|video|video12|refvideo4|clone12|t2i120) ;;
-    *) echo "SCORE: unknown set '$set'; expected image, video, video12, refvideo4, clone12 or t2i120" >&2; exit 2 ;;
-  esac
-done
 out=${OUT:?OUT: the folder that comes back}
 CALL_SECONDS=${CALL_SECONDS:-540}  # from here to the stage's end (its last evaluation and export take up to 25 s
                                    # of it); of the call's 600 s, the rest packs $OUT and leaves a margin
@@ -57,6 +51,8 @@ log=$out/call.log
 
 export PYTHONUNBUFFERED=1 PY=${PY:-python3} WORKERS=${WORKERS:-$(nproc)} VIDEO_FORMAT=npz
 source "$(dirname "${BASH_SOURCE[0]}")/embedded_inputs.sh"
+# shellcheck disable=SC2086  # SCORE: the sets, one word each; checked before the run rather than after it
+heldout_sets SCORE ${SCORE:-} || exit 2
 gpu_site .whl-gpu || exit 3
 
 init=training/embedded-src/stage3

@@ -14,7 +14,8 @@
 # in $OUT. WORK=/tmp/device-score (the bundles and the outputs), SHARDS=6, PY=python3, WHEELS=.whl-gpu (installed
 # into /tmp/site once a machine); score_heldout.sh's DATA, SIZE, PER_TASK and T2I_PER_TASK pass through.
 set -euo pipefail
-SETS=" image video video12 refvideo4 clone12 t2i120 "
+source scripts/embedded_inputs.sh
+SETS=" $HELDOUT_SETS "
 usage="usage: bash scripts/device_score.sh CHECKPOINT [CHECKPOINT ...] [SET ...] [-- generate options]"
 checkpoints=()
 while [ $# -gt 0 ] && [ "$1" != -- ] && [[ $SETS != *" $1 "* ]]; do
@@ -45,7 +46,6 @@ fi
 work=${WORK:-/tmp/device-score}
 wheels=${WHEELS:-.whl-gpu}
 export PY=${PY:-python3} SHARDS=${SHARDS:-6} PYTHONUNBUFFERED=1
-source scripts/embedded_inputs.sh
 gpu_site "$wheels" || exit 3
 
 log=$out/score.log

@@ -1,5 +1,16 @@
-# Sourced by scripts/train_embedded.sh and scripts/stage0_ab.sh: how both make the embedded default's inputs.
-# Uses PY, WORKERS, SIZE and SRC from the sourcing script.
+# Sourced by scripts/train_embedded.sh, stage0_ab.sh and the scoring scripts: how they make the embedded default's
+# inputs. Uses PY, WORKERS, SIZE and SRC from the sourcing script.
+
+HELDOUT_SETS="image video video12 refvideo4 clone12 t2i120"  # scripts/score_heldout.sh's sets
+
+heldout_sets() {  # WHAT SET...: each SET one of HELDOUT_SETS, or an error naming WHAT and the set
+  local set
+  for set in "${@:2}"; do
+    [[ " $HELDOUT_SETS " == *" $set "* ]] && continue
+    echo "$1: unknown set '$set'; expected one of: ${HELDOUT_SETS// /, }" >&2
+    return 2
+  done
+}
 
 left() {  # seconds a run may take: LIMIT, or what is left until UNTIL (epoch seconds), whichever is less (0: no bound)
   local limit=${LIMIT:-0} until_left

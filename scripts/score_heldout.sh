@@ -30,14 +30,8 @@ sets=()
 while [ $# -gt 0 ] && [ "$1" != -- ]; do sets+=("$1"); shift; done
 [ $# -eq 0 ] || shift  # the --: the rest goes to vino_model.generate
 [ ${#sets[@]} -gt 0 ] || sets=(image video12 refvideo4 clone12 t2i120)
-for set in "${sets[@]}"; do
-  case $set in
-    image|video|video12|refvideo4|clone12|t2i120) ;;
-    *) echo "unknown set '$set': expected image, video, video12, refvideo4, clone12 or t2i120" >&2; exit 2 ;;
-  esac
-done
-
 source scripts/embedded_inputs.sh
+heldout_sets "score_heldout.sh" "${sets[@]}" || exit 2
 world "$DATA" --per-task "$PER_TASK" --split heldout --seed 0
 "$PY" - "$DATA" <<'PICK'
 import json, sys
