@@ -30,8 +30,8 @@
 # take_chunk.sh unpacks. The scoring is stopped SCORE_END seconds after the call's start (default 585), so a slow
 # score costs its own results, never the run's; leave it room with a shorter CALL_SECONDS (in session 58 the video,
 # image and t2i120 sets took about 225 s on an H100, the video set alone 2.5 minutes of it). In session 59 a machine
-# came at one of twelve starts and was taken back before the next call: a call that both trains and scores needs no
-# second machine.
+# came at one of fifteen starts and was taken back during the next call: a call that both trains and scores needs
+# no second machine.
 set -uo pipefail
 start=$(date +%s)
 : "${SEED:?SEED: a number, one per session}" "${CHUNK:?CHUNK: the number of this call, a new one each call}"
