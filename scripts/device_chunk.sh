@@ -96,8 +96,8 @@ back "$E/export/trunk.safetensors"
 back "$E/export/vino-ema.safetensors"
 if [ -n "${SCORE:-}" ] && [ -f "runs/chunks/$CHUNK/vino-ema.safetensors" ]; then
   left=$((start + SCORE_END - $(date +%s)))
-  scores=/tmp/device-chunk-scores
-  rm -rf "$scores" && mkdir -p "$scores"
+  scores=/tmp/device-chunk/scores
+  rm -rf /tmp/device-chunk && mkdir -p "$scores"
   if [ "$left" -lt 10 ]; then
     echo "=== no time left to score ($left s to SCORE_END)" >> "$log"
   else
@@ -108,8 +108,7 @@ if [ -n "${SCORE:-}" ] && [ -f "runs/chunks/$CHUNK/vino-ema.safetensors" ]; then
     scored=$?
     [ "$scored" != 124 ] || echo "=== the scoring was stopped at $SCORE_END s from the call's start" >> "$log"
     echo "=== $(date +%T) the scoring ended with status $scored" >> "$log"
-    if [ $((files + 1)) -le 8 ]; then tar czf "$out/scores.tgz" -C "$scores" .
-    else echo "no room left for scores.tgz" >> "$log"; fi
+    tar czf /tmp/device-chunk/scores.tgz -C "$scores" . && back /tmp/device-chunk/scores.tgz
   fi
 fi
 tail -c 2000 "$log"
