@@ -4,7 +4,7 @@ prompted colour and shape, and how many drew the number prompted.
 
     python benchmarks/embedded_count.py DATA OUTPUTS [--base BASE_OUTPUTS] [--swapped SWAPPED_OUTPUTS] [--by-object]
     python benchmarks/embedded_count.py DATA --ground-truth
-    python benchmarks/embedded_count.py DATA --swapped-tasks TASKS
+    python benchmarks/embedded_count.py DATA --tasks TASKS | --swapped-tasks TASKS
 
 DATA is a world split (its manifest.jsonl: data/embedded/heldout-t2i120, or any `python -m training.world` split);
 OUTPUTS holds its t2i outputs as training.bench reads them (scripts/score_heldout.sh's OUTPUTS/t2i120, or
@@ -12,6 +12,9 @@ OUTPUTS holds its t2i outputs as training.bench reads them (scripts/score_heldou
 prompt, how many it drew right that OUTPUTS drew wrong and the reverse, with the two-sided sign test's p-value.
 --ground-truth counts the split's own targets, which must all come out right. --by-object also tallies the prompts
 right by number and object ("red star"), since one object can carry most of a model's count.
+
+--tasks writes the task file of DATA's count prompts alone, as the held-out sets caption them, so that
+`python -m vino_model.generate --tasks TASKS` draws only them (scripts/count_heldout.sh).
 
 The swap test asks whether the number word moves the copies drawn, or the noise does. --swapped-tasks writes a
 task file of DATA's count prompts with "two" and "three" exchanged; `python -m vino_model.generate --tasks TASKS`
@@ -119,11 +122,13 @@ def swappable(prompts: dict) -> dict:
     return {index: prompt for index, prompt in prompts.items() if prompt[0] in SWAPS}
 
 
-def write_swapped(prompts: dict, path: str) -> int:
-    """Write the task file of the count prompts (SWAPS) with their numbers exchanged; returns its entries."""
+def write_tasks(prompts: dict, path: str, swap: bool = False) -> int:
+    """Write the task file of DATA's count prompts, as the held-out sets caption them, or (swap) those of SWAPS with
+    their numbers exchanged; returns its entries."""
     entries = []
-    for index, (number, record) in swappable(prompts).items():
-        caption = swap_count(record.caption_long, record.meta["scene"]["objects"], SWAPS[number])
+    for index, (number, record) in (swappable(prompts) if swap else prompts).items():
+        caption = swap_count(record.caption_long, record.meta["scene"]["objects"], SWAPS[number]) if swap \
+            else record.caption_long
         if caption is None:
             raise VinoInputError(f"DATA: prompt {index} ({record.caption_long!r}) does not name its copies in full; "
                                  "expected a split that python -m training.world wrote")
@@ -163,6 +168,8 @@ def main(argv=None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("outputs", metavar="OUTPUTS", nargs="?", help="the model's t2i outputs of DATA's prompts")
     source.add_argument("--ground-truth", action="store_true", help="count DATA's own targets")
+    source.add_argument("--tasks", metavar="TASKS", help="write the task file of DATA's count prompts "
+                        "(python -m vino_model.generate --tasks), to draw them alone")
     source.add_argument("--swapped-tasks", metavar="TASKS",
                         help="write the task file of DATA's count prompts with two and three exchanged")
     parser.add_argument("--base", metavar="BASE_OUTPUTS", help="another model's outputs of the same prompts")
@@ -179,8 +186,11 @@ def main(argv=None) -> int:
     def command():
         prompts = count_prompts(args.data)
         if args.swapped_tasks:
-            print(f"{args.swapped_tasks}: {write_swapped(prompts, args.swapped_tasks)} count prompts, two and three "
-                  "exchanged")
+            print(f"{args.swapped_tasks}: {write_tasks(prompts, args.swapped_tasks, swap=True)} count prompts, two "
+                  "and three exchanged")
+            return
+        if args.tasks:
+            print(f"{args.tasks}: {write_tasks(prompts, args.tasks)} count prompts")
             return
         found = found_counts(prompts, args.outputs)
         if args.prompts:

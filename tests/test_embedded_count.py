@@ -103,6 +103,15 @@ def test_a_split_without_count_prompts_is_named(tmp_path, capsys):
                                                     "of one object")
 
 
+def test_the_count_task_file_holds_every_count_prompt_as_the_held_out_set_captions_it(split, tmp_path):
+    data, prompts = split
+    assert main([str(data), "--tasks", str(tmp_path / "count.json")]) == 0
+    entries = read_task_file(tmp_path / "count.json")
+    held_out = {e.index: e for e in read_task_file(data / "tasks_image.json")}  # what the image set draws
+    assert [e.index for e in entries] == list(prompts)
+    assert all((e.task, e.caption) == (held_out[e.index].task, held_out[e.index].caption) for e in entries)
+
+
 def test_the_swap_task_file_names_the_other_number_for_the_same_prompts(split, tmp_path):
     data, prompts = split
     assert main([str(data), "--swapped-tasks", str(tmp_path / "swapped.json")]) == 0
