@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# How many copies a bundle draws for the 87 held-out count prompts ("two small blue squares"): the 27 of t2i120's
+# world (seed 7) and the 60 of a t2i world of seed 13 (240 prompts), drawn alone on the CPU and counted by
+# benchmarks/embedded_count.py into OUT/counts-t2i120.md and OUT/counts-h13.md; OUT/SET holds the images.
+# About 7 minutes on the 2-core CPU (SHARDS=2 processes of one thread each).
+#   bash scripts/count_heldout.sh BUNDLE OUT
+#   BASE=DIR: pair each prompt with an earlier model's images (DIR/t2i120, DIR/h13: its OUT). PY, WORKERS, SIZE=128,
+#   DATA=data/embedded/heldout (the worlds: DATA-t2i120, shared with scripts/score_heldout.sh, and DATA-count13),
+#   T2I_PER_TASK=120, COUNT13_PER_TASK=240
+set -euo pipefail
+if [ $# -ne 2 ] || [ ! -f "$1/defaults.json" ]; then
+  echo "usage: bash scripts/count_heldout.sh BUNDLE OUT; BUNDLE: a folder that training.bundle wrote (its" \
+    "defaults.json, vino.safetensors, qwen3vl/, vae.safetensors)" >&2
+  exit 2
+fi
+PY=${PY:-.venv/bin/python}
+WORKERS=${WORKERS:-$(nproc)}
+SIZE=${SIZE:-128}
+SHARDS=${SHARDS:-2}
+DATA=${DATA:-data/embedded/heldout}
+bundle=$1 out=$2
+source scripts/embedded_inputs.sh
+mkdir -p "$out"
+for pair in "t2i120 $DATA-t2i120 ${T2I_PER_TASK:-120} 7" "h13 $DATA-count13 ${COUNT13_PER_TASK:-240} 13"; do
+  read -r name data per_task seed <<< "$pair"
+  world "$data" --per-task "$per_task" --split heldout --seed "$seed" --tasks t2i
+  "$PY" benchmarks/embedded_count.py "$data" --tasks "$out/tasks-$name.json" > /dev/null
+  pids=()
+  for ((k = 0; k < SHARDS; k++)); do
+    OMP_NUM_THREADS=1 "$PY" -m vino_model.generate --model "$bundle" --tasks "$out/tasks-$name.json" \
+      --out "$out/$name" --shard "$k/$SHARDS" > "$out/generate-$name-$k.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" || { tail -n 20 "$out"/generate-"$name"-*.log >&2; exit 1; }
+  done
+  base=()
+  [ -z "${BASE:-}" ] || base=(--base "$BASE/$name")
+  echo "== $name: $data"
+  "$PY" benchmarks/embedded_count.py "$data" "$out/$name" "${base[@]}" | tee "$out/counts-$name.md"
+done
