@@ -29,7 +29,7 @@ def read_scores(spec: str) -> tuple[dict[tuple[str, int], float], dict[tuple[str
     """(task kind, prompt index) -> score, and -> the prompt's caption where the records give it, from a
     comma-separated list of training.bench --json files. A prompt two files hold must be one prompt: t2i120's world and
     the image set's both number their t2i prompts from 0, and one side mixing them would pair prompts that differ."""
-    scores, captions, source = {}, {}, {}
+    scores, captioned = {}, {}  # captioned: key -> (caption, the file that gave it)
     for name in spec.split(","):
         path = Path(name)
         try:
@@ -39,14 +39,14 @@ def read_scores(spec: str) -> tuple[dict[tuple[str, int], float], dict[tuple[str
             raise VinoInputError(f"{name}: expected a training.bench --json file (a list of task, index and score "
                                  f"records); {error}") from error
         for key, score, caption in read:
-            if caption is not None and key not in captions:
-                captions[key], source[key] = caption, name
-            elif caption is not None and captions[key] != caption:
-                raise VinoInputError(f"{name}: {key[0]} prompt {key[1]} is {caption!r}, but {captions[key]!r} in "
-                                     f"{source[key]}; expected the files of one side to score one held-out world "
-                                     "(pair t2i120 and the image set apart)")
+            if caption is not None:
+                first, source = captioned.setdefault(key, (caption, name))
+                if first != caption:
+                    raise VinoInputError(f"{name}: {key[0]} prompt {key[1]} is {caption!r}, but {first!r} in "
+                                         f"{source}; expected the files of one side to score one held-out world "
+                                         "(pair t2i120 and the image set apart)")
             scores[key] = score
-    return scores, captions
+    return scores, {key: caption for key, (caption, _) in captioned.items()}
 
 
 def sign_test(better: int, worse: int) -> float:
