@@ -3,14 +3,14 @@
 # world (seed 7) and the 60 of a t2i world of seed 13 (240 prompts), drawn alone on the CPU and counted by
 # benchmarks/embedded_count.py into OUT/counts-t2i120.md and OUT/counts-h13.md; OUT/SET holds the images.
 # About 7 minutes on the 2-core CPU (SHARDS=2 processes of one thread each).
-#   bash scripts/count_heldout.sh BUNDLE OUT
+#   bash scripts/count_heldout.sh BUNDLE OUT [-- vino_model.generate options...]
 #   BASE=DIR: pair each prompt with an earlier model's images (DIR/t2i120, DIR/h13: its OUT). PY, WORKERS, SIZE=128,
 #   DATA=data/embedded/heldout (the worlds: DATA-t2i120, shared with scripts/score_heldout.sh, and DATA-count13),
 #   T2I_PER_TASK=120, COUNT13_PER_TASK=240
 set -euo pipefail
-if [ $# -ne 2 ] || [ ! -f "$1/defaults.json" ]; then
-  echo "usage: bash scripts/count_heldout.sh BUNDLE OUT; BUNDLE: a folder that training.bundle wrote (its" \
-    "defaults.json, vino.safetensors, qwen3vl/, vae.safetensors)" >&2
+if [ $# -lt 2 ] || [ ! -f "$1/defaults.json" ] || { [ $# -gt 2 ] && [ "$3" != -- ]; }; then
+  echo "usage: bash scripts/count_heldout.sh BUNDLE OUT [-- generate options]; BUNDLE: a folder that" \
+    "training.bundle wrote (its defaults.json, vino.safetensors, qwen3vl/, vae.safetensors)" >&2
   exit 2
 fi
 PY=${PY:-.venv/bin/python}
@@ -19,6 +19,8 @@ SIZE=${SIZE:-128}
 SHARDS=${SHARDS:-2}
 DATA=${DATA:-data/embedded/heldout}
 bundle=$1 out=$2
+shift 2
+[ $# -eq 0 ] || shift  # the --: the rest goes to vino_model.generate
 source scripts/embedded_inputs.sh
 mkdir -p "$out"
 for pair in "t2i120 $DATA-t2i120 ${T2I_PER_TASK:-120} 7" "h13 $DATA-count13 ${COUNT13_PER_TASK:-240} 13"; do
@@ -28,7 +30,7 @@ for pair in "t2i120 $DATA-t2i120 ${T2I_PER_TASK:-120} 7" "h13 $DATA-count13 ${CO
   pids=()
   for ((k = 0; k < SHARDS; k++)); do
     OMP_NUM_THREADS=1 "$PY" -m vino_model.generate --model "$bundle" --tasks "$out/tasks-$name.json" \
-      --out "$out/$name" --shard "$k/$SHARDS" > "$out/generate-$name-$k.log" 2>&1 &
+      --out "$out/$name" --shard "$k/$SHARDS" "$@" > "$out/generate-$name-$k.log" 2>&1 &
     pids+=($!)
   done
   for pid in "${pids[@]}"; do
