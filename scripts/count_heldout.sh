@@ -2,7 +2,7 @@
 # How many copies a bundle draws for the 87 held-out count prompts ("two small blue squares"): the 27 of t2i120's
 # world (seed 7) and the 60 of a t2i world of seed 13 (240 prompts), drawn alone on the CPU and counted by
 # benchmarks/embedded_count.py into OUT/counts-t2i120.md and OUT/counts-h13.md; OUT/SET holds the images.
-# About 7 minutes on the 2-core CPU (SHARDS=2 processes of one thread each).
+# About 8 minutes on the 2-core CPU (SHARDS=2 processes of one thread each; 8 min 5 s in session 60).
 #   bash scripts/count_heldout.sh BUNDLE OUT [-- vino_model.generate options...]
 #   BASE=DIR: pair each prompt with an earlier model's images (DIR/t2i120, DIR/h13: its OUT). PY, WORKERS, SIZE=128,
 #   DATA=data/embedded/heldout (the worlds: DATA-t2i120, shared with scripts/score_heldout.sh, and DATA-count13),
