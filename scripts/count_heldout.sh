@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # How many copies a bundle draws for the 87 held-out count prompts ("two small blue squares"): the 27 of t2i120's
 # world (seed 7) and the 60 of a t2i world of seed 13 (240 prompts), drawn alone on the CPU and counted by
-# benchmarks/embedded_count.py into OUT/counts-t2i120.md and OUT/counts-h13.md; OUT/SET holds the images.
-# About 8 minutes on the 2-core CPU (SHARDS=2 processes of one thread each; 8 min 5 s in session 60).
+# benchmarks/embedded_count.py into OUT/counts-t2i120.md and OUT/counts-h13.md. The prompts are each world's
+# tasks_count.json, drawn by scripts/bench_embedded.sh into OUT/SET (the images and their scores.json).
+# About 8 minutes on the 2-core CPU (SHARDS=2 processes of one thread each; 7-8 min in session 60).
 #   bash scripts/count_heldout.sh BUNDLE OUT [-- vino_model.generate options...]
 #   BASE=DIR: pair each prompt with an earlier model's images (DIR/t2i120, DIR/h13: its OUT). PY, WORKERS, SIZE=128,
 #   DATA=data/embedded/heldout (the worlds: DATA-t2i120, shared with scripts/score_heldout.sh, and DATA-count13),
@@ -26,16 +27,12 @@ mkdir -p "$out"
 for pair in "t2i120 $DATA-t2i120 ${T2I_PER_TASK:-120} 7" "h13 $DATA-count13 ${COUNT13_PER_TASK:-240} 13"; do
   read -r name data per_task seed <<< "$pair"
   world "$data" --per-task "$per_task" --split heldout --seed "$seed" --tasks t2i
-  "$PY" benchmarks/embedded_count.py "$data" --tasks "$out/tasks-$name.json" > /dev/null
-  pids=()
-  for ((k = 0; k < SHARDS; k++)); do
-    OMP_NUM_THREADS=1 "$PY" -m vino_model.generate --model "$bundle" --tasks "$out/tasks-$name.json" \
-      --out "$out/$name" --shard "$k/$SHARDS" "$@" > "$out/generate-$name-$k.log" 2>&1 &
-    pids+=($!)
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" || { tail -n 20 "$out"/generate-"$name"-*.log >&2; exit 1; }
-  done
+  "$PY" benchmarks/embedded_count.py "$data" --tasks "$data/tasks_count.json" > /dev/null
+  if ! SETS=count GROUND_TRUTH=0 MODEL=$bundle SHARDS=$SHARDS PY=$PY \
+      bash scripts/bench_embedded.sh "$data" "$out/$name" "$@" > "$out/$name.log" 2>&1; then
+    tail -n 20 "$out/$name.log" >&2
+    exit 1
+  fi
   base=()
   [ -z "${BASE:-}" ] || base=(--base "$BASE/$name")
   echo "== $name: $data"
