@@ -15,15 +15,14 @@
 # into /tmp/site once a machine); score_heldout.sh's DATA, SIZE, PER_TASK and T2I_PER_TASK pass through.
 set -euo pipefail
 source scripts/embedded_inputs.sh
-SETS=" $HELDOUT_SETS "
 usage="usage: bash scripts/device_score.sh CHECKPOINT [CHECKPOINT ...] [SET ...] [-- generate options]"
 checkpoints=()
-while [ $# -gt 0 ] && [ "$1" != -- ] && [[ $SETS != *" $1 "* ]]; do
+while [ $# -gt 0 ] && [ "$1" != -- ] && ! is_heldout_set "$1"; do
   IFS=+ read -ra parts <<< "$1"
   for part in "${parts[@]}"; do
     if [ -z "$part" ] || [ ! -e "$part" ]; then
       echo "$usage; CHECKPOINT '$1': '$part' is not a stage-3 export (a .safetensors file or a sharded folder) that" \
-        "exists, nor a set (${SETS:1:-1})" >&2
+        "exists, nor a set ($HELDOUT_SETS)" >&2
       exit 2
     fi
   done

@@ -3,10 +3,12 @@
 
 HELDOUT_SETS="image video video12 refvideo4 clone12 t2i120"  # scripts/score_heldout.sh's sets
 
+is_heldout_set() { [[ " $HELDOUT_SETS " == *" $1 "* ]]; }  # SET
+
 heldout_sets() {  # WHAT SET...: each SET one of HELDOUT_SETS, or an error naming WHAT and the set
   local set
   for set in "${@:2}"; do
-    [[ " $HELDOUT_SETS " == *" $set "* ]] && continue
+    is_heldout_set "$set" && continue
     echo "$1: unknown set '$set'; expected one of: ${HELDOUT_SETS// /, }" >&2
     return 2
   done
