@@ -14,8 +14,12 @@
 #
 # SEED (one per session) and CHUNK (new each call) name the run's draws (seed SEED * 100 + CHUNK) and, on a bare
 # machine, its world: there the world is made anyway (66 s in session 37; the stage's set-up after it, 93-103 s with
-# its prefill, took as long on a warm machine), so each bare call trains on 25,500 samples of its own. A call that
-# finds the machine warm goes on with the world made there.
+# its prefill, took as long on a warm machine), so each bare call trains on a world of its own. A call that finds the
+# machine warm goes on with the world made there. The world is 13,200 samples (BASE_PER_TASK=3000 t2i and t2v,
+# TASK_PER_TASK=800 of each task): until session 61 it was 25,500 (6,000 and 1,500), which a call drew 1.3 times
+# over. Halved, a bare H100's call of CALL_SECONDS=420 SCORE=video trained 630 steps, not 340 (session 60): the world
+# took 48 s (65), the prefill 47 s (75), and a step 0.40 s (0.49; the forward at step 300 took 128 ms against 196), and
+# a warm machine's next call 820.
 # Back in $OUT (at most 64 MiB, 8 files), in this order while they fit: call.log (this call's output), logs.tgz (the
 # run's train.jsonl and config.json), trunk.safetensors (the next call's seed), and vino-ema.safetensors (the run's
 # cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts of at most 15 MiB
@@ -67,7 +71,7 @@ echo "=== $(date +%T) chunk $CHUNK of session $SEED (world $world) from $init, c
 
 # BUNDLE empty: the script ends once the stage has exported
 SEED=$world STAGE_UNTIL=$((start + CALL_SECONDS)) START_AT=3 INIT=$init BUNDLE= EARLY_CEILING=0 \
-  BASE_PER_TASK=${BASE_PER_TASK:-6000} TASK_PER_TASK=${TASK_PER_TASK:-1500} \
+  BASE_PER_TASK=${BASE_PER_TASK:-3000} TASK_PER_TASK=${TASK_PER_TASK:-800} \
   STAGE3_ARGS="$CHUNK_ARGS run.seed=$draws model.compile=$compile ${STAGE3_ARGS:-}" \
   $TRAIN >> "$log" 2>&1
 status=$?
