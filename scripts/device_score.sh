@@ -12,7 +12,7 @@
 # SETS as score_heldout.sh's (default: video image t2i120). Back in $OUT: for one CHECKPOINT, scores-SET.json for
 # each set, tables.txt and score.log; for several, the same in $OUT/1, $OUT/2, ... (in the order given), score.log
 # in $OUT. WORK=/tmp/device-score (the bundles and the outputs), SHARDS=6, PY=python3, WHEELS=.whl-gpu (installed
-# into /tmp/site once a machine); score_heldout.sh's DATA, SIZE, PER_TASK and T2I_PER_TASK pass through.
+# into /tmp/site once a machine); score_heldout.sh's DATA, HELDOUT_SEED, SIZE, PER_TASK and T2I_PER_TASK pass through.
 set -euo pipefail
 source scripts/embedded_inputs.sh
 usage="usage: bash scripts/device_score.sh CHECKPOINT [CHECKPOINT ...] [SET ...] [-- generate options]"
