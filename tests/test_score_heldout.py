@@ -50,7 +50,6 @@ def test_sets_are_the_first_prompts_of_each_kind_and_pair_with_an_earlier_run(tm
     assert "t2i" in paired and "| 3 |" in paired  # the three prompts both runs scored
 
 
-
 def test_heldout_seed_draws_the_sets_from_a_world_of_that_seed(tmp_path):
     done = score(tmp_path, "fresh", "refvideo4", "--", "--steps", "1", HELDOUT_SEED="5",
                  DATA=str(tmp_path / "heldout5"))
@@ -66,6 +65,7 @@ def test_a_heldout_seed_that_is_not_a_number_is_refused_before_anything_is_made(
     done = score(tmp_path, "out", "image", HELDOUT_SEED="fresh")
     assert done.returncode == 2 and "HELDOUT_SEED 'fresh'" in done.stderr
     assert not (tmp_path / "heldout").exists() and not (tmp_path / "out").exists()
+
 
 def test_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
     done = subprocess.run(["bash", "scripts/score_heldout.sh", str(tmp_path), str(tmp_path / "out")], cwd=ROOT,
