@@ -27,10 +27,9 @@ WORKERS=${WORKERS:-$(nproc)}
 HELDOUT_SEED=${HELDOUT_SEED:-0}
 [[ $HELDOUT_SEED =~ ^[0-9]+$ ]] || { echo "HELDOUT_SEED '$HELDOUT_SEED': expected a whole number, the held-out" \
                                       "world's seed" >&2; exit 2; }
-t2i_data=${DATA:-data/embedded/heldout}-t2i120
-fresh=
-[ "$HELDOUT_SEED" = 0 ] || fresh=-seed$HELDOUT_SEED
-DATA=${DATA:-data/embedded/heldout$fresh}
+t2i_data=${DATA:-data/embedded/heldout}-t2i120  # t2i120's world (seed 7), whatever HELDOUT_SEED
+[ "$HELDOUT_SEED" = 0 ] || DATA=${DATA:-data/embedded/heldout-seed$HELDOUT_SEED}
+DATA=${DATA:-data/embedded/heldout}
 SIZE=${SIZE:-128}
 PER_TASK=${PER_TASK:-24}
 export VIDEO_FORMAT=npz SHARDS=${SHARDS:-2} GROUND_TRUTH=0 MODEL=$1 PY
