@@ -9,11 +9,10 @@
 #   DATA=data/embedded/heldout (the worlds: DATA-t2i120, shared with scripts/score_heldout.sh, and DATA-count13),
 #   T2I_PER_TASK=120, COUNT13_PER_TASK=240
 set -euo pipefail
-if [ $# -lt 2 ] || [ ! -f "$1/defaults.json" ] || { [ $# -gt 2 ] && [ "$3" != -- ]; }; then
-  echo "usage: bash scripts/count_heldout.sh BUNDLE OUT [-- generate options]; BUNDLE: a folder that" \
-    "training.bundle wrote (its defaults.json, vino.safetensors, qwen3vl/, vae.safetensors)" >&2
-  exit 2
-fi
+source scripts/embedded_inputs.sh
+usage="bash scripts/count_heldout.sh BUNDLE OUT [-- generate options]"
+need_bundle "$usage" 2 "$@" || exit 2
+[ $# -le 2 ] || [ "$3" = -- ] || { echo "usage: $usage; generate options go after --, not '$3'" >&2; exit 2; }
 PY=${PY:-.venv/bin/python}
 WORKERS=${WORKERS:-$(nproc)}
 SIZE=${SIZE:-128}
@@ -22,7 +21,6 @@ DATA=${DATA:-data/embedded/heldout}
 bundle=$1 out=$2
 shift 2
 [ $# -eq 0 ] || shift  # the --: the rest goes to vino_model.generate
-source scripts/embedded_inputs.sh
 mkdir -p "$out"
 for pair in "t2i120 $DATA-t2i120 ${T2I_PER_TASK:-120} 7" "h13 $DATA-count13 ${COUNT13_PER_TASK:-240} 13"; do
   read -r name data per_task seed <<< "$pair"

@@ -14,6 +14,14 @@ heldout_sets() {  # WHAT SET...: each SET one of HELDOUT_SETS, or an error namin
   done
 }
 
+need_bundle() {  # USAGE MIN ARGS...: USAGE and status 2 unless there are MIN ARGS or more, the first a bundle
+  local usage=$1 min=$2; shift 2
+  [ $# -ge "$min" ] && [ -f "$1/defaults.json" ] && return 0
+  echo "usage: $usage; BUNDLE: a folder that training.bundle wrote (its defaults.json, vino.safetensors, qwen3vl/," \
+    "vae.safetensors)" >&2
+  return 2
+}
+
 left() {  # seconds a run may take: LIMIT, or what is left until UNTIL (epoch seconds), whichever is less (0: no bound)
   local limit=${LIMIT:-0} until_left
   if [ -n "${UNTIL:-}" ]; then

@@ -9,11 +9,9 @@
 #   PY, WORKERS, DATA=data/embedded/tune, SEED=3, PER_TASK=24, TASKS=(all nine), SIZE=128, SHARDS=4;
 #   UNTIL=EPOCH: start no variant after it (the ones done are kept)
 set -euo pipefail
-if [ $# -lt 3 ] || [ ! -f "$1/defaults.json" ]; then
-  echo "usage: bash scripts/sampler_sweep.sh BUNDLE OUT NAME:OPTIONS NAME:OPTIONS...; BUNDLE: a folder that" \
-    "training.bundle wrote; the first variant is the one the others are paired with" >&2
-  exit 2
-fi
+source scripts/embedded_inputs.sh
+need_bundle "bash scripts/sampler_sweep.sh BUNDLE OUT NAME:OPTIONS NAME:OPTIONS... (the others paired with the \
+first)" 3 "$@" || exit 2
 PY=${PY:-.venv/bin/python}
 WORKERS=${WORKERS:-$(nproc)}
 DATA=${DATA:-data/embedded/tune}
@@ -28,7 +26,6 @@ for variant in "$@"; do
   esac
 done
 
-source scripts/embedded_inputs.sh
 world "$DATA" --per-task "${PER_TASK:-24}" --split heldout --seed "${SEED:-3}" ${TASKS:+--tasks "$TASKS"}
 sets=()
 for set in image video; do [ ! -f "$DATA/tasks_$set.json" ] || sets+=("$set"); done

@@ -17,11 +17,8 @@
 #   0.958 and ti2i_ref 1.000 there, and 0.875, 0.886 and 0.938 on 48 prompts each of seed 21's (session 61).
 #   t2i120 keeps its world (seed 7) and its folder.
 set -euo pipefail
-if [ $# -lt 2 ] || [ ! -f "$1/defaults.json" ]; then
-  echo "usage: bash scripts/score_heldout.sh BUNDLE OUT [SET ...] [-- generate options]; BUNDLE: a folder that" \
-    "training.bundle wrote (its defaults.json, vino.safetensors, qwen3vl/, vae.safetensors)" >&2
-  exit 2
-fi
+source scripts/embedded_inputs.sh
+need_bundle "bash scripts/score_heldout.sh BUNDLE OUT [SET ...] [-- generate options]" 2 "$@" || exit 2
 PY=${PY:-.venv/bin/python}
 WORKERS=${WORKERS:-$(nproc)}
 HELDOUT_SEED=${HELDOUT_SEED:-0}
@@ -39,7 +36,6 @@ sets=()
 while [ $# -gt 0 ] && [ "$1" != -- ]; do sets+=("$1"); shift; done
 [ $# -eq 0 ] || shift  # the --: the rest goes to vino_model.generate
 [ ${#sets[@]} -gt 0 ] || sets=(image video12 refvideo4 clone12 t2i120)
-source scripts/embedded_inputs.sh
 heldout_sets "score_heldout.sh" "${sets[@]}" || exit 2
 world "$DATA" --per-task "$PER_TASK" --split heldout --seed "$HELDOUT_SEED"
 "$PY" - "$DATA" <<'PICK'
