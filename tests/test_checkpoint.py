@@ -6,8 +6,10 @@ import pytest
 import torch
 from diffusers import HunyuanVideoTransformer3DModel
 from diffusers.loaders.single_file_utils import convert_hunyuan_video_transformer_to_diffusers
+from safetensors.torch import save_file
 
-from vino_model.checkpoint import CONFIG_KEY, load_vino_weights, read_state_dict, tencent_to_diffusers
+from vino_model.checkpoint import (CONFIG_KEY, SCALE_SUFFIX, load_vino_weights, quantize_rows, read_state_dict,
+                                   save_vino, tencent_to_diffusers)
 from vino_model.config import preset
 from vino_model.convert import main as convert_main
 from vino_model.errors import VinoInputError
@@ -198,3 +200,35 @@ def test_config_travels_in_the_safetensors_metadata(tmp_path, state):
         assert json.loads(f.metadata()[CONFIG_KEY])["reference_area"] == CONFIG.reference_area
     config, _, _ = load_vino_weights(path)
     assert config == CONFIG
+
+
+def test_int8_rows_read_back_within_half_a_step_at_a_byte_an_element(tmp_path, state):
+    half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()}
+    save_vino(tmp_path / "half.safetensors", half, CONFIG)
+    save_vino(tmp_path / "int8.safetensors", quantize_rows(half), CONFIG)
+    loaded, stored = read_state_dict(tmp_path / "int8.safetensors")
+    assert set(loaded) == set(half) and stored == json.loads(CONFIG.to_json())
+    quantized, saved = 0, 0
+    for key, value in half.items():
+        back = loaded[key]
+        if key.endswith(".weight") and value.dim() == 2 and value.numel() >= 4096:
+            quantized += 1
+            saved += value.numel() - 2 * value.shape[0]  # a byte an element, not two, and a float16 scale a row
+            step = value.float().abs().amax(dim=1, keepdim=True) / 127  # one int8 step of each row
+            assert back.dtype == torch.float32 and ((back - value.float()).abs() <= 0.51 * step + 1e-6).all(), key
+        else:
+            assert torch.equal(back, value), key
+    assert quantized > 10
+    sizes = [(tmp_path / name).stat().st_size for name in ("half.safetensors", "int8.safetensors")]
+    assert abs(sizes[0] - sizes[1] - saved) < 16384, (sizes, saved)  # the rest: the scales' header entries
+
+
+def test_int8_scales_that_do_not_fit_their_rows_are_named(tmp_path):
+    rows = torch.ones(4, 8, dtype=torch.int8)
+    for state, found in (({"a.weight" + SCALE_SUFFIX: torch.ones(4, 1, dtype=torch.float16)}, "missing"),
+                         ({"a.weight": rows, "a.weight" + SCALE_SUFFIX: torch.ones(3, 1, dtype=torch.float16)},
+                          r"torch.int8 \(4, 8\)"),
+                         ({"a.weight": rows.float(), "a.weight" + SCALE_SUFFIX: torch.ones(4, 1)}, "torch.float32")):
+        save_file(state, str(tmp_path / "bad.safetensors"))
+        with pytest.raises(VinoInputError, match=rf"a\.weight\.int8_scale .* but a\.weight is {found}"):
+            read_state_dict(tmp_path / "bad.safetensors")

@@ -9,6 +9,8 @@ from safetensors.torch import load_file
 
 from tiny_demo import write_demo
 from vino_model import media
+from vino_model.checkpoint import quantize_rows, read_state_dict, save_vino
+from vino_model.config import VinoConfig
 from vino_model.errors import VinoInputError
 from vino_model.generate import main
 from vino_model.pipeline import VinoPipeline
@@ -67,6 +69,22 @@ def test_same_seed_same_output_and_image_cfg_changes_it(demo):
     c = pipe.generate("ti2i", entry["caption"], images, have_base=True, image_cfg=2.0, **kwargs)
     assert (a.latents == b.latents).all()
     assert (a.latents - c.latents).abs().max() > 1e-4
+
+
+def test_int8_rows_generate_what_the_float_weights_do_within_a_few_percent(demo, tmp_path):
+    """training.bundle --int8's storage: the same seed's latents from int8 rows and from the weights they came from."""
+    bundle, _, entries = demo
+    state, config = read_state_dict(bundle / "vino.safetensors")
+    save_vino(tmp_path / "int8.safetensors", quantize_rows(state), VinoConfig.from_dict(config))
+    entry = next(e for e in entries if e["task"] == "ti2v")
+    images = [media.read_image(p) for p in entry["ref_image_paths"]]
+    latents = []
+    for weights in (bundle / "vino.safetensors", tmp_path / "int8.safetensors"):
+        pipe = VinoPipeline.load(weights, bundle / "qwen3vl", bundle / "vae.safetensors")
+        latents.append(pipe.generate("ti2v", entry["caption"], images, steps=2, seed=7, frames=5, width=48,
+                                     height=32, sample_posterior=False).latents)
+    error = (latents[1] - latents[0]).abs().max() / latents[0].abs().max()
+    assert 0 < error < 0.01, error
 
 
 def test_a_bundles_own_negative_prompt_is_the_one_an_unset_negative_takes(demo):

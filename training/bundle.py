@@ -7,8 +7,9 @@
     defaults.json      the sampling defaults the model was trained for (size, frames, steps, guidance)
     demo/              one held-out world sample per task kind: task files, references, ground truth
 
-Weights are stored in float16 (the readers cast to the dtype they run in). The folder is built beside
-the target and swapped in only when complete.
+Weights are stored in float16 (the readers cast to the dtype they run in); with --int8 the MMDiT's and the
+connectors' matrices as int8 rows (vino_model.checkpoint.quantize_rows), half their bytes. The folder is built
+beside the target and swapped in only when complete.
 
     python -m training.bundle --checkpoint runs/embedded/stage3/export/vino-ema.safetensors \
         --qwen models/embedded-src/qwen3vl --vae models/embedded-src/vae.safetensors --out vino_model/embedded
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vino_model.checkpoint import join_vino_state, load_vino_weights, save_vino
+from vino_model.checkpoint import join_vino_state, load_vino_weights, quantize_rows, save_vino
 from vino_model.errors import VinoInputError, run_cli
 from vino_model.files import atomic_output
 from vino_model.vae import VinoVAE
@@ -53,7 +54,8 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous() for k, v in state.items()}
 
 
-def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: dict, video_format: str = "mp4") -> Path:
+def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: dict, video_format: str = "mp4",
+                 int8: bool = False) -> Path:
     config, transformer, mm_encoder = load_vino_weights(checkpoint)
     if mm_encoder is None:
         raise VinoInputError(f"--checkpoint {checkpoint} has no mm_encoder.* weights; expected a stage 1-3 export")
@@ -62,7 +64,8 @@ def write_bundle(checkpoint: Path, qwen: Path, vae: Path, out: Path, defaults: d
     state = join_vino_state(transformer, mm_encoder)
     with atomic_output(out, replace_folder=True) as partial:  # an earlier bundle there is replaced as a whole
         partial.mkdir()
-        save_vino(partial / "vino.safetensors", _half(state), config)
+        state = _half(state)
+        save_vino(partial / "vino.safetensors", quantize_rows(state) if int8 else state, config)
         shutil.copytree(qwen, partial / "qwen3vl", ignore=shutil.ignore_patterns("*.safetensors", "*.partial*"))
         for weights in qwen.glob("*.safetensors"):
             save_file(_half(load_file(weights)), str(partial / "qwen3vl" / weights.name), metadata={"format": "pt"})
@@ -85,9 +88,10 @@ def main(argv=None):
     p.add_argument("--defaults", type=json.loads, default={}, help="JSON object: sampling defaults over DEFAULTS")
     p.add_argument("--video-format", choices=list(VIDEO_FORMATS), default="mp4",
                    help="the demo's videos (npz needs no PyAV; the shipped bundle's demo is mp4)")
+    p.add_argument("--int8", action="store_true", help="the MMDiT's and connectors' matrices as int8 rows")
     args = p.parse_args(argv)
     return run_cli(lambda: print(write_bundle(args.checkpoint, args.qwen, args.vae, args.out,
-                                              {**DEFAULTS, **args.defaults}, args.video_format)))
+                                              {**DEFAULTS, **args.defaults}, args.video_format, args.int8)))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,46 @@ def read_pickle(path: Path) -> dict[str, torch.Tensor]:
 
 def read_safetensors(files: list[Path]) -> tuple[dict[str, torch.Tensor], dict | None]:
     with open_safetensors(files) as (handles, config):
-        return {key: handle.get_tensor(key) for key, handle in handles.items()}, config
+        return dequantize_rows({key: handle.get_tensor(key) for key, handle in handles.items()}), config
+
+
+# A matrix stored as int8 rows: KEY (int8 [out, in]) and KEY + SCALE_SUFFIX (float16 [out, 1]), the row's largest
+# magnitude / 127. Half of float16's bytes; the embedded bundle's MMDiT (training.bundle --int8).
+SCALE_SUFFIX = ".int8_scale"
+
+
+def quantize_rows(state: dict[str, torch.Tensor], min_numel: int = 4096) -> dict[str, torch.Tensor]:
+    """Each floating `.weight` matrix of min_numel elements or more as int8 rows and their scales; the rest as it
+    is."""
+    out = {}
+    for key, value in state.items():
+        if not (key.endswith(".weight") and value.is_floating_point() and value.dim() == 2
+                and value.numel() >= min_numel):
+            out[key] = value
+            continue
+        rows = value.float()
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127
+        scale = scale.to(torch.float16).clamp_min(torch.finfo(torch.float16).tiny)
+        out[key] = torch.round(rows / scale.float()).clamp(-127, 127).to(torch.int8)
+        out[key + SCALE_SUFFIX] = scale
+    return out
+
+
+def dequantize_rows(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """quantize_rows undone (float32 matrices); a state without scales comes back as it is."""
+    scales = [key for key in state if key.endswith(SCALE_SUFFIX)]
+    if not scales:
+        return state
+    out = dict(state)
+    for key in scales:
+        base = key[: -len(SCALE_SUFFIX)]
+        rows, scale = out.get(base), out.pop(key)
+        if rows is None or rows.dtype != torch.int8 or rows.dim() != 2 or tuple(scale.shape) != (rows.shape[0], 1):
+            found = "missing" if rows is None else f"{rows.dtype} {tuple(rows.shape)}"
+            raise VinoInputError(f"checkpoint tensor {key} {tuple(scale.shape)} scales int8 rows, but {base} is "
+                                 f"{found}; expected int8 [rows, columns] with one scale a row")
+        out[base] = rows.float() * scale.float()
+    return out
 
 
 @contextmanager
