@@ -1,0 +1,66 @@
+"""training.grow: single blocks added with their gates at zero leave what the model draws exactly as it was."""
+
+import json
+
+import pytest
+import torch
+
+from tiny_demo import write_demo
+from training.grow import grow, main
+from vino_model import media
+from vino_model.checkpoint import load_vino_weights, read_state_dict, save_vino
+from vino_model.config import VinoConfig
+from vino_model.pipeline import VinoPipeline
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    bundle, tasks = write_demo(tmp_path_factory.mktemp("demo"))
+    return bundle, json.loads(tasks.read_text())
+
+
+def ti2v_latents(weights, bundle, entries):
+    entry = next(e for e in entries if e["task"] == "ti2v")
+    images = [media.read_image(p) for p in entry["ref_image_paths"]]
+    pipe = VinoPipeline.load(weights, bundle / "qwen3vl", bundle / "vae.safetensors")
+    return pipe.generate("ti2v", entry["caption"], images, steps=2, seed=7, frames=5, width=48, height=32,
+                         sample_posterior=False).latents
+
+
+def test_grown_blocks_draw_exactly_what_the_export_drew_until_their_gates_move(demo, tmp_path):
+    bundle, entries = demo
+    assert main([str(bundle / "vino.safetensors"), "--single", "2", "--out", str(tmp_path / "grown"),
+                 "--shard-size", "1MB"]) == 0
+    config, transformer, _ = load_vino_weights(tmp_path / "grown")
+    before, _, _ = load_vino_weights(bundle / "vino.safetensors")
+    count = before.mmdit.num_single_blocks
+    assert config.mmdit.num_single_blocks == count + 2
+    hidden = config.mmdit.hidden
+    for index in (count, count + 1):
+        for name, value in transformer.items():
+            if not name.startswith(f"single_transformer_blocks.{count - 1}."):
+                continue
+            new = transformer[name.replace(f".{count - 1}.", f".{index}.", 1)]
+            if ".norm.linear." in name:
+                assert torch.equal(new[: 2 * hidden], value[: 2 * hidden]) and not new[2 * hidden:].any()
+            else:
+                assert torch.equal(new, value)
+    original = ti2v_latents(bundle / "vino.safetensors", bundle, entries)
+    assert torch.equal(ti2v_latents(tmp_path / "grown", bundle, entries), original)
+
+    # with the copies' gates left open, the same blocks change the drawing: the zeros are what keeps it
+    state, stored = read_state_dict(bundle / "vino.safetensors")
+    state = {k: v.float() for k, v in state.items()}
+    grown, grown_config = grow(state, VinoConfig.from_dict(stored), 2)
+    for index in (count, count + 1):
+        grown[f"transformer.single_transformer_blocks.{index}.norm.linear.bias"] = \
+            state[f"transformer.single_transformer_blocks.{count - 1}.norm.linear.bias"].clone()
+    save_vino(tmp_path / "open.safetensors", grown, grown_config)
+    assert not torch.equal(ti2v_latents(tmp_path / "open.safetensors", bundle, entries), original)
+
+
+def test_bad_growth_is_refused_and_writes_nothing(demo, tmp_path, capsys):
+    bundle, _ = demo
+    assert main([str(bundle / "vino.safetensors"), "--single", "0", "--out", str(tmp_path / "g.safetensors")]) == 2
+    assert "--single 0: expected at least 1 block to add" in capsys.readouterr().err
+    assert not (tmp_path / "g.safetensors").exists()
