@@ -48,6 +48,14 @@ def test_grown_blocks_draw_exactly_what_the_export_drew_until_their_gates_move(d
     original = ti2v_latents(bundle / "vino.safetensors", bundle, entries)
     assert torch.equal(ti2v_latents(tmp_path / "grown", bundle, entries), original)
 
+    # in int8 rows: smaller, and still near what the export drew
+    assert main([str(bundle / "vino.safetensors"), "--single", "2", "--out", str(tmp_path / "int8.safetensors"),
+                 "--int8"]) == 0
+    shards = sum(f.stat().st_size for f in (tmp_path / "grown").glob("*.safetensors"))
+    assert (tmp_path / "int8.safetensors").stat().st_size < 0.8 * shards
+    error = (ti2v_latents(tmp_path / "int8.safetensors", bundle, entries) - original).abs().max()
+    assert 0 < error < 0.01 * original.abs().max()
+
     # with the copies' gates left open, the same blocks change the drawing: the zeros are what keeps it
     state, stored = read_state_dict(bundle / "vino.safetensors")
     state = {k: v.float() for k, v in state.items()}

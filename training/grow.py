@@ -6,7 +6,9 @@ A single block adds `proj_out(...) * gate` to its input, and its gate is the las
 (`norm.linear`). With those rows and biases at zero the new blocks add exactly nothing, so the grown model draws what
 the export draws until training moves the gates; the copied weights give the rest of each block a trained start.
 The grown config travels in the output's metadata, and stage 3 reads its architecture from its `model.init`, so a
-run goes on from the output as from any export. The output's name appears only once it is whole.
+run goes on from the output as from any export. With --int8 its matrices go in as int8 rows
+(`vino_model.checkpoint.quantize_rows`, read back as float32), about half the bytes: room for a grown seed beside the
+tracked tree in a lent GPU call's 64 MiB. The output's name appears only once it is whole.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 
 import torch
 
-from vino_model.checkpoint import join_vino_state, load_vino_weights, save_vino
+from vino_model.checkpoint import join_vino_state, load_vino_weights, quantize_rows, save_vino
 from vino_model.config import VinoConfig
 from vino_model.convert import parse_size
 from vino_model.errors import VinoInputError, run_cli
@@ -51,11 +53,13 @@ def main(argv=None) -> int:
     p.add_argument("--single", type=int, required=True, help="how many single blocks to add")
     p.add_argument("--out", required=True, help="output .safetensors file, or a folder with --shard-size")
     p.add_argument("--shard-size", help="split into shards of at most this size, e.g. 14MB")
+    p.add_argument("--int8", action="store_true", help="the matrices as int8 rows, about half the bytes")
     args = p.parse_args(argv)
 
     def run():
         config, transformer, mm_encoder = load_vino_weights(args.export)
         state, config = grow(join_vino_state(transformer, mm_encoder or {}), config, args.single)
+        state = quantize_rows(state) if args.int8 else state
         print(save_vino(args.out, state, config, parse_size(args.shard_size) if args.shard_size else None))
     return run_cli(run)
 
