@@ -31,7 +31,8 @@ if [ -f "$from/scores.tgz" ]; then
   rm -rf "$dest/scores" && mkdir -p "$dest/scores" && tar xzf "$from/scores.tgz" -C "$dest/scores"
 fi
 rm -rf "$seed.new"  # the new seed is made beside the old one, which it replaces only once whole
-"$PY" -m vino_model.convert "$dest/trunk.safetensors" "$seed.new" --shard-size 14MB > /dev/null
+# INT8=1: the seed in int8 rows (half the bytes: room for a grown model's in a call's 64 MiB; stage 3 reads them back)
+"$PY" -m vino_model.convert "$dest/trunk.safetensors" "$seed.new" --shard-size 14MB ${INT8:+--int8} > /dev/null
 chmod 644 "$seed.new"/*
 rm -rf "$seed" && mv "$seed.new" "$seed"
 echo "$seed: the trunk of $from (uncommitted)"

@@ -223,6 +223,19 @@ def test_int8_rows_read_back_within_half_a_step_at_a_byte_an_element(tmp_path, s
     assert abs(sizes[0] - sizes[1] - saved) < 16384, (sizes, saved)  # the rest: the scales' header entries
 
 
+def test_convert_int8_writes_the_rows_the_loader_reads_back(tmp_path, state):
+    save_vino(tmp_path / "export.safetensors", state, CONFIG)
+    assert convert_main([str(tmp_path / "export.safetensors"), str(tmp_path / "int8"), "--shard-size", "1MB",
+                         "--int8"]) == 0
+    config, transformer, _ = load_vino_weights(tmp_path / "int8")
+    assert config == CONFIG
+    for key, value in transformer_of(state).items():
+        step = value.abs().max() / 127
+        assert (transformer[key].float() - value.float()).abs().max() <= 0.51 * step + 1e-6, key
+    assert sum(f.stat().st_size for f in (tmp_path / "int8").glob("*.safetensors")) < \
+        0.6 * (tmp_path / "export.safetensors").stat().st_size, "float32 rows become int8 ones"
+
+
 def test_int8_scales_that_do_not_fit_their_rows_are_named(tmp_path):
     rows = torch.ones(4, 8, dtype=torch.int8)
     for state, found in (({"a.weight" + SCALE_SUFFIX: torch.ones(4, 1, dtype=torch.float16)}, "missing"),

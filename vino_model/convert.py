@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 
-from .checkpoint import join_vino_state, load_vino_weights, save_vino
+from .checkpoint import join_vino_state, load_vino_weights, quantize_rows, save_vino
 from .errors import VinoInputError, run_cli
 from .pipeline import DTYPES, build_mm_encoder, build_mmdit
 
@@ -28,7 +28,7 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[match.group(2)])
 
 
-def convert(source, target, dtype=None, shard_size=None):
+def convert(source, target, dtype=None, shard_size=None, int8=False):
     config, transformer, mm_state = load_vino_weights(source)
     torch_dtype = DTYPES[dtype] if dtype else None
     # Building the modules checks every key and shape before anything is written.
@@ -39,6 +39,7 @@ def convert(source, target, dtype=None, shard_size=None):
     else:
         log.warning("%s has no mm_encoder (a plain HunyuanVideo transformer): wrote the transformer only", source)
     state = join_vino_state(mmdit.state_dict(), mm)
+    state = quantize_rows(state) if int8 else state
     return save_vino(target, state, config, parse_size(shard_size) if shard_size else None)
 
 
@@ -50,8 +51,10 @@ def main(argv=None):
     p.add_argument("target", help="output .safetensors file, or a folder when --shard-size is given")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating tensors (default: keep)")
     p.add_argument("--shard-size", help="split into shards of at most this size, e.g. 5GB")
+    p.add_argument("--int8", action="store_true",
+                   help="matrices as int8 rows with a float16 scale each (read back as float32): about half the bytes")
     args = p.parse_args(argv)
-    return run_cli(lambda: print(convert(args.source, args.target, args.dtype, args.shard_size)))
+    return run_cli(lambda: print(convert(args.source, args.target, args.dtype, args.shard_size, args.int8)))
 
 
 if __name__ == "__main__":
