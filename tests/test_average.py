@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from training.average import main
-from vino_model.checkpoint import load_vino_weights, read_state_dict, save_vino
+from vino_model.checkpoint import load_vino_weights, quantize_rows, read_state_dict, save_vino
 from vino_model.config import preset
 from vino_model.tiny import random_vino_state
 
@@ -60,6 +60,15 @@ def test_weights_are_one_positive_number_per_export(tmp_path, capsys, weights, m
     a, _ = export(tmp_path / "a.safetensors", 0)
     assert main([str(a), str(a), "--weights", weights, "--out", str(tmp_path / "soup.safetensors")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_exports_in_int8_rows_are_refused_with_the_way_to_floats(tmp_path, capsys):
+    _, state = export(tmp_path / "a.safetensors", 0)
+    save_vino(tmp_path / "a8.safetensors", quantize_rows(state), CONFIG)
+    out = tmp_path / "soup.safetensors"
+    assert main([str(tmp_path / "a8.safetensors"), str(tmp_path / "a8.safetensors"), "--out", str(out)]) == 2
+    assert f"export {tmp_path / 'a8.safetensors'} is in int8 rows" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_one_export_is_not_an_average(tmp_path, capsys):

@@ -25,7 +25,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from vino_model.checkpoint import detect_format, open_safetensors, safetensors_files, save_vino
+from vino_model.checkpoint import SCALE_SUFFIX, detect_format, open_safetensors, safetensors_files, save_vino
 from vino_model.config import VinoConfig
 from vino_model.convert import parse_size
 from vino_model.errors import VinoInputError, run_cli
@@ -61,9 +61,13 @@ def open_export(stack: ExitStack, source) -> tuple[dict, dict | None]:
 
 
 def our_config(source, handles, stored) -> VinoConfig:
-    """The config of an export in our layout; an export in any other is refused."""
+    """The config of an export in our layout; an export in any other, or in int8 rows (whose rows and scales do not
+    average apart), is refused."""
     if stored is None or detect_format(handles) != "vino":
         raise not_ours(source)
+    if any(key.endswith(SCALE_SUFFIX) for key in handles):
+        raise VinoInputError(f"export {source} is in int8 rows, which do not average; write it in floats first: "
+                             f"python -m vino_model.convert {source} OUT.safetensors --dtype bfloat16")
     return VinoConfig.from_dict(stored)
 
 
