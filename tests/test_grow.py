@@ -72,3 +72,25 @@ def test_bad_growth_is_refused_and_writes_nothing(demo, tmp_path, capsys):
     assert main([str(bundle / "vino.safetensors"), "--single", "0", "--out", str(tmp_path / "g.safetensors")]) == 2
     assert "--single 0: expected at least 1 block to add" in capsys.readouterr().err
     assert not (tmp_path / "g.safetensors").exists()
+
+
+def test_split_growth_shares_the_last_gate_so_every_block_trains(demo, tmp_path):
+    bundle, entries = demo
+    state, stored = read_state_dict(bundle / "vino.safetensors")
+    state = {k: v.float() for k, v in state.items()}
+    config = VinoConfig.from_dict(stored)
+    count, hidden = config.mmdit.num_single_blocks, config.mmdit.hidden
+    grown, _ = grow(state, config, 2, split=True)
+    gate = state[f"transformer.single_transformer_blocks.{count - 1}.norm.linear.bias"][2 * hidden:]
+    shares = [grown[f"transformer.single_transformer_blocks.{i}.norm.linear.bias"][2 * hidden:]
+              for i in range(count - 1, count + 2)]
+    for share in shares:  # a third each, none shut: they sum to the gate the last block had
+        assert torch.allclose(share, gate / 3) and share.abs().sum() > 0
+    assert torch.allclose(sum(shares), gate, atol=1e-6)
+
+    # near the export's drawing, not exactly it
+    assert main([str(bundle / "vino.safetensors"), "--single", "2", "--split", "--out",
+                 str(tmp_path / "split.safetensors")]) == 0
+    original = ti2v_latents(bundle / "vino.safetensors", bundle, entries)
+    error = (ti2v_latents(tmp_path / "split.safetensors", bundle, entries) - original).norm() / original.norm()
+    assert 0 < error < 0.05

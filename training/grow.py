@@ -5,6 +5,8 @@
 A single block adds `proj_out(...) * gate` to its input, and its gate is the last third of its modulation
 (`norm.linear`). With those rows and biases at zero the new blocks add exactly nothing, so the grown model draws what
 the export draws until training moves the gates; the copied weights give the rest of each block a trained start.
+With --split the last block and its copies share its gate in equal parts instead: no longer exactly what the export
+draws, but every block trains from the first step (a zero gate also shuts out its block's other gradients).
 The grown config travels in the output's metadata, and stage 3 reads its architecture from its `model.init`, so a
 run goes on from the output as from any export. With --int8 its matrices go in as int8 rows
 (`vino_model.checkpoint.quantize_rows`, read back as float32), about half the bytes: room for a grown seed beside the
@@ -27,8 +29,10 @@ from vino_model.errors import VinoInputError, run_cli
 SINGLE = "transformer.single_transformer_blocks"
 
 
-def grow(state: dict[str, torch.Tensor], config: VinoConfig, single: int) -> tuple[dict[str, torch.Tensor], VinoConfig]:
-    """`state` with `single` more single blocks, their gates at zero, and its config to match."""
+def grow(state: dict[str, torch.Tensor], config: VinoConfig, single: int,
+         split: bool = False) -> tuple[dict[str, torch.Tensor], VinoConfig]:
+    """`state` with `single` more single blocks, their gates at zero, and its config to match. `split`: the last block
+    and its copies share its gate in equal parts instead, so each starts with a trained gate's size."""
     if single < 1:
         raise VinoInputError(f"--single {single}: expected at least 1 block to add")
     count, hidden = config.mmdit.num_single_blocks, config.mmdit.hidden
@@ -37,11 +41,12 @@ def grow(state: dict[str, torch.Tensor], config: VinoConfig, single: int) -> tup
     if count < 1 or not block:
         raise VinoInputError(f"the export has no single block {count - 1} to copy; expected a VINO with single blocks")
     grown = dict(state)
-    for index in range(count, count + single):
+    share = 1 / (single + 1) if split else 0.0
+    for index in range(count - 1 if split else count, count + single):
         for name, value in block.items():
             value = value.clone()
             if name in ("norm.linear.weight", "norm.linear.bias"):
-                value[2 * hidden:] = 0  # (shift, scale, gate): the gate
+                value[2 * hidden:] *= share  # (shift, scale, gate): the gate
             grown[f"{SINGLE}.{index}.{name}"] = value
     mmdit = dataclasses.replace(config.mmdit, num_single_blocks=count + single)
     return grown, dataclasses.replace(config, mmdit=mmdit)
@@ -52,13 +57,15 @@ def main(argv=None) -> int:
     p.add_argument("export", help="a VINO export: our .safetensors file or a sharded folder")
     p.add_argument("--single", type=int, required=True, help="how many single blocks to add")
     p.add_argument("--out", required=True, help="output .safetensors file, or a folder with --shard-size")
+    p.add_argument("--split", action="store_true",
+                   help="the last block and its copies share its gate (near, not exactly, what the export draws)")
     p.add_argument("--shard-size", help="split into shards of at most this size, e.g. 14MB")
     p.add_argument("--int8", action="store_true", help="the matrices as int8 rows, about half the bytes")
     args = p.parse_args(argv)
 
     def run():
         config, transformer, mm_encoder = load_vino_weights(args.export)
-        state, config = grow(join_vino_state(transformer, mm_encoder or {}), config, args.single)
+        state, config = grow(join_vino_state(transformer, mm_encoder or {}), config, args.single, args.split)
         state = quantize_rows(state) if args.int8 else state
         print(save_vino(args.out, state, config, parse_size(args.shard_size) if args.shard_size else None))
     return run_cli(run)
