@@ -1,16 +1,20 @@
 """training.grow: single blocks added with their gates at zero leave what the model draws exactly as it was."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import latent_drift
 from tiny_demo import write_demo
 from training.grow import grow, main
 from vino_model import media
 from vino_model.checkpoint import load_vino_weights, read_state_dict, save_vino
 from vino_model.config import VinoConfig
 from vino_model.pipeline import VinoPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,7 @@ def test_bad_growth_is_refused_and_writes_nothing(demo, tmp_path, capsys):
     assert not (tmp_path / "g.safetensors").exists()
 
 
-def test_split_growth_shares_the_last_gate_so_every_block_trains(demo, tmp_path):
+def test_split_growth_shares_the_last_gate_so_every_block_trains(demo, tmp_path, capsys):
     bundle, entries = demo
     state, stored = read_state_dict(bundle / "vino.safetensors")
     state = {k: v.float() for k, v in state.items()}
@@ -94,3 +98,26 @@ def test_split_growth_shares_the_last_gate_so_every_block_trains(demo, tmp_path)
     original = ti2v_latents(bundle / "vino.safetensors", bundle, entries)
     error = (ti2v_latents(tmp_path / "split.safetensors", bundle, entries) - original).norm() / original.norm()
     assert 0 < error < 0.05
+
+    # benchmarks/latent_drift.py measures the same: nothing for the export against itself, some for the split
+    capsys.readouterr()
+    assert latent_drift.main([str(bundle / "vino.safetensors"), str(bundle / "vino.safetensors"),
+                              str(tmp_path / "split.safetensors"), "--data", str(ROOT / "vino_model/embedded/demo"),
+                              "--prompts", "1", "--steps", "2", "--size", "32", "--frames", "5", "--qwen", str(bundle / "qwen3vl"),
+                              "--vae", str(bundle / "vae.safetensors")]) == 0
+    rows = [[cell.strip() for cell in line.strip("|").split("|")][1:]
+            for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows[0] == ["0%", "0%"]
+    assert all(float(cell.rstrip("%")) > 0 for cell in rows[1])
+
+
+def test_latent_drift_refuses_a_world_without_the_prompts(demo, tmp_path, capsys):
+    bundle, _ = demo
+    model = str(bundle / "vino.safetensors")
+    assert latent_drift.main([model, model, "--data", str(tmp_path)]) == 2
+    assert f"--data {tmp_path}: expected a world split with a manifest.jsonl" in capsys.readouterr().err
+    demo_world = str(ROOT / "vino_model/embedded/demo")
+    assert latent_drift.main([model, model, "--data", demo_world, "--prompts", "2"]) == 2
+    assert "fewer than 2 prompts of t2i, t2v" in capsys.readouterr().err
+    assert latent_drift.main([model, model, "--data", demo_world, "--frames", "0"]) == 2
+    assert "--frames 0: expected a whole number, at least 1" in capsys.readouterr().err
