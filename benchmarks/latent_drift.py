@@ -2,11 +2,14 @@
 first prompts of a held-out world's t2i and t2v, each drawn from the same noise. A yardstick for a change made to
 weights outside training (a grown, split, averaged or quantized export) against what one training call moves.
 
-    python benchmarks/latent_drift.py BASE MODEL [MODEL ...] [--data data/embedded/heldout] [--prompts 2] [--size S --frames F]
+    python benchmarks/latent_drift.py BASE MODEL [MODEL ...] [--data data/embedded/heldout] [--prompts 2]
 
 BASE and each MODEL are VINO exports (a .safetensors file or a sharded folder); the tiny language model and VAE come
-from training/embedded-src/ (--qwen, --vae). In session 63 the seed split into two more single blocks
-(`training.grow --split`) moved t2i 21% and t2v 14%, and one training call on from the seed 16% and 41%.
+from training/embedded-src/ (--qwen, --vae). --size S and --frames F shrink the outputs (the bundle's size and the
+prompts' frames by default): on the 2-core CPU, four exports at the defaults took more than 15 minutes, so start with
+--prompts 1 --frames 9. In session 63, measured the same way by hand on one t2i prompt and one 9-frame t2v prompt, the
+seed split into two more single blocks (`training.grow --split`) moved t2i 21% and t2v 14%, and a training call on
+from the seed moved t2i 16% (session 62's, on from another line's trunk, 41%).
 """
 
 from __future__ import annotations
