@@ -1,4 +1,5 @@
-"""training.grow: single blocks added with their gates at zero leave what the model draws exactly as it was."""
+"""training.grow: single blocks added with their gates at zero leave what the model draws exactly as it was; with
+--split they share the last block's gate and draw near it (benchmarks/latent_drift.py measures how near)."""
 
 import json
 from pathlib import Path
@@ -103,8 +104,8 @@ def test_split_growth_shares_the_last_gate_so_every_block_trains(demo, tmp_path,
     capsys.readouterr()
     assert latent_drift.main([str(bundle / "vino.safetensors"), str(bundle / "vino.safetensors"),
                               str(tmp_path / "split.safetensors"), "--data", str(ROOT / "vino_model/embedded/demo"),
-                              "--prompts", "1", "--steps", "2", "--size", "32", "--frames", "5", "--qwen", str(bundle / "qwen3vl"),
-                              "--vae", str(bundle / "vae.safetensors")]) == 0
+                              "--prompts", "1", "--steps", "2", "--size", "32", "--frames", "5",
+                              "--qwen", str(bundle / "qwen3vl"), "--vae", str(bundle / "vae.safetensors")]) == 0
     rows = [[cell.strip() for cell in line.strip("|").split("|")][1:]
             for line in capsys.readouterr().out.splitlines()[2:]]
     assert rows[0] == ["0%", "0%"]
