@@ -1,6 +1,7 @@
 """End to end: every task kind through `python -m vino_model.generate` on a tiny random VINO."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from vino_model.errors import VinoInputError
 from vino_model.generate import main
 from vino_model.pipeline import VinoPipeline
 from vino_model.tasks import DEFAULTS, get_task, read_task_file
-from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE, bundle_defaults, output_defaults
+from vino_model.tiny import DEMO_TASK_FILES, SHIPPED_BUNDLE, TINY_DEFAULTS, bundle_defaults, output_defaults
 
 SIZE = ["--width", "48", "--height", "32", "--frames", "5", "--steps", "2"]
 
@@ -194,6 +195,27 @@ def test_demo_runs_every_task_kind_of_the_shipped_demo(tmp_path, monkeypatch):
             assert len(frames) == 17 and frames[0].size == (64, 64)
 
 
+def test_a_bundles_steps_video_is_what_an_unset_steps_takes_for_videos_only(demo, tmp_path, monkeypatch):
+    """defaults.json's steps_video (and steps_image) over its steps, entry by entry of one task file; --steps, when
+    given, for every entry."""
+    bundle, _, entries = demo
+    model = tmp_path / "model"
+    shutil.copytree(bundle, model)
+    (model / "defaults.json").write_text(json.dumps({**TINY_DEFAULTS, "steps": 3, "steps_video": 2}))
+    tasks = tmp_path / "tasks.json"
+    tasks.write_text(json.dumps([e for e in entries if e["task"] in ("t2i", "t2v")]))
+    taken = []
+    sample = VinoPipeline.sample
+    monkeypatch.setattr(VinoPipeline, "sample", lambda self, branches, shape, seed, steps, *rest, **kw:
+                        taken.append((shape[2], steps)) or sample(self, branches, shape, seed, steps, *rest, **kw))
+    common = ["--tasks", str(tasks), "--model", str(model), "--device", "cpu", "--width", "32", "--height", "32"]
+    assert main([*common, "--out", str(tmp_path / "own")]) == 0
+    assert taken == [(1, 3), (5, 2)]  # [1, C, T', H', W']: the image's 1 latent frame, the 17-frame video's 5
+    taken.clear()
+    assert main([*common, "--out", str(tmp_path / "given"), "--steps", "1"]) == 0
+    assert taken == [(1, 1), (5, 1)]
+
+
 def test_a_bundles_defaults_json_is_what_unset_sizes_and_guidance_take(tmp_path):
     """The trained default's defaults.json over the release's defaults (what VINO Sampler's zeros take for Load VINO
     (embedded default)); a bundle without one: the release's; a broken one: an error that names it."""
@@ -203,8 +225,8 @@ def test_a_bundles_defaults_json_is_what_unset_sizes_and_guidance_take(tmp_path)
     ours = output_defaults(bundle_defaults(tmp_path))
     for output, frames in (("image", 1), ("video", TRAINED["frames"])):
         assert ours[output] == {"width": TRAINED["width"], "height": TRAINED["height"], "frames": frames,
-                                "steps": TRAINED["steps"], "shift": TRAINED["shift"], "text_cfg": TRAINED["cfg"],
-                                "negative": TRAINED[f"negative_{output}"]}
+                                "steps": TRAINED.get(f"steps_{output}", TRAINED["steps"]), "shift": TRAINED["shift"],
+                                "text_cfg": TRAINED["cfg"], "negative": TRAINED[f"negative_{output}"]}
     assert ours["video"] != DEFAULTS["video"]
     assert output_defaults(bundle_defaults(tmp_path / "elsewhere")) == DEFAULTS
     (tmp_path / "defaults.json").write_text('{"width": 128,')

@@ -182,7 +182,7 @@ def test_the_embedded_defaults_steps_and_negative_are_what_the_nodes_zero_and_de
 
     bundle = make_tiny_bundle(tmp_path / "embedded")
     defaults = json.loads((bundle / "defaults.json").read_text())
-    (bundle / "defaults.json").write_text(json.dumps({**defaults, "steps": 3, "negative_image": ""}))
+    (bundle / "defaults.json").write_text(json.dumps({**defaults, "steps": 3, "steps_video": 2, "negative_image": ""}))
     monkeypatch.setattr(register, "embedded_bundle", lambda: bundle)
     vino, _ = LoadVinoEmbedded().load("float32", "auto")
     encode = InterleavedEncode()
@@ -199,5 +199,7 @@ def test_the_embedded_defaults_steps_and_negative_are_what_the_nodes_zero_and_de
     monkeypatch.setattr(pipeline, "sample", lambda branches, shape, seed, n, *rest, **kw:
                         steps.append(n) or sample(branches, shape, seed, n, *rest, **kw))
     (latent,) = VinoSampler().sample(vino, context, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0)
-    assert steps == [3]
+    (video,) = encode.encode(vino, "t2v", "a red circle slides to the right", True, "ignored", False, 17)
+    VinoSampler().sample(vino, video, 0, 0, 5, 0, 0.0, 0.0, 0.0, 0)
+    assert steps == [3, 2]  # an image takes the bundle's steps, a video its steps_video
     assert latent["samples"].shape[-2:] == (defaults["height"] // 8, defaults["width"] // 8)

@@ -28,7 +28,7 @@ from .parallel import init_from_env
 from .pipeline import DTYPES, VinoPipeline
 from .tasks import TASKS, read_task_file
 from .tiny import (BUNDLE_FILES, DEMO_TASK_FILES, SHIPPED_BUNDLE, bundle_defaults, image_cfg_for, is_bundle,
-                   make_tiny_bundle)
+                   make_tiny_bundle, output_defaults)
 
 log = logging.getLogger("vino")
 
@@ -50,7 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, help="output width (default 640 for images, 848 for videos)")
     p.add_argument("--height", type=int, help="output height (default 640 for images, 480 for videos)")
     p.add_argument("--frames", type=int, help="output frames, 4k+1 (default 85; 81 for video edits)")
-    p.add_argument("--steps", type=int, help="sampling steps (default 50)")
+    p.add_argument("--steps", type=int, help="sampling steps (default 50; a bundle's own, which may differ for "
+                   "images and videos)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seed-per-entry", action="store_true",
                    help="each task-file entry draws its noise from SEED + its index instead of SEED: prompts that "
@@ -97,9 +98,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- running a task file
 
-# image_cfg_tasks: {task: image CFG} over image_cfg, "ti2i_ref" naming ti2i with ref_image_have_base
-BUNDLE_DEFAULTS = ("width", "height", "frames", "steps", "cfg", "image_cfg", "image_cfg_tasks", "shift",
-                   "negative_image", "negative_video")
+# image_cfg_tasks: {task: image CFG} over image_cfg, "ti2i_ref" naming ti2i with ref_image_have_base. Steps are
+# not among them: a bundle may give images and videos their own (steps_image, steps_video over steps), so an unset
+# --steps is resolved per entry by the pipeline's output_defaults.
+BUNDLE_DEFAULTS = ("width", "height", "frames", "cfg", "image_cfg", "image_cfg_tasks", "shift", "negative_image",
+                   "negative_video")
 
 
 def apply_bundle(args) -> None:
@@ -161,6 +164,8 @@ def run(args) -> list[Path]:
     pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, device, dtype, args.attention, args.compile,
                              args.fp8, args.max_gpu_memory)
     pipe.mmdit.sequence_parallel = parallel
+    if args.model:
+        pipe.output_defaults = output_defaults(bundle_defaults(args.model))  # its steps for each output kind
     log.info("loaded VINO in %.1f s", time.perf_counter() - started)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []

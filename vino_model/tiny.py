@@ -62,12 +62,14 @@ def image_cfg_for(bundle: dict, task: str, have_base: bool = False) -> float:
 
 def output_defaults(bundle: dict) -> dict:
     """tasks.DEFAULTS (per output kind: width, height, frames, steps, shift, text_cfg, negative) with a bundle's
-    defaults over the release's: what a model left to its own defaults draws."""
-    own = {"width": bundle.get("width"), "height": bundle.get("height"), "steps": bundle.get("steps"),
-           "shift": bundle.get("shift"), "text_cfg": bundle.get("cfg")}
+    defaults over the release's: what a model left to its own defaults draws. A bundle's steps_image and steps_video
+    take the place of its steps for that kind."""
+    own = {"width": bundle.get("width"), "height": bundle.get("height"), "shift": bundle.get("shift"),
+           "text_cfg": bundle.get("cfg")}
     result = {}
     for output, release in DEFAULTS.items():
-        kind = {"negative": bundle.get(f"negative_{output}")}  # "" (none) is a negative prompt too
+        kind = {"negative": bundle.get(f"negative_{output}"),  # "" (none) is a negative prompt too
+                "steps": bundle.get(f"steps_{output}", bundle.get("steps"))}
         if output == "video":
             kind["frames"] = bundle.get("frames")
         result[output] = {**release, **{k: v for k, v in {**own, **kind}.items() if v is not None}}
