@@ -43,9 +43,10 @@ from .world import VIDEO_FORMATS, write_split
 # (benchmarks/results/2026-12-04/embedded-session41.md). The committed seed (session 52, scripts/sampler_sweep.sh on
 # 24 tuning prompts a task): clone 0.485 -> 0.647 (11 / 3) and tiv2v 0.803 -> 0.910 (14 / 2) at 3; then on the
 # held-out sets clone 0.325 -> 0.444 (3 / 0) and tiv2v 0.894 -> 0.910 (2 / 0). 5 did no better than 3, nor did 50
-# steps, shift 5 or text CFG 3 or 6 (benchmarks/results/2026-12-06/embedded-session52.md). Videos take 20 steps:
-# on the CPU a video's sampling time is its steps', and the committed seed's held-out clone, tv2v, tiv2v, t2v, i2v
-# and ti2v prompts scored at 20 what they did at 30 (benchmarks/results/2026-12-07/embedded-session65.md).
+# steps, shift 5 or text CFG 3 or 6 (benchmarks/results/2026-12-06/embedded-session52.md). Videos take 20 steps, in
+# 0.63-0.65 of the CPU time of 30: the committed seed's held-out videos scored 74 of 80 prompts as at 30 (1 better /
+# 5 worse, p 0.22; the two real losses were failing at 30 already: t2v 0.863 -> 0.829, ti2v 0.724 -> 0.699 on 24
+# prompts each; benchmarks/results/2026-12-07/embedded-session65.md).
 DEFAULTS = {"width": 128, "height": 128, "frames": 17, "steps": 30, "steps_video": 20, "cfg": 4.0, "image_cfg": 1.0,
             "image_cfg_tasks": {"clone": 3.0, "i2v": 3.0, "ti2i_ref": 3.0, "ti2v": 3.0, "tiv2v": 3.0}, "shift": 3.0,
             "negative_image": "", "negative_video": ""}
