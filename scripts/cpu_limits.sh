@@ -19,11 +19,12 @@ done
 import re
 import sys
 
-limits = {"t2i": 60, "ti2i": 60}  # images; every other task writes a video
+from vino_model.tasks import TASKS
+
 rows = [(m[1], m[2], float(m[3])) for m in re.finditer(r"^(\d+) (\w+): \S+ \(([\d.]+) s\)$",
                                                           open(sys.argv[1]).read(), re.M)]
 print("| entry | task | seconds | limit | share of the limit |\n|---|---|---|---|---|")
 for index, task, seconds in rows:
-    limit = limits.get(task, 180)
+    limit = 60 if TASKS[task].output == "image" else 180
     print(f"| {index} | {task} | {seconds:.1f} | {limit} | {seconds / limit:.2f}{' OVER' if seconds > limit else ''} |")
 TABLE

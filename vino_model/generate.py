@@ -105,8 +105,9 @@ BUNDLE_DEFAULTS = ("width", "height", "frames", "cfg", "image_cfg", "image_cfg_t
                    "negative_video")
 
 
-def apply_bundle(args) -> None:
-    """--model DIR: the bundle's three parts, and its defaults.json for every option left unset."""
+def apply_bundle(args) -> dict:
+    """--model DIR: the bundle's three parts, and its defaults.json for every option left unset. Returns those
+    defaults (their steps are the pipeline's, per output kind)."""
     folder = args.model
     parts = {name: folder / part for name, part in zip(("checkpoint", "qwen", "vae"), BUNDLE_FILES)}
     missing = [str(p) for p in parts.values() if not p.exists()]
@@ -122,6 +123,7 @@ def apply_bundle(args) -> None:
             setattr(args, name, defaults[name])
     if "image_cfg" in given:
         args.image_cfg_tasks = None  # the user's image CFG serves every task
+    return defaults
 
 
 def entry_image_cfg(args, entry) -> float:
@@ -146,8 +148,7 @@ def run(args) -> list[Path]:
             args.model = DEMO_MODEL  # its defaults.json: 64x64, 17 frames, 4 steps
             log.warning("demo: no trained embedded default in %s; running a tiny RANDOM model instead (its "
                         "outputs are noise: they show the path runs)", SHIPPED_BUNDLE)
-    if args.model:
-        apply_bundle(args)
+    bundle = apply_bundle(args) if args.model else None
     args.image_cfg = 1.0 if args.image_cfg is None else args.image_cfg
     if task_files == [None]:
         raise VinoInputError("--tasks is required (or use --demo)")
@@ -164,8 +165,8 @@ def run(args) -> list[Path]:
     pipe = VinoPipeline.load(args.checkpoint, args.qwen, args.vae, device, dtype, args.attention, args.compile,
                              args.fp8, args.max_gpu_memory)
     pipe.mmdit.sequence_parallel = parallel
-    if args.model:
-        pipe.output_defaults = output_defaults(bundle_defaults(args.model))  # its steps for each output kind
+    if bundle is not None:
+        pipe.output_defaults = output_defaults(bundle)  # its steps for each output kind
     log.info("loaded VINO in %.1f s", time.perf_counter() - started)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
