@@ -22,8 +22,9 @@
 # a warm machine's next call 820.
 # Back in $OUT (at most 64 MiB, 8 files), in this order while they fit: call.log (this call's output), logs.tgz (the
 # run's train.jsonl and config.json), trunk.safetensors (the next call's seed), and vino-ema.safetensors (the run's
-# cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts of at most 15 MiB
-# (NAME.part-aa, -ab, ...: take_chunk.sh joins them).
+# cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts just under 16 MiB (NAME.part-aa,
+# -ab, ...: take_chunk.sh joins them). Until session 66 the parts were of at most 15 MiB: a grown model's float32
+# exports (31 MiB each) took three parts each, and the call's scores found no eighth file left.
 # The EMA export also stays on the machine as runs/chunks/CHUNK/vino-ema.safetensors, where the next call finds it
 # while the machine is warm: the next run deletes its own, so scoring several calls' exports, or their average
 # (scripts/device_score.sh's A+B), needs these copies. Session 58 could not score its two calls' average: the first
@@ -83,14 +84,17 @@ fi
 
 shopt -s nullglob
 tar czf "$out/logs.tgz" "$E"/logs/train.jsonl "$E"/config.json 2>/dev/null
-room=$(( (64 << 20) - (1 << 20) - $(stat -c %s "$out/logs.tgz") ))  # a MiB kept for this call's log
+kept=0  # a file and 256 KiB kept for the scores, packed last
+[ -z "${SCORE:-}" ] || kept=1
+room=$(( (64 << 20) - (1 << 20) - $(stat -c %s "$out/logs.tgz") - kept * (256 << 10) ))  # and a MiB for call.log
 files=2  # logs.tgz, call.log
-back() {  # FILE: into $OUT while it fits, in parts of at most 15 MiB when over 16 MiB
+part=$(( (16 << 20) - (256 << 10) ))  # a file comes back if it is at most 16 MiB
+back() {  # FILE: into $OUT while it fits, leaving the kept files, in parts of at most $part bytes
   local file=$1 size parts
   [ -f "$file" ] || { echo "no $file" >> "$log"; return; }
   size=$(stat -c %s "$file")
-  parts=$(( size > (16 << 20) ? (size + (15 << 20) - 1) / (15 << 20) : 1 ))
-  if [ "$size" -gt "$room" ] || [ $((files + parts)) -gt 8 ]; then
+  parts=$(( (size + part - 1) / part ))
+  if [ "$size" -gt "$room" ] || [ $((files + parts + kept)) -gt 8 ]; then
     echo "no room left for $file ($size bytes)" >> "$log"
     return
   fi
@@ -113,6 +117,7 @@ if [ -n "${SCORE:-}" ] && [ -f "runs/chunks/$CHUNK/vino-ema.safetensors" ]; then
     scored=$?
     [ "$scored" != 124 ] || echo "=== the scoring was stopped at $SCORE_END s from the call's start" >> "$log"
     echo "=== $(date +%T) the scoring ended with status $scored" >> "$log"
+    room=$((room + (256 << 10))) kept=0
     tar czf /tmp/device-chunk/scores.tgz -C "$scores" . && back /tmp/device-chunk/scores.tgz
   fi
 fi
