@@ -93,7 +93,7 @@ back() {  # FILE: into $OUT while it fits, leaving the kept files, in parts of a
   local file=$1 size parts
   [ -f "$file" ] || { echo "no $file" >> "$log"; return; }
   size=$(stat -c %s "$file")
-  parts=$(( (size + part - 1) / part ))
+  parts=$(( size > part ? (size + part - 1) / part : 1 ))
   if [ "$size" -gt "$room" ] || [ $((files + parts + kept)) -gt 8 ]; then
     echo "no room left for $file ($size bytes)" >> "$log"
     return
