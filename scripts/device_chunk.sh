@@ -22,7 +22,7 @@
 # a warm machine's next call 820.
 # Back in $OUT (at most 64 MiB, 8 files), in this order while they fit: call.log (this call's output), logs.tgz (the
 # run's train.jsonl and config.json), trunk.safetensors (the next call's seed), and vino-ema.safetensors (the run's
-# cooled EMA export, which is bundled and scored). A file over 16 MiB comes in parts just under 16 MiB (NAME.part-aa,
+# cooled EMA export, which is bundled and scored). A file over 15.75 MiB comes in parts of at most that (NAME.part-aa,
 # -ab, ...: take_chunk.sh joins them). Until session 66 the parts were of at most 15 MiB: a grown model's float32
 # exports (31 MiB each) took three parts each, and the call's scores found no eighth file left.
 # The EMA export also stays on the machine as runs/chunks/CHUNK/vino-ema.safetensors, where the next call finds it
